@@ -1,0 +1,123 @@
+"""The `streamd` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from streamd import __version__
+from streamd.config import ConfigError, load_config
+from streamd.logs import setup_logging
+
+log = logging.getLogger("streamd")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            failed = True
+            for problem in error.errors:
+                print(problem, file=sys.stderr)
+            print(f"{path}: {len(error.errors)} error(s)", file=sys.stderr)
+        else:
+            enabled = len(config.enabled_cameras)
+            print(f"{path}: OK, {len(config.cameras)} camera(s), {enabled} enabled")
+    return 1 if failed else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamd.daemon import Daemon
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.errors:
+            log.error("%s", problem)
+        return 2
+    daemon = Daemon(config, Path(args.config), rate_log_interval_s=args.rate_log_interval)
+    try:
+        asyncio.run(daemon.run())
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    return 0
+
+
+def _cmd_testserver(args: argparse.Namespace) -> int:
+    import signal
+
+    from streamd.testing.demo import demo_videos
+    from streamd.testing.rtsp import RtspTestServer
+
+    mounts = {name: Path(path) for name, _, path in (m.partition("=") for m in args.mount)}
+    if args.demo:
+        mounts.update(demo_videos(args.demo, args.width, args.height, args.fps))
+    if not mounts:
+        print("testserver: give --demo N or --mount NAME=FILE.mkv", file=sys.stderr)
+        return 2
+    server = RtspTestServer(mounts, port=args.port, host=args.host)
+    # Blocked, so sigwait receives them instead of their default action killing us
+    # before the server child is stopped.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    server.start()
+    for name in mounts:
+        print(server.url(name), flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        server.stop()
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from streamd.bench import ingest
+
+    return ingest.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamd", description="Real-time multi-camera face detection daemon.")
+    parser.add_argument("--version", action="version", version=f"streamd {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default="streams.yaml", help="streams.yaml to load (default: %(default)s)")
+    run.add_argument("--rate-log-interval", type=float, default=10.0, help="seconds between per-camera rate lines")
+    run.set_defaults(func=_cmd_run)
+
+    check = commands.add_parser("check", help="validate streams.yaml files; exit 1 listing every error")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=_cmd_check)
+
+    server = commands.add_parser("testserver", help="serve test videos over RTSP on loopback (demos, benchmarks)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8554)
+    server.add_argument("--demo", type=int, default=0, metavar="N", help="serve N demo cameras cam1..camN")
+    server.add_argument("--mount", action="append", default=[], metavar="NAME=FILE.mkv")
+    server.add_argument("--width", type=int, default=1920)
+    server.add_argument("--height", type=int, default=1080)
+    server.add_argument("--fps", type=int, default=25)
+    server.set_defaults(func=_cmd_testserver)
+
+    bench = commands.add_parser("bench", help="benchmarks (not tests): decode and ingest rates")
+    from streamd.bench.ingest import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

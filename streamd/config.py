@@ -1,0 +1,294 @@
+"""`streams.yaml`: the configuration an operator edits, validated strictly.
+
+Unknown keys are errors, every field has a bound and a description, and `load_config`
+reports every problem at once as `file:line key.path: message`. The `defaults` section
+applies to every camera; a camera's own keys win (the `backoff` block merges key by
+key). Later sections (`engine`, `batcher`, `sinks`) join `StreamsConfig` beside
+`metrics`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from streamd.redact import redact_text
+from streamd.yaml_source import KeyPath, SourceError, YamlDocument, parse_yaml
+
+CAMERA_ID_PATTERN = r"^[a-z0-9_-]+$"
+NETWORK_SCHEMES = ("rtsp", "rtsps")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Transport(StrEnum):
+    tcp = "tcp"
+    udp = "udp"
+
+
+class DecodeMode(StrEnum):
+    auto = "auto"
+    nvdec = "nvdec"
+    cpu = "cpu"
+
+
+class BackoffConfig(StrictModel):
+    initial_s: float = Field(1.0, gt=0, le=600)
+    """Upper bound of the first retry delay, seconds (full jitter picks 0..bound)."""
+    max_s: float = Field(30.0, gt=0, le=3600)
+    """Cap of the retry delay bound, seconds; the bound doubles per failure up to it."""
+    reset_after_s: float = Field(30.0, ge=0, le=86400)
+    """Streaming this long without trouble resets the backoff to `initial_s`."""
+
+    @model_validator(mode="after")
+    def _initial_within_cap(self) -> BackoffConfig:
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s ({self.initial_s}) must not exceed max_s ({self.max_s})")
+        return self
+
+
+class CameraSettings(StrictModel):
+    """Everything about a camera that `defaults` may set for all cameras."""
+
+    fps: float = Field(5.0, gt=0, le=120)
+    """Analysis rate: frames per second taken from the stream for detection."""
+    enabled: bool = True
+    """A disabled camera is kept in the file but not opened."""
+    transport: Transport = Transport.tcp
+    """RTSP transport: tcp (interleaved, robust through NAT and loss) or udp."""
+    decode: DecodeMode = DecodeMode.auto
+    """auto: NVDEC where it works, else CPU; nvdec: NVDEC or fail; cpu: CPU only."""
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Give up connecting (RTSP handshake and first packets) after this many seconds."""
+    stall_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """Reconnect when no frame arrives, or timestamps do not advance, for this long."""
+    backoff: BackoffConfig = BackoffConfig()
+    """Reconnect delays: exponential with full jitter."""
+
+
+class CameraConfig(CameraSettings):
+    id: str = Field(pattern=CAMERA_ID_PATTERN, min_length=1, max_length=64)
+    """Unique name of the camera: lower-case letters, digits, '_' and '-'."""
+    url: str = Field(min_length=1)
+    """rtsp:// or rtsps:// URL, or a local video file (replayed in a loop at its own rate)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, url: str, info: ValidationInfo) -> str:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in NETWORK_SCHEMES:
+            if not parts.hostname:
+                raise ValueError(f"{scheme}:// URL has no host")
+            return url
+        if scheme == "file":
+            url = parts.path
+        elif len(scheme) > 1:  # one letter would be a Windows drive, not a scheme
+            raise ValueError(f"unsupported scheme '{scheme}': use rtsp://, rtsps:// or a local video file")
+        base_dir = Path((info.context or {}).get("base_dir", "."))
+        path = (base_dir / url).resolve()
+        if not path.is_file():
+            raise ValueError(f"no such video file: {path}")
+        return str(path)
+
+    @property
+    def is_file(self) -> bool:
+        return urlsplit(self.url).scheme.lower() not in NETWORK_SCHEMES
+
+
+class MetricsConfig(StrictModel):
+    listen: str = "127.0.0.1:9108"
+    """host:port of the Prometheus endpoint."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port with a port from 1 to 65535")
+        return listen
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StreamsConfig(StrictModel):
+    metrics: MetricsConfig = MetricsConfig()
+    """Where Prometheus scrapes streamd."""
+    defaults: CameraSettings = CameraSettings()
+    """Settings applied to every camera unless the camera sets them itself."""
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    """The cameras to ingest."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        defaults, cameras = data.get("defaults"), data.get("cameras")
+        if not isinstance(defaults, Mapping) or not isinstance(cameras, list):
+            return data
+        merged = [_merge(defaults, cam) if isinstance(cam, Mapping) else cam for cam in cameras]
+        return {**data, "cameras": merged}
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for camera in cameras:
+            if camera.id in seen:
+                raise ValueError(f"duplicate camera id '{camera.id}'")
+            seen.add(camera.id)
+        return cameras
+
+    @property
+    def enabled_cameras(self) -> list[CameraConfig]:
+        return [camera for camera in self.cameras if camera.enabled]
+
+
+def _merge(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in own.items():
+        base = merged.get(key)
+        merged[key] = _merge(base, value) if isinstance(base, Mapping) and isinstance(value, Mapping) else value
+    return merged
+
+
+class ConfigError(Exception):
+    """The file is not a valid configuration; `errors` lists every problem."""
+
+    def __init__(self, errors: list[SourceError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(error) for error in errors))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> StreamsConfig:
+    """Read and validate `path`; raises ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([SourceError(str(path), None, (), f"cannot read: {exc}")]) from None
+    return parse_config(text, str(path), base_dir=path.parent, env=env)
+
+
+def parse_config(
+    text: str, file: str, base_dir: Path = Path("."), env: Mapping[str, str] | None = None
+) -> StreamsConfig:
+    doc = parse_yaml(text, file, os.environ if env is None else env)
+    errors = list(doc.errors)
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, Mapping):
+        errors.append(SourceError(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
+        raise ConfigError(errors)
+    errors += _duplicate_ids(doc, file)
+    config = None
+    try:
+        config = StreamsConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        errors += _describe(exc, doc, file, skip_duplicates=bool(errors))
+    if errors or config is None:
+        raise ConfigError(sorted(_unique(errors), key=lambda error: error.line or 0))
+    return config
+
+
+def _duplicate_ids(doc: YamlDocument, file: str) -> list[SourceError]:
+    """Duplicates are found on the raw data so they are reported with every other error."""
+    cameras = doc.data.get("cameras") if isinstance(doc.data, Mapping) else None
+    first_seen: dict[str, int] = {}
+    errors = []
+    for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
+        camera_id = camera.get("id") if isinstance(camera, Mapping) else None
+        if not isinstance(camera_id, str):
+            continue
+        path: KeyPath = ("cameras", index, "id")
+        if camera_id in first_seen:
+            first = first_seen[camera_id]
+            first_line = doc.line_of(("cameras", first, "id"))
+            message = f"duplicate id '{camera_id}' (first used by cameras[{first}], line {first_line})"
+            errors.append(SourceError(file, doc.line_of(path), path, message))
+        else:
+            first_seen[camera_id] = index
+    return errors
+
+
+def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicates: bool) -> list[SourceError]:
+    errors = []
+    for error in exc.errors(include_url=False):
+        if skip_duplicates and "duplicate camera id" in error["msg"]:
+            continue  # already reported per camera by _duplicate_ids
+        path = _error_path(error, doc)
+        errors.append(SourceError(file, doc.line_of(path), path, _message(error)))
+    return errors
+
+
+def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
+    # Pydantic appends the validator's name for `mode="after"` model validators; drop
+    # anything that is not a real key. A camera key that the camera does not set came
+    # from `defaults`: point there, where the operator must fix it.
+    path = tuple(part for part in error["loc"] if isinstance(part, int) or not part.startswith("_"))
+    if len(path) >= 3 and path[0] == "cameras" and path not in doc.lines:
+        from_defaults = ("defaults", *path[2:])
+        if from_defaults in doc.lines:
+            return from_defaults
+    return path
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "is required",
+    "extra_forbidden": "unknown key",
+    "string_pattern_mismatch": "must match {pattern}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "must be at most {max_length} characters",
+    "enum": "must be one of {expected}",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping of keys",
+    "dict_type": "must be a mapping of keys",
+}
+# Errors where showing the offending text helps (never for URLs: they hold passwords).
+_SHOW_TEXT_INPUT = frozenset({"enum", "string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing"})
+
+
+def _message(error: ErrorDetails) -> str:
+    template = _MESSAGES.get(error["type"])
+    context = error.get("ctx") or {}
+    if template is not None:
+        message = template.format(**context)
+    else:
+        message = str(context.get("error", error["msg"]))
+        message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and error["type"] != "missing":
+        message += f" (got {value})"
+    elif isinstance(value, str) and error["type"] in _SHOW_TEXT_INPUT:
+        message += f" (got {value!r})"
+    return redact_text(message)
+
+
+def _unique(errors: list[SourceError]) -> list[SourceError]:
+    # A bad `defaults` value fails once per camera that inherits it; report it once.
+    return list(dict.fromkeys(errors))

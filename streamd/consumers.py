@@ -1,0 +1,38 @@
+"""Frame consumers that are not the detector.
+
+`DiscardingConsumer` takes every frame out of every camera's slot and lets it go. It is
+what the daemon runs until the detector stage exists, and what an ingest benchmark
+uses to measure cameras alone. Taking frames promptly matters: an unconsumed slot would
+count every new frame as a drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from streamd.camera.slot import LatestFrameSlot
+from streamd.frame import Frame
+
+
+class DiscardingConsumer:
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.taken: dict[str, int] = {}
+
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+        self.taken[camera_id] = 0
+        self._tasks[camera_id] = asyncio.create_task(self._drain(camera_id, slot), name=f"drain-{camera_id}")
+
+    async def detach(self, camera_id: str) -> None:
+        task = self._tasks.pop(camera_id, None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _drain(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+        while True:
+            await slot.get()
+            self.taken[camera_id] += 1

@@ -1,0 +1,82 @@
+"""The daemon: wires configuration, cameras, the frame consumer and metrics together.
+
+Start-up: metrics listener first (so a scrape sees cameras starting), then cameras.
+Shutdown in phases, each bounded: stop the rate log, stop the cameras (their threads
+finish their current read), then close the listener. Signal handlers only set a flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from streamd.config import StreamsConfig
+from streamd.consumers import DiscardingConsumer
+from streamd.http_server import MetricsServer
+from streamd.metrics import Metrics
+from streamd.rate_log import RateLogger
+from streamd.supervisor import FrameConsumer, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: StreamsConfig,
+        config_path: Path | None = None,
+        consumer: FrameConsumer | None = None,
+        metrics_port: int | None = None,
+        rate_log_interval_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.consumer = consumer or DiscardingConsumer()
+        self.supervisor = Supervisor(self.metrics, self.consumer)
+        self.metrics.watch_cameras(self.supervisor.sources)
+        self.http = MetricsServer(
+            config.metrics.host,
+            config.metrics.port if metrics_port is None else metrics_port,
+            self.metrics.registry,
+        )
+        self.rate_log = RateLogger(self.supervisor.sources, rate_log_interval_s)
+        self._stop_requested = asyncio.Event()
+        self._started = False
+
+    async def start(self) -> None:
+        self.http.start()
+        await self.supervisor.apply(self.config)
+        self.rate_log.start()
+        self._started = True
+        log.info("streamd running with %d camera(s)", len(self.supervisor.sources()))
+
+    async def stop(self) -> None:
+        """Shut down in phases; safe to call more than once."""
+        if not self._started:
+            self.http.stop()
+            return
+        self._started = False
+        await self.rate_log.stop()
+        await self.supervisor.stop()
+        self.http.stop()
+        log.info("streamd stopped")
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            await self.start()
+            await self._stop_requested.wait()
+            log.info("shutting down")
+        finally:
+            await self.stop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)

@@ -1,0 +1,25 @@
+"""A sampled frame on its way from a camera to analysis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    camera_id: str
+    seq: int
+    """Per-camera count of sampled frames since the camera started."""
+    pts: float
+    """Stream timestamp, seconds (the camera's clock, not the wall clock)."""
+    captured_at: float
+    """Wall-clock time (time.time()) when the frame was decoded."""
+    captured_mono: float
+    """time.monotonic() at decode, for latency and age without clock jumps."""
+    width: int
+    height: int
+    """Size of the camera's picture; detections are reported in these pixels."""
+    image: np.ndarray
+    """The converted pixels (H x W x 3 RGB, uint8)."""

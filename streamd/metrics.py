@@ -1,0 +1,170 @@
+"""Prometheus metrics: the names here are the contract dashboards and alerts use.
+
+Counters live in one registry per daemon (tests run several daemons in one process).
+Per-camera state is not pushed into gauges: a collector reads it from the cameras at
+scrape time, so a removed camera simply stops being reported, and the last frame age
+is always current.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# `*_created` series double the output and no dashboard uses them.
+disable_created_metrics()
+
+CAMERA_STATES = ("starting", "streaming", "backoff", "stopped", "failed")
+
+
+class CameraStatusView(Protocol):
+    """What the scrape-time collector reads from each camera."""
+
+    @property
+    def camera_id(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def last_frame_mono(self) -> float | None: ...
+
+
+class CameraMetrics:
+    """One camera's counters: the Prometheus children plus plain totals for status and logs.
+
+    Written only by that camera's decode thread and its task; the children are resolved
+    once because label lookups are not free at 25 frames/s times 70 cameras.
+    """
+
+    def __init__(self, metrics: Metrics, camera_id: str) -> None:
+        self._decoded = metrics.frames_decoded.labels(camera_id)
+        self._sampled = metrics.frames_sampled.labels(camera_id)
+        self._replaced = metrics.frames_dropped.labels(camera_id, "replaced")
+        self._decode_errors = metrics.decode_errors.labels(camera_id)
+        self._reconnects = metrics.reconnects.labels(camera_id)
+        self._errors = metrics.camera_errors
+        self.camera_id = camera_id
+        self.decoded = self.sampled = self.replaced = self.reconnects = 0
+
+    def frame_decoded(self) -> None:
+        self.decoded += 1
+        self._decoded.inc()
+
+    def frame_sampled(self) -> None:
+        self.sampled += 1
+        self._sampled.inc()
+
+    def frame_replaced(self) -> None:
+        self.replaced += 1
+        self._replaced.inc()
+
+    def decode_error(self) -> None:
+        self._decode_errors.inc()
+
+    def reconnecting(self) -> None:
+        self.reconnects += 1
+        self._reconnects.inc()
+
+    def connection_failed(self, reason: str) -> None:
+        self._errors.labels(self.camera_id, reason).inc()
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            # The default collectors already sit in the global registry; a daemon's own
+            # registry takes the same ones by reference.
+            self.registry.register(collector)
+        self.frames_decoded = Counter(
+            "streamd_frames_decoded", "Frames decoded from the camera's stream.", ["camera"], registry=self.registry
+        )
+        self.frames_sampled = Counter(
+            "streamd_frames_sampled",
+            "Frames taken for analysis at the camera's fps.",
+            ["camera"],
+            registry=self.registry,
+        )
+        self.frames_dropped = Counter(
+            "streamd_frames_dropped",
+            "Sampled frames never analysed, by reason (replaced: a newer frame took its slot).",
+            ["camera", "reason"],
+            registry=self.registry,
+        )
+        self.reconnects = Counter(
+            "streamd_reconnects", "Connection attempts after the first one.", ["camera"], registry=self.registry
+        )
+        self.decode_errors = Counter(
+            "streamd_decode_errors", "Packets that failed to decode.", ["camera"], registry=self.registry
+        )
+        self.camera_errors = Counter(
+            "streamd_camera_errors",
+            "Connections that ended in an error, by reason (unauthorized, not_found, stalled...).",
+            ["camera", "reason"],
+            registry=self.registry,
+        )
+        self._per_camera = (
+            self.frames_decoded,
+            self.frames_sampled,
+            self.frames_dropped,
+            self.reconnects,
+            self.decode_errors,
+            self.camera_errors,
+        )
+
+    def camera(self, camera_id: str) -> CameraMetrics:
+        return CameraMetrics(self, camera_id)
+
+    def forget_camera(self, camera_id: str) -> None:
+        """Drop every series of a camera that was removed from the configuration."""
+        for metric in self._per_camera:
+            for labels in _label_sets(metric):
+                if labels and labels[0] == camera_id:
+                    metric.remove(*labels)
+
+    def watch_cameras(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
+        self.registry.register(_CameraStateCollector(cameras))
+
+
+def _label_sets(metric: Counter) -> list[tuple[str, ...]]:
+    # prometheus_client has no public listing of a metric's children.
+    with metric._lock:
+        return [tuple(labels) for labels in metric._metrics]
+
+
+class _CameraStateCollector(Collector):
+    def __init__(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
+        self._cameras = cameras
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("streamd_camera_up", "1 while the camera is streaming.", labels=["camera"])
+        state = GaugeMetricFamily(
+            "streamd_camera_state", "1 for the camera's current state, 0 for the others.", labels=["camera", "state"]
+        )
+        age = GaugeMetricFamily(
+            "streamd_last_frame_age_seconds", "Seconds since the camera's last decoded frame.", labels=["camera"]
+        )
+        now = time.monotonic()
+        for camera in self._cameras():
+            up.add_metric([camera.camera_id], 1.0 if camera.state == "streaming" else 0.0)
+            for name in CAMERA_STATES:
+                state.add_metric([camera.camera_id, name], 1.0 if camera.state == name else 0.0)
+            if camera.last_frame_mono is not None:
+                age.add_metric([camera.camera_id], now - camera.last_frame_mono)
+        yield from (up, state, age)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

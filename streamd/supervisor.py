@@ -1,0 +1,93 @@
+"""Supervisor: owns the set of cameras and applies configurations to it as a diff.
+
+Added cameras start, removed ones stop, changed ones restart, untouched ones are not
+touched. It wires parts together and does none of their work: each camera's frames go
+to its slot, and the slot is handed to the frame consumer (the analysis stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamd.camera.slot import LatestFrameSlot
+from streamd.camera.source import CameraSource
+from streamd.config import CameraConfig, StreamsConfig
+from streamd.frame import Frame
+from streamd.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class FrameConsumer(Protocol):
+    """The stage that takes frames out of the cameras' slots."""
+
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None: ...
+
+    async def detach(self, camera_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    added: list[CameraConfig]
+    removed: list[str]
+    changed: list[CameraConfig]
+    unchanged: list[str]
+
+
+def diff_cameras(running: dict[str, CameraConfig], wanted: list[CameraConfig]) -> ConfigDiff:
+    wanted_by_id = {camera.id: camera for camera in wanted}
+    return ConfigDiff(
+        added=[c for c in wanted if c.id not in running],
+        removed=[cid for cid in running if cid not in wanted_by_id],
+        changed=[c for c in wanted if c.id in running and running[c.id] != c],
+        unchanged=[c.id for c in wanted if c.id in running and running[c.id] == c],
+    )
+
+
+class Supervisor:
+    def __init__(self, metrics: Metrics, consumer: FrameConsumer) -> None:
+        self.metrics = metrics
+        self.consumer = consumer
+        self._sources: dict[str, CameraSource] = {}
+
+    def sources(self) -> list[CameraSource]:
+        return list(self._sources.values())
+
+    async def apply(self, config: StreamsConfig) -> ConfigDiff:
+        """Make the running cameras match `config`'s enabled cameras."""
+        running = {cid: source.camera for cid, source in self._sources.items()}
+        diff = diff_cameras(running, config.enabled_cameras)
+        await asyncio.gather(*(self._stop_camera(cid) for cid in diff.removed))
+        await asyncio.gather(*(self._stop_camera(camera.id, forget=False) for camera in diff.changed))
+        for camera in [*diff.added, *diff.changed]:
+            self._start_camera(camera)
+        if diff.added or diff.removed or diff.changed:
+            log.info(
+                "cameras: %d added, %d removed, %d changed, %d unchanged",
+                len(diff.added),
+                len(diff.removed),
+                len(diff.changed),
+                len(diff.unchanged),
+            )
+        return diff
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(self._stop_camera(cid, forget=False) for cid in list(self._sources)))
+
+    def _start_camera(self, camera: CameraConfig) -> None:
+        slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
+        source = CameraSource(camera, slot, self.metrics.camera(camera.id))
+        self._sources[camera.id] = source
+        self.consumer.attach(camera.id, slot)
+        source.start()
+
+    async def _stop_camera(self, camera_id: str, forget: bool = True) -> None:
+        source = self._sources.pop(camera_id)
+        await source.stop()
+        await self.consumer.detach(camera_id)
+        if forget:
+            self.metrics.forget_camera(camera_id)
+        log.info("[%s] stopped", camera_id)

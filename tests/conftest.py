@@ -1,0 +1,85 @@
+"""Shared fixtures: real test videos, a real RTSP server on loopback, the shared assets.
+
+Tests that need GStreamer or the shared assets skip with the reason when those are
+missing, except under CI (CI=true), where everything is installed and a skip would hide
+a broken set-up: there they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from streamd.testing.demo import ASSETS, CACHE_DIR
+from streamd.testing.rtsp import RtspTestServer, gstreamer_missing
+from streamd.testing.video import VideoSpec, cached_video
+
+T = TypeVar("T")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Small and short: these tests check behaviour, not decode speed.
+TEST_VIDEO = VideoSpec(width=640, height=360, fps=25, seconds=6, bitrate_kbps=800)
+
+
+def skip_or_fail(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the set-up must provide this)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not (ASSETS / "models").is_dir():
+        skip_or_fail(f"shared assets not found at {ASSETS}")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def test_video() -> Path:
+    return cached_video(TEST_VIDEO, CACHE_DIR)
+
+
+@pytest.fixture(scope="session")
+def gstreamer() -> None:
+    reason = gstreamer_missing()
+    if reason:
+        skip_or_fail(reason)
+
+
+@pytest.fixture
+def rtsp_server(gstreamer: None, test_video: Path) -> Iterator[RtspTestServer]:
+    """A server with mounts cam1..cam3, all serving the test video at 25 fps."""
+    server = RtspTestServer({f"cam{i}": test_video for i in (1, 2, 3)})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll `condition` until true; returns the seconds it took, fails the test after `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
