@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]+@")
 _SECRET_PARAM = re.compile(
     r"(?P<key>(?:password|passwd|pwd|pass|token|secret|apikey|api_key|auth|key)=)"
     r"[^&\s'\"]+",

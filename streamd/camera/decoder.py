@@ -27,6 +27,10 @@ from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
 from streamd.metrics import CameraMetrics
 
+# PyAV enforces its timeouts by interrupting FFmpeg, and the RTSP demuxer reports the
+# interrupt as whatever error it was in the middle of (often InvalidDataError). An error
+# that arrives once the time limit has (almost) run out is therefore a timeout.
+_TIMED_OUT = 0.95
 # After this many undecodable packets in a row the stream is broken, not glitching.
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
 
@@ -61,17 +65,22 @@ class DecodeSession:
         self._streaming = False
 
     def run(self) -> None:
+        started = time.monotonic()
         try:
             container = self._open()
         except SourceError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every PyAV failure becomes a reason
+            if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
+                raise SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s") from exc
             raise classify(exc, streaming=False) from exc
         try:
             self._read(container)
         except SourceError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
+            if self._streaming and time.monotonic() - self._stall_baseline >= self.camera.stall_timeout_s * _TIMED_OUT:
+                raise SourceError(Reason.stalled, f"no frame for {self.camera.stall_timeout_s:g}s") from exc
             raise classify(exc, streaming=self._streaming) from exc
         finally:
             container.close()

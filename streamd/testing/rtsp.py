@@ -53,6 +53,10 @@ class RtspTestServer:
         self._process: subprocess.Popen[str] | None = None
         self._auth_dir: tempfile.TemporaryDirectory[str] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def url(self, mount: str, userinfo: str | None = None) -> str:
         auth = f"{userinfo}@" if userinfo else ""
         return f"rtsp://{auth}{self.host}:{self.port}/{mount}"
