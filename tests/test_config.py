@@ -184,7 +184,10 @@ def test_environment_and_credential_expansion(tmp_path: Path) -> None:
 
 
 def test_missing_environment_variable_and_credential(tmp_path: Path) -> None:
-    path = write(tmp_path, "cameras:\n  - id: a\n    url: rtsp://u:${CAM_PW}@h/a\n  - id: b\n    url: rtsp://u:${credential:pw}@h/b\n")
+    path = write(
+        tmp_path,
+        "cameras:\n  - id: a\n    url: rtsp://u:${CAM_PW}@h/a\n  - id: b\n    url: rtsp://u:${credential:pw}@h/b\n",
+    )
     assert errors_of(path) == [
         f"{path}:3 cameras[0].url: environment variable CAM_PW is not set",
         f"{path}:5 cameras[1].url: credential 'pw': $CREDENTIALS_DIRECTORY is not set",

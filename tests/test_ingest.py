@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import free_port, run, wait_for
 
 from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
 from streamd.testing.rtsp import RtspTestServer
+from tests.conftest import free_port, run, wait_for
 
 pytestmark = pytest.mark.rtsp
 
@@ -188,7 +188,11 @@ def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate
             rates = await sampled_rates(daemon, ["healthy"], 6.0)
             assert rates["healthy"] == pytest.approx(5.0, rel=0.10)
             text = scrape(daemon)
-            for camera_id, reason in (("wrong-path", "not_found"), ("refused", "connection_refused"), ("silent", "timeout")):
+            for camera_id, reason in (
+                ("wrong-path", "not_found"),
+                ("refused", "connection_refused"),
+                ("silent", "timeout"),
+            ):
                 assert cams[camera_id].state in ("backoff", "starting")
                 assert cams[camera_id].reason == reason
                 assert metric_value(text, "streamd_camera_up", camera=camera_id) == 0.0

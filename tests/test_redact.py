@@ -35,7 +35,9 @@ def test_formatter_masks_arguments_and_tracebacks() -> None:
     except ConnectionError:
         import sys
 
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "opening %s", ("rtsp://a:hunter2@h/x",), sys.exc_info())
+        record = logging.LogRecord(
+            "t", logging.ERROR, __file__, 1, "opening %s", ("rtsp://a:hunter2@h/x",), sys.exc_info()
+        )
     text = formatter.format(record)
     assert "hunter2" not in text
     assert "rtsp://***@h/x" in text and "ConnectionError" in text

@@ -70,7 +70,7 @@ class DecodeSession:
             container = self._open()
         except SourceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every PyAV failure becomes a reason
+        except Exception as exc:
             if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
                 raise SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s") from exc
             raise classify(exc, streaming=False) from exc
@@ -78,7 +78,7 @@ class DecodeSession:
             self._read(container)
         except SourceError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if self._streaming and time.monotonic() - self._stall_baseline >= self.camera.stall_timeout_s * _TIMED_OUT:
                 raise SourceError(Reason.stalled, f"no frame for {self.camera.stall_timeout_s:g}s") from exc
             raise classify(exc, streaming=self._streaming) from exc

@@ -23,6 +23,6 @@ def demo_videos(count: int, width: int = 1920, height: int = 1080, fps: int = 25
     videos = {}
     for index in range(count):
         image = shared_image(DEMO_PHOTOS[index % len(DEMO_PHOTOS)])
-        spec = VideoSpec(width=width, height=height, fps=fps, seconds=20, image=str(image) if image else None)
+        spec = VideoSpec(width=width, height=height, fps=fps, seconds=10, image=str(image) if image else None)
         videos[f"cam{index + 1}"] = cached_video(spec, CACHE_DIR)
     return videos

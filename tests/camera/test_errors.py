@@ -13,7 +13,11 @@ def ffmpeg_error(kind: type[Exception], errno: int, text: str) -> Exception:
 @pytest.mark.parametrize(
     ("error", "streaming", "reason"),
     [
-        (ffmpeg_error(av.error.HTTPUnauthorizedError, 0, "Server returned 401 Unauthorized"), False, Reason.unauthorized),
+        (
+            ffmpeg_error(av.error.HTTPUnauthorizedError, 0, "Server returned 401 Unauthorized"),
+            False,
+            Reason.unauthorized,
+        ),
         (ffmpeg_error(av.error.HTTPNotFoundError, 0, "Server returned 404 Not Found"), False, Reason.not_found),
         (ffmpeg_error(av.error.ConnectionRefusedError, 111, "Connection refused"), False, Reason.connection_refused),
         (ffmpeg_error(av.error.ExitError, 0, "Immediate exit requested"), False, Reason.timeout),

@@ -3,9 +3,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.conftest import run
-
 from streamd.camera.slot import LatestFrameSlot
+from tests.conftest import run
 
 
 def test_new_item_replaces_unconsumed_one_and_says_so() -> None:

@@ -1,0 +1,96 @@
+"""The daemon as operators run it: a real process, a real server, scraped over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streamd.testing.rtsp import RtspTestServer
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.rtsp
+
+PASSWORD = "Camera-Pa55-42"
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def sampled(text: str, camera: str) -> float:
+    prefix = f'streamd_frames_sampled_total{{camera="{camera}"}} '
+    return next(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def wait_for_metrics(port: int, process: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "streamd exited early"
+        try:
+            text = scrape(port)
+            if all(f'streamd_camera_up{{camera="{c}"}} 1.0' in text for c in ("door", "yard")):
+                return text
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("streamd did not start streaming both cameras")
+
+
+def test_streamd_run_streams_scrapes_keeps_secrets_and_stops_cleanly(
+    gstreamer: None, test_video: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"""
+metrics:
+  listen: 127.0.0.1:{port}
+cameras:
+  - id: door
+    url: rtsp://viewer:${{DOOR_PASSWORD}}@127.0.0.1:{{rtsp_port}}/cam1
+  - id: yard
+    url: rtsp://viewer:${{DOOR_PASSWORD}}@127.0.0.1:{{rtsp_port}}/cam2
+"""
+    )
+    server = RtspTestServer({"cam1": test_video, "cam2": test_video}, credentials=f"viewer:{PASSWORD}")
+    server.start()
+    config.write_text(config.read_text().replace("{rtsp_port}", str(server.port)))
+    env = {**os.environ, "DOOR_PASSWORD": PASSWORD}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamd", "run", "-c", str(config), "--rate-log-interval", "1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = wait_for_metrics(port, process, 30)
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace")
+        time.sleep(3)
+        second = scrape(port)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+
+    assert process.returncode == 0, stderr
+    for camera in ("door", "yard"):
+        assert sampled(second, camera) > sampled(first, camera)
+    assert "[door] streaming" in stderr
+    assert re.search(r"\[yard\] streaming: decoded [\d.]+ fps, sampled [\d.]+ fps", stderr), "no per-camera rate line"
+    assert "rtsp://***@127.0.0.1" in stderr
+    for text in (stdout, stderr, first, second, cmdline):
+        assert PASSWORD not in text
+    assert "streamd stopped" in stderr
