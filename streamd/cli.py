@@ -40,7 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in error.errors:
             log.error("%s", problem)
         return 2
-    daemon = Daemon(config, Path(args.config), rate_log_interval_s=args.rate_log_interval)
+    daemon = Daemon(config, rate_log_interval_s=args.rate_log_interval)
     try:
         asyncio.run(daemon.run())
     except OSError as error:

@@ -18,11 +18,9 @@ from streamd.frame import Frame
 class DiscardingConsumer:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.taken: dict[str, int] = {}
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
-        self.taken[camera_id] = 0
-        self._tasks[camera_id] = asyncio.create_task(self._drain(camera_id, slot), name=f"drain-{camera_id}")
+        self._tasks[camera_id] = asyncio.create_task(self._drain(slot), name=f"drain-{camera_id}")
 
     async def detach(self, camera_id: str) -> None:
         task = self._tasks.pop(camera_id, None)
@@ -32,7 +30,6 @@ class DiscardingConsumer:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def _drain(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+    async def _drain(self, slot: LatestFrameSlot[Frame]) -> None:
         while True:
             await slot.get()
-            self.taken[camera_id] += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 
 from streamd.config import StreamsConfig
 from streamd.consumers import DiscardingConsumer
@@ -26,13 +25,11 @@ class Daemon:
     def __init__(
         self,
         config: StreamsConfig,
-        config_path: Path | None = None,
         consumer: FrameConsumer | None = None,
         metrics_port: int | None = None,
         rate_log_interval_s: float = 10.0,
     ) -> None:
         self.config = config
-        self.config_path = config_path
         self.metrics = Metrics()
         self.consumer = consumer or DiscardingConsumer()
         self.supervisor = Supervisor(self.metrics, self.consumer)
