@@ -51,6 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_testserver(args: argparse.Namespace) -> int:
     import signal
+    import threading
 
     from streamd.testing.demo import demo_videos
     from streamd.testing.rtsp import RtspTestServer
@@ -62,14 +63,19 @@ def _cmd_testserver(args: argparse.Namespace) -> int:
         print("testserver: give --demo N or --mount NAME=FILE.mkv", file=sys.stderr)
         return 2
     server = RtspTestServer(mounts, port=args.port, host=args.host)
-    # Blocked, so sigwait receives them instead of their default action killing us
-    # before the server child is stopped.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # Handlers that only set a flag (not a blocked mask and sigwait: a blocked mask is
+    # inherited by the server child, which would then never see its stop signal).
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     server.start()
-    for name in mounts:
-        print(server.url(name), flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        for name in mounts:
+            print(server.url(name), flush=True)
+        while not stop.wait(1.0):
+            if not server.running:
+                print("testserver: the RTSP server exited", file=sys.stderr)
+                return 1
     finally:
         server.stop()
     return 0

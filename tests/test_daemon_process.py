@@ -94,3 +94,25 @@ cameras:
     for text in (stdout, stderr, first, second, cmdline):
         assert PASSWORD not in text
     assert "streamd stopped" in stderr
+
+
+def test_testserver_cli_stops_its_rtsp_server_on_sigterm(gstreamer: None, test_video: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamd", "testserver", "--port", str(free_port()), "--mount", f"cam1={test_video}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("rtsp://127.0.0.1:")
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 1
+        process.send_signal(signal.SIGTERM)
+        # The server must obey its SIGTERM: RtspTestServer.stop() would SIGKILL it only
+        # after 10 s, so a clean exit within 5 s shows it stopped by itself.
+        assert process.wait(timeout=5) == 0
+        assert not Path(f"/proc/{children[0]}").exists(), "the RTSP server outlived its CLI"
+    finally:
+        if process.poll() is None:
+            process.kill()

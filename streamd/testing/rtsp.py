@@ -54,6 +54,10 @@ class RtspTestServer:
         self._auth_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 

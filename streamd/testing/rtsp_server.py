@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--auth-file", help="a file holding user:password; every mount then requires it")
     args = parser.parse_args(argv)
+    # A parent may have blocked these (the mask survives exec); we must hear them.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
