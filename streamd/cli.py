@@ -81,6 +81,40 @@ def _cmd_testserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_prepare(args: argparse.Namespace) -> int:
+    from streamd.model.canonical import ModelError
+    from streamd.model.prepare import prepare_model
+
+    try:
+        result = prepare_model(args.source, args.output)
+    except ModelError as error:
+        print(f"model prepare: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.path}: canonical model from a {result.source_layout} source, input uint8 "
+        f"[batch, {result.input_height}, {result.input_width}, 3], {result.candidates} candidates per image"
+    )
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import json
+
+    from streamd.engine.base import EngineError
+    from streamd.postprocess import PostprocessSettings
+    from streamd.still_images import detect_images
+
+    settings = PostprocessSettings(score_threshold=args.score, iou_threshold=args.iou, max_faces=args.max_faces)
+    try:
+        records = detect_images(args.images, args.model, settings)
+    except (EngineError, ValueError, OSError) as error:
+        print(f"detect: {error}", file=sys.stderr)
+        return 1
+    for record in records:
+        print(json.dumps(record))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streamd.bench import ingest
 
@@ -111,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--height", type=int, default=1080)
     server.add_argument("--fps", type=int, default=25)
     server.set_defaults(func=_cmd_testserver)
+
+    model = commands.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
+    prepare = model.add_parser("prepare", help="convert a YOLOv5-Face ONNX (either layout) to the canonical model")
+    prepare.add_argument("source", metavar="IN.onnx")
+    prepare.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    prepare.set_defaults(func=_cmd_model_prepare)
+
+    detect = commands.add_parser("detect", help="detect faces in still images; one JSON record per image on stdout")
+    detect.add_argument("images", nargs="+", metavar="IMAGE")
+    detect.add_argument("--model", required=True, help="canonical model (streamd model prepare)")
+    detect.add_argument("--score", type=float, default=0.3, help="score threshold (default: %(default)s)")
+    detect.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default: %(default)s)")
+    detect.add_argument("--max-faces", type=int, default=300, help="faces per image at most (default: %(default)s)")
+    detect.set_defaults(func=_cmd_detect)
 
     bench = commands.add_parser("bench", help="benchmarks (not tests): decode and ingest rates")
     from streamd.bench.ingest import add_arguments

@@ -1,0 +1,1 @@
+"""Inference backends. Each loads the canonical model (see streamd.model.canonical)."""

@@ -1,0 +1,58 @@
+"""ONNX Runtime backend: CPU by default, its CUDA or TensorRT providers where installed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from streamd.engine.base import EngineError
+from streamd.model.canonical import INPUT_NAME, OUTPUT_NAME, ModelError, read_canonical_info
+
+log = logging.getLogger(__name__)
+
+# Tried in this order when `providers` is not given; ONNX Runtime skips none silently,
+# so only the ones this installation has are asked for.
+_PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | Path,
+        max_batch: int,
+        threads: int = 0,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        try:
+            info = read_canonical_info(model)
+        except ModelError as exc:
+            raise EngineError(str(exc)) from exc
+        available = ort.get_available_providers()
+        chosen = providers or [p for p in _PREFERRED if p in available]
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise EngineError(f"ONNX Runtime providers not available here: {missing} (available: {available})")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(str(model), options, providers=chosen)
+        except Exception as exc:
+            raise EngineError(f"ONNX Runtime cannot load {model}: {exc}") from exc
+        self.providers = self._session.get_providers()
+        self.input_height, self.input_width = info.input_height, info.input_width
+        self.max_batch = max_batch
+        log.info("onnxruntime engine: %s, providers %s, max batch %d", Path(model).name, self.providers, max_batch)
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        rows: np.ndarray = self._session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+        return rows
+
+    def close(self) -> None:
+        del self._session

@@ -1,0 +1,62 @@
+"""Letterbox a decoded frame into the model input, and remember how to undo it.
+
+Colour conversion and resize happen in one libswscale pass (PyAV `reformat`), straight
+from the decoder's YUV, as upstream YOLOv5 letterboxes: keep the aspect ratio, scale to
+fit, centre, pad with grey 114. Downscaling uses area averaging (upstream uses
+cv2.INTER_AREA there), upscaling bilinear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from streamd.model.canonical import PAD_VALUE
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a source picture was placed in the model input."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    source_width: int
+    source_height: int
+
+    def to_source(self, points: np.ndarray) -> np.ndarray:
+        """Model-input pixel coordinates [..., 2] -> source pixels, clipped to the picture."""
+        out = (points - np.array([self.pad_x, self.pad_y], dtype=np.float32)) / self.scale
+        np.clip(out[..., 0], 0, self.source_width, out=out[..., 0])
+        np.clip(out[..., 1], 0, self.source_height, out=out[..., 1])
+        return out
+
+
+def letterbox_geometry(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, Letterbox]:
+    """The resized size and the placement of a `width` x `height` picture in the target."""
+    scale = min(target_width / width, target_height / height)
+    new_width = max(1, min(target_width, round(width * scale)))
+    new_height = max(1, min(target_height, round(height * scale)))
+    pad_x = (target_width - new_width) // 2
+    pad_y = (target_height - new_height) // 2
+    return new_width, new_height, Letterbox(scale, pad_x, pad_y, width, height)
+
+
+def letterbox(frame: av.VideoFrame, target_width: int, target_height: int) -> tuple[np.ndarray, Letterbox]:
+    """`frame` as a target-sized RGB uint8 array, letterboxed, plus the transform."""
+    new_width, new_height, box = letterbox_geometry(frame.width, frame.height, target_width, target_height)
+    interpolation = "AREA" if box.scale < 1 else "BILINEAR"
+    resized = frame.reformat(width=new_width, height=new_height, format="rgb24", interpolation=interpolation)
+    canvas = np.full((target_height, target_width, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[box.pad_y : box.pad_y + new_height, box.pad_x : box.pad_x + new_width] = resized.to_ndarray()
+    return canvas, box
+
+
+def load_image(path: str) -> av.VideoFrame:
+    """The first picture of an image (or video) file, decoded by FFmpeg."""
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            return frame
+    raise ValueError(f"{path}: no picture in the file")
