@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -126,9 +126,84 @@ class MetricsConfig(StrictModel):
         return int(self.listen.rpartition(":")[2])
 
 
+def _resolve_path(value: str, info: ValidationInfo) -> Path:
+    return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
+
+
+class EngineBackend(StrEnum):
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+class EngineConfig(StrictModel):
+    model: str = Field(min_length=1)
+    """Canonical model file (`streamd model prepare`), relative to this file's directory."""
+    backend: EngineBackend = EngineBackend.auto
+    """auto: TensorRT where it can run, ONNX Runtime otherwise; or name one."""
+    threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime intra-op threads; 0 lets it use every core."""
+    providers: list[str] | None = None
+    """ONNX Runtime execution providers in order; default: the best installed."""
+    warmup: bool = True
+    """Run one full batch at start so the first real batch is not slow."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str, info: ValidationInfo) -> str:
+        path = _resolve_path(model, info)
+        if not path.is_file():
+            raise ValueError(f"no such model file: {path}")
+        return str(path)
+
+
+class BatcherConfig(StrictModel):
+    max_batch: int = Field(8, ge=1, le=256)
+    """Frames per batch at most (the engine's batch profile must allow it)."""
+    max_delay_ms: float = Field(10.0, ge=0, le=1000)
+    """The oldest waiting frame waits at most this long for a fuller batch."""
+    max_age_ms: float = Field(1000.0, gt=0, le=60000)
+    """Frames older than this when a batch forms are dropped (reason="stale")."""
+
+
+class PostprocessConfig(StrictModel):
+    score_threshold: float = Field(0.3, gt=0, le=1)
+    """Faces scoring below this are discarded."""
+    iou_threshold: float = Field(0.5, gt=0, le=1)
+    """Non-maximum suppression: boxes overlapping a better one by more are removed."""
+    max_faces: int = Field(300, ge=1, le=10000)
+    """Faces per frame at most (the best scoring are kept)."""
+
+
+class JsonlSinkConfig(StrictModel):
+    type: Literal["jsonl"] = "jsonl"
+    """JSON Lines files, one record per analysed frame."""
+    path: str = Field("detections.jsonl", validate_default=True)
+    """The current file, relative to this file's directory; rotated files sit beside it."""
+    rotate_mb: float | None = Field(100.0, gt=0)
+    """Start a new file when the current one would pass this size; null: never."""
+    rotate_daily: bool = True
+    """Start a new file when the day changes."""
+    queue: int = Field(10000, ge=1, le=1_000_000)
+    """Records waiting to be written at most; beyond, records are dropped and counted."""
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str, info: ValidationInfo) -> str:
+        return str(_resolve_path(path, info))
+
+
 class StreamsConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     """Where Prometheus scrapes streamd."""
+    engine: EngineConfig | None = None
+    """The face detector; without it streamd only ingests (frames are discarded)."""
+    batcher: BatcherConfig = BatcherConfig()
+    """How frames from all cameras are batched for the engine."""
+    postprocess: PostprocessConfig = PostprocessConfig()
+    """Score threshold, NMS and the cap on faces per frame."""
+    sinks: list[JsonlSinkConfig] = Field(default_factory=lambda: [JsonlSinkConfig()])
+    """Where detections go (default: one JSON Lines file)."""
     defaults: CameraSettings = CameraSettings()
     """Settings applied to every camera unless the camera sets them itself."""
     cameras: list[CameraConfig] = Field(default_factory=list)
@@ -259,6 +334,7 @@ _MESSAGES = {
     "string_too_short": "must not be empty",
     "string_too_long": "must be at most {max_length} characters",
     "enum": "must be one of {expected}",
+    "literal_error": "must be {expected}",
     "float_parsing": "must be a number",
     "float_type": "must be a number",
     "int_parsing": "must be a whole number",
@@ -270,7 +346,9 @@ _MESSAGES = {
     "dict_type": "must be a mapping of keys",
 }
 # Errors where showing the offending text helps (never for URLs: they hold passwords).
-_SHOW_TEXT_INPUT = frozenset({"enum", "string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing"})
+_SHOW_TEXT_INPUT = frozenset(
+    {"enum", "literal_error", "string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing"}
+)
 
 
 def _message(error: ErrorDetails) -> str:

@@ -11,13 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import av
+import numpy as np
+
+from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
+from streamd.preprocess import Letterbox
 
 
 class DiscardingConsumer:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+        return to_rgb(frame)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        for camera_id in list(self._tasks):
+            await self.detach(camera_id)
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._drain(slot), name=f"drain-{camera_id}")

@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
+from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
 from streamd.consumers import DiscardingConsumer
+from streamd.detector import Detector
+from streamd.engine.factory import create_engine
 from streamd.http_server import MetricsServer
 from streamd.metrics import Metrics
 from streamd.rate_log import RateLogger
+from streamd.sinks.base import SinkRunner
+from streamd.sinks.jsonl import JsonLinesSink
 from streamd.supervisor import FrameConsumer, Supervisor
+from streamd.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +38,54 @@ class Daemon:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.consumer = consumer or DiscardingConsumer()
-        self.supervisor = Supervisor(self.metrics, self.consumer)
-        self.metrics.watch_cameras(self.supervisor.sources)
+        self.consumer = consumer
+        self.supervisor: Supervisor | None = None
         self.http = MetricsServer(
             config.metrics.host,
             config.metrics.port if metrics_port is None else metrics_port,
             self.metrics.registry,
         )
-        self.rate_log = RateLogger(self.supervisor.sources, rate_log_interval_s)
+        self.rate_log = RateLogger(self.sources, rate_log_interval_s)
         self._stop_requested = asyncio.Event()
         self._started = False
 
+    def sources(self) -> list[CameraSource]:
+        return self.supervisor.sources() if self.supervisor else []
+
     async def start(self) -> None:
         self.http.start()
+        if self.consumer is None:
+            # Loading a model takes seconds: off the event loop.
+            self.consumer = await run_in_thread(self._build_consumer, name="engine-load")
+        await self.consumer.start()
+        self.supervisor = Supervisor(self.metrics, self.consumer)
+        self.metrics.watch_cameras(self.sources)
         await self.supervisor.apply(self.config)
         self.rate_log.start()
         self._started = True
-        log.info("streamd running with %d camera(s)", len(self.supervisor.sources()))
+        log.info("streamd running with %d camera(s)", len(self.sources()))
+
+    def _build_consumer(self) -> FrameConsumer:
+        config = self.config
+        if config.engine is None:
+            log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
+            return DiscardingConsumer()
+        engine = create_engine(config.engine, config.batcher.max_batch)
+        sinks = []
+        for index, sink in enumerate(config.sinks):
+            name = sink.type if len(config.sinks) == 1 else f"{sink.type}-{index}"
+            rotate_bytes = int(sink.rotate_mb * 1_000_000) if sink.rotate_mb else None
+            writer = JsonLinesSink(Path(sink.path), rotate_bytes, sink.rotate_daily, name=name)
+            sinks.append(
+                SinkRunner(
+                    writer,
+                    sink.queue,
+                    on_drop=lambda sink_name, reason: self.metrics.sink_dropped.labels(sink_name, reason).inc(),
+                    on_written=self.metrics.sink_records.labels(name).inc,
+                )
+            )
+            log.info("sink %s: %s", name, sink.path)
+        return Detector(engine, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup)
 
     async def stop(self) -> None:
         """Shut down in phases; safe to call more than once."""
@@ -57,7 +94,10 @@ class Daemon:
             return
         self._started = False
         await self.rate_log.stop()
-        await self.supervisor.stop()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
         self.http.stop()
         log.info("streamd stopped")
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamd.preprocess import Letterbox
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -22,4 +24,6 @@ class Frame:
     height: int
     """Size of the camera's picture; detections are reported in these pixels."""
     image: np.ndarray
-    """The converted pixels (H x W x 3 RGB, uint8)."""
+    """The converted pixels (H x W x 3 RGB, uint8): the model input when letterboxed."""
+    letterbox: Letterbox | None = None
+    """How `image` was letterboxed from the camera's picture; None: full picture."""

@@ -18,6 +18,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Histogram,
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -116,7 +117,44 @@ class Metrics:
             ["camera", "reason"],
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "streamd_batch_size",
+            "Frames per engine batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "streamd_inference_seconds",
+            "Engine time per batch.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.frames_inferred = Counter(
+            "streamd_frames_inferred", "Frames analysed by the detector.", ["camera"], registry=self.registry
+        )
+        self.faces_detected = Counter(
+            "streamd_faces_detected", "Faces found in analysed frames.", ["camera"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "streamd_latency_seconds",
+            "Capture (decode) to detection result, per analysed frame.",
+            ["camera"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.sink_records = Counter(
+            "streamd_sink_records", "Records written by a sink.", ["sink"], registry=self.registry
+        )
+        self.sink_dropped = Counter(
+            "streamd_sink_dropped",
+            "Records a sink lost, by reason (queue_full: it fell behind; write_error).",
+            ["sink", "reason"],
+            registry=self.registry,
+        )
         self._per_camera = (
+            self.frames_inferred,
+            self.faces_detected,
+            self.latency,
             self.frames_decoded,
             self.frames_sampled,
             self.frames_dropped,
@@ -139,7 +177,7 @@ class Metrics:
         self.registry.register(_CameraStateCollector(cameras))
 
 
-def _label_sets(metric: Counter) -> list[tuple[str, ...]]:
+def _label_sets(metric: Counter | Histogram) -> list[tuple[str, ...]]:
     # prometheus_client has no public listing of a metric's children.
     with metric._lock:
         return [tuple(labels) for labels in metric._metrics]

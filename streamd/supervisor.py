@@ -12,17 +12,29 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import av
+import numpy as np
+
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.source import CameraSource
 from streamd.config import CameraConfig, StreamsConfig
 from streamd.frame import Frame
 from streamd.metrics import Metrics
+from streamd.preprocess import Letterbox
 
 log = logging.getLogger(__name__)
 
 
 class FrameConsumer(Protocol):
     """The stage that takes frames out of the cameras' slots."""
+
+    def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+        """The pixels this consumer needs from a sampled frame (runs in decode threads)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None: ...
 
@@ -79,7 +91,7 @@ class Supervisor:
 
     def _start_camera(self, camera: CameraConfig) -> None:
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
-        source = CameraSource(camera, slot, self.metrics.camera(camera.id))
+        source = CameraSource(camera, slot, self.metrics.camera(camera.id), self.consumer.convert)
         self._sources[camera.id] = source
         self.consumer.attach(camera.id, slot)
         source.start()

@@ -42,6 +42,18 @@ def assets_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def raw_model(assets_dir: Path) -> Path:
+    return assets_dir / "models" / "yolov5n-0.5.onnx"
+
+
+@pytest.fixture(scope="session")
+def canonical_model(raw_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from streamd.model.prepare import prepare_model
+
+    return prepare_model(raw_model, tmp_path_factory.mktemp("models") / "canonical.onnx").path
+
+
+@pytest.fixture(scope="session")
 def test_video() -> Path:
     return cached_video(TEST_VIDEO, CACHE_DIR)
 

@@ -45,7 +45,7 @@ async def running(config: StreamsConfig) -> AsyncIterator[Daemon]:
 
 
 def sources(daemon: Daemon) -> dict[str, CameraSource]:
-    return {source.camera_id: source for source in daemon.supervisor.sources()}
+    return {source.camera_id: source for source in daemon.sources()}
 
 
 def scrape(daemon: Daemon) -> str:

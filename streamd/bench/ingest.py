@@ -66,7 +66,7 @@ async def _ingest(server: RtspTestServer, args: argparse.Namespace) -> dict[str,
     await daemon.start()
     try:
         await asyncio.sleep(args.warmup)
-        sources = daemon.supervisor.sources()
+        sources = daemon.sources()
         before = {s.camera_id: (s.metrics.decoded, s.metrics.sampled, s.metrics.replaced) for s in sources}
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(args.seconds)

@@ -26,6 +26,7 @@ from streamd.camera.sampler import FrameSampler
 from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
 from streamd.metrics import CameraMetrics
+from streamd.preprocess import Letterbox
 
 # PyAV enforces its timeouts by interrupting FFmpeg, and the RTSP demuxer reports the
 # interrupt as whatever error it was in the middle of (often InvalidDataError). An error
@@ -35,8 +36,12 @@ _TIMED_OUT = 0.95
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+Converter = Callable[[av.VideoFrame], tuple[np.ndarray, Letterbox | None]]
+
+
+def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+    """The whole picture as RGB; for consumers that are not the detector."""
+    return frame.to_ndarray(format="rgb24"), None
 
 
 class DecodeSession:
@@ -47,7 +52,7 @@ class DecodeSession:
         metrics: CameraMetrics,
         stop: threading.Event,
         on_streaming: Callable[[], None],
-        convert: Callable[[av.VideoFrame], np.ndarray] = to_rgb,
+        convert: Converter = to_rgb,
     ) -> None:
         self.camera = camera
         self.deliver = deliver
@@ -149,6 +154,7 @@ class DecodeSession:
         if timestamp is None or not self.sampler.take(timestamp):
             return
         self.metrics.frame_sampled()
+        image, box = self.convert(frame)
         self.deliver(
             Frame(
                 camera_id=self.camera.id,
@@ -158,7 +164,8 @@ class DecodeSession:
                 captured_mono=now,
                 width=frame.width,
                 height=frame.height,
-                image=self.convert(frame),
+                image=image,
+                letterbox=box,
             )
         )
         self.seq += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +25,8 @@ class LatestFrameSlot(Generic[T]):
         self._lock = threading.Lock()
         self._item: T | None = None
         self._ready = asyncio.Event()
+        self.on_ready: Callable[[], None] | None = None
+        """Called on the event loop when an empty slot receives a frame."""
 
     def put(self, item: T) -> bool:
         """Store `item` (any thread). Returns True when it replaced an unconsumed one."""
@@ -33,11 +36,21 @@ class LatestFrameSlot(Generic[T]):
         if not replaced:
             # RuntimeError: the loop is closed, the daemon is exiting and nobody will read.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._ready.set)
+                self._loop.call_soon_threadsafe(self._announce)
         return replaced
 
+    def _announce(self) -> None:
+        self._ready.set()
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def peek(self) -> T | None:
+        """The waiting frame without taking it."""
+        with self._lock:
+            return self._item
+
     def take(self) -> T | None:
-        """The waiting frame, or None; never blocks."""
+        """The waiting frame, or None; never blocks. Event loop thread only."""
         with self._lock:
             item, self._item = self._item, None
             self._ready.clear()

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from streamd.camera.backoff import Backoff
-from streamd.camera.decoder import DecodeSession
+from streamd.camera.decoder import Converter, DecodeSession, to_rgb
 from streamd.camera.errors import SourceError
 from streamd.camera.slot import LatestFrameSlot
 from streamd.config import CameraConfig
@@ -41,8 +41,15 @@ class CameraLog(logging.LoggerAdapter[logging.Logger]):
 
 
 class CameraSource:
-    def __init__(self, camera: CameraConfig, slot: LatestFrameSlot[Frame], metrics: CameraMetrics) -> None:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        slot: LatestFrameSlot[Frame],
+        metrics: CameraMetrics,
+        convert: Converter = to_rgb,
+    ) -> None:
         self.camera = camera
+        self.convert = convert
         self.camera_id = camera.id
         self.slot = slot
         self.metrics = metrics
@@ -141,6 +148,7 @@ class CameraSource:
             metrics=self.metrics,
             stop=self._thread_stop,
             on_streaming=self._on_streaming_from_thread,
+            convert=self.convert,
         )
         if previous is not None:
             self._session.seq = previous.seq

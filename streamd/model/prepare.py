@@ -66,9 +66,11 @@ class _Graph:
         self.graph.node.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
+    def index(self, value: int) -> str:
+        return self.const(np.array([value], dtype=np.int64), "idx")
+
     def slice_last(self, tensor: str, start: int, end: int, axis: int) -> str:
-        ints = lambda v: self.const(np.array([v], dtype=np.int64), "idx")  # noqa: E731
-        return self.op("Slice", [tensor, ints(start), ints(end), ints(axis)], "slice")
+        return self.op("Slice", [tensor, self.index(start), self.index(end), self.index(axis)], "slice")
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
@@ -135,6 +137,10 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(kept)
 
 
+def _scalar(value: float) -> np.ndarray:
+    return np.array(value, dtype=np.float32)
+
+
 def _grid(ny: int, nx: int) -> np.ndarray:
     yv, xv = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     return np.stack((xv, yv), axis=-1).reshape(1, 1, ny, nx, 2).astype(np.float32)
@@ -144,9 +150,9 @@ def _decode_head(g: _Graph, raw: str, ny: int, nx: int, stride: int, anchors: tu
     grid = _grid(ny, nx)
     anchor = np.array(anchors, dtype=np.float32).reshape(1, 3, 1, 1, 2)
     sig = g.op("Sigmoid", [raw])
-    xy = g.op("Mul", [g.slice_last(sig, 0, 2, 4), g.const(np.float32(2.0))])
-    xy = g.op("Mul", [g.op("Add", [xy, g.const(grid - 0.5, "grid")]), g.const(np.float32(stride))])
-    wh = g.op("Mul", [g.slice_last(sig, 2, 4, 4), g.const(np.float32(2.0))])
+    xy = g.op("Mul", [g.slice_last(sig, 0, 2, 4), g.const(_scalar(2.0))])
+    xy = g.op("Mul", [g.op("Add", [xy, g.const(grid - 0.5, "grid")]), g.const(_scalar(stride))])
+    wh = g.op("Mul", [g.slice_last(sig, 2, 4, 4), g.const(_scalar(2.0))])
     wh = g.op("Mul", [g.op("Mul", [wh, wh]), g.const(anchor, "anchor")])
     score = g.op("Mul", [g.slice_last(sig, 4, 5, 4), g.slice_last(sig, 15, 16, 4)])
     landmarks = g.op("Mul", [g.slice_last(raw, 5, 15, 4), g.const(np.tile(anchor, 5), "anchor5")])
@@ -180,7 +186,7 @@ def _reorder_decoded(g: _Graph, model: onnx.ModelProto) -> str:
 def _uint8_nhwc_front(g: _Graph, model: onnx.ModelProto, old_input: str, height: int, width: int) -> None:
     graph = model.graph
     original = len(graph.node)
-    scaled = g.op("Mul", [g.op("Cast", [INPUT_NAME], to=TensorProto.FLOAT), g.const(np.float32(1 / 255))])
+    scaled = g.op("Mul", [g.op("Cast", [INPUT_NAME], to=TensorProto.FLOAT), g.const(_scalar(1 / 255))])
     nchw = g.op("Transpose", [scaled], perm=[0, 3, 1, 2])
     for node in graph.node[:original]:
         for i, name in enumerate(node.input):

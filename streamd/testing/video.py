@@ -35,6 +35,7 @@ class VideoSpec:
     seconds: float = 10.0
     image: str | None = None  # a photo to pan across; None draws a synthetic scene
     bitrate_kbps: int = 3000
+    pan: bool = True  # False: a fixed camera looking at the whole picture
 
     def cache_name(self) -> str:
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
@@ -67,8 +68,9 @@ def _pan_offset(index: int, frames: int, span: int) -> int:
 
 def make_video(spec: VideoSpec, path: Path) -> Path:
     """Encode `spec` to a Matroska file at `path` (H.264, yuv420p, no B-frames)."""
-    big_w = int(math.ceil(spec.width * _PAN_MARGIN / 2) * 2)
-    big_h = int(math.ceil(spec.height * _PAN_MARGIN / 2) * 2)
+    margin = _PAN_MARGIN if spec.pan else 1.0
+    big_w = int(math.ceil(spec.width * margin / 2) * 2)
+    big_h = int(math.ceil(spec.height * margin / 2) * 2)
     scene = _load_rgb(spec.image, big_w, big_h) if spec.image else _synthetic_scene(big_w, big_h)
     frames = max(1, round(spec.seconds * spec.fps))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,26 +7,13 @@ from pathlib import Path
 import av
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from streamd.model.prepare import prepare_model
 
 ANCHORS = {
     8: [(4, 5), (8, 10), (13, 16)],
     16: [(23, 29), (43, 55), (73, 105)],
     32: [(146, 217), (231, 300), (335, 433)],
 }
-
-
-@pytest.fixture(scope="session")
-def raw_model(assets_dir: Path) -> Path:
-    return assets_dir / "models" / "yolov5n-0.5.onnx"
-
-
-@pytest.fixture(scope="session")
-def canonical_model(raw_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_model(raw_model, tmp_path_factory.mktemp("models") / "canonical.onnx").path
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

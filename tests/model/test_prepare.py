@@ -131,7 +131,7 @@ def test_broken_or_missing_files_get_clear_errors(tmp_path: Path) -> None:
 
 
 def test_engine_refuses_a_model_that_was_not_prepared(raw_model: Path) -> None:
-    with pytest.raises(EngineError, match="not a canonical streamd model.*streamd model prepare"):
+    with pytest.raises(EngineError, match=r"not a canonical streamd model.*streamd model prepare"):
         OnnxRuntimeEngine(raw_model, max_batch=1)
 
 

@@ -1,0 +1,146 @@
+"""DynamicBatcher: frames from all cameras -> batches for the one engine.
+
+The rules are Triton's dynamic batcher's, kept in `BatchPolicy`, which is pure (the
+clock is an argument) so each rule is tested with exact times:
+
+1. a full batch (`max_batch` frames waiting) goes at once;
+2. otherwise the oldest waiting frame waits at most `max_delay`, then whatever is
+   waiting goes: there is no minimum batch that may never come;
+3. nothing goes while the engine has no room (both buffers busy); frames keep waiting in
+   their cameras' slots, where a newer frame replaces an older one;
+4. a frame older than `max_age` is dropped and counted as stale instead of analysed.
+
+`DynamicBatcher` runs the policy on the event loop. Frames stay in their latest-frame
+slots until a batch takes them, so the slot's replace-and-count rule keeps holding
+while the engine is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streamd.camera.slot import LatestFrameSlot
+from streamd.frame import Frame
+
+log = logging.getLogger(__name__)
+
+# A timer set for the delay can fire a hair early in float arithmetic; without slack
+# the loop would wake, find 9.999 ms < 10 ms, and sleep again for nothing.
+_CLOCK_SLACK_S = 1e-6
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    take: list[str] = field(default_factory=list)
+    """Cameras whose frames form the batch to send now, oldest first."""
+    stale: list[str] = field(default_factory=list)
+    """Cameras whose frames are too old to analyse."""
+    wake_at: float | None = None
+    """When to decide again if nothing else happens (None: only on news)."""
+
+
+class BatchPolicy:
+    def __init__(self, max_batch: int, max_delay_s: float, max_age_s: float) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.max_age_s = max_age_s
+
+    def decide(self, waiting: Sequence[tuple[str, float]], now: float, engine_has_room: bool) -> BatchDecision:
+        """`waiting`: (camera id, frame arrival time) for every camera with a frame waiting."""
+        stale = [key for key, arrived in waiting if now - arrived > self.max_age_s]
+        fresh = sorted((arrived, key) for key, arrived in waiting if now - arrived <= self.max_age_s)
+        if not fresh:
+            return BatchDecision(stale=stale)
+        oldest = fresh[0][0]
+        expiry = oldest + self.max_age_s
+        if not engine_has_room:
+            return BatchDecision(stale=stale, wake_at=expiry)
+        if len(fresh) >= self.max_batch or now - oldest >= self.max_delay_s - _CLOCK_SLACK_S:
+            return BatchDecision(take=[key for _, key in fresh[: self.max_batch]], stale=stale)
+        return BatchDecision(stale=stale, wake_at=oldest + self.max_delay_s)
+
+
+class BatchSink(Protocol):
+    """Where the batcher sends its batches (the engine runner)."""
+
+    def has_room(self) -> bool: ...
+
+    def submit(self, frames: list[Frame]) -> None: ...
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        sink: BatchSink,
+        on_stale: Callable[[Frame], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.sink = sink
+        self.on_stale = on_stale
+        self.clock = clock
+        self._slots: dict[str, LatestFrameSlot[Frame]] = {}
+        self._news = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+        self._slots[camera_id] = slot
+        slot.on_ready = self.wake
+
+    def detach(self, camera_id: str) -> None:
+        slot = self._slots.pop(camera_id, None)
+        if slot is not None:
+            slot.on_ready = None
+
+    def wake(self) -> None:
+        """Something changed (a frame arrived, the engine freed a buffer). Loop thread only."""
+        self._news.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def step(self) -> BatchDecision:
+        """Decide once and act on it; returns the decision (for tests and the loop)."""
+        waiting = []
+        for camera_id, slot in self._slots.items():
+            frame = slot.peek()
+            if frame is not None:
+                waiting.append((camera_id, frame.captured_mono))
+        decision = self.policy.decide(waiting, self.clock(), self.sink.has_room())
+        for camera_id in decision.stale:
+            frame = self._slots[camera_id].take()
+            if frame is not None:
+                self.on_stale(frame)
+        if decision.take:
+            frames = [f for f in (self._slots[c].take() for c in decision.take) if f is not None]
+            if frames:
+                self.sink.submit(frames)
+        return decision
+
+    async def _run(self) -> None:
+        while True:
+            self._news.clear()
+            decision = self.step()
+            if decision.take:
+                continue  # there may be enough for another batch right away
+            timeout = None if decision.wake_at is None else max(0.0, decision.wake_at - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), timeout)

@@ -1,0 +1,121 @@
+"""Detector: the frame consumer that turns sampled frames into detection records.
+
+Wiring only; each part does its own job:
+- `convert` letterboxes sampled frames in the cameras' decode threads (libswscale);
+- the DynamicBatcher (event loop) forms batches from the cameras' slots;
+- the EngineRunner (its own threads) assembles, infers, and hands results back;
+- postprocess and record building run in the runner's deliver thread;
+- every SinkRunner gets each record without blocking (full queues drop and count).
+
+Record schema (one per analysed frame; README):
+`camera, seq, frame_pts, captured_at, result_at, latency_s, width, height, faces`,
+each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5]}` in the camera's pixels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import av
+import numpy as np
+
+from streamd.batcher import BatchPolicy, DynamicBatcher
+from streamd.camera.slot import LatestFrameSlot
+from streamd.config import BatcherConfig, PostprocessConfig
+from streamd.engine.base import Engine
+from streamd.engine.runner import BatchResult, EngineRunner
+from streamd.frame import Frame
+from streamd.metrics import Metrics
+from streamd.postprocess import PostprocessSettings, postprocess
+from streamd.preprocess import Letterbox, letterbox
+from streamd.sinks.base import SinkRunner
+from streamd.threads import run_in_thread
+
+log = logging.getLogger(__name__)
+
+
+class Detector:
+    def __init__(
+        self,
+        engine: Engine,
+        batcher: BatcherConfig,
+        post: PostprocessConfig,
+        sinks: list[SinkRunner],
+        metrics: Metrics,
+        warmup: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.sinks = sinks
+        self.metrics = metrics
+        self.warmup = warmup
+        self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
+        self.runner = EngineRunner(engine, self._deliver, self._room_from_thread)
+        policy = BatchPolicy(
+            min(batcher.max_batch, engine.max_batch), batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000
+        )
+        self.batcher = DynamicBatcher(policy, self.runner, self._stale)
+        self.inferred = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+        return letterbox(frame, self.engine.input_width, self.engine.input_height)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.warmup:
+            seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
+            log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
+        self.runner.start()
+        for sink in self.sinks:
+            sink.start()
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        """Stop batching, finish and deliver what the engine holds, flush the sinks."""
+        await self.batcher.stop()
+        await run_in_thread(self.runner.stop, name="engine-stop")
+        for sink in self.sinks:
+            await run_in_thread(sink.stop, name=f"sink-stop-{sink.sink.name}")
+        await run_in_thread(self.engine.close, name="engine-close")
+
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+        self.batcher.attach(camera_id, slot)
+
+    async def detach(self, camera_id: str) -> None:
+        self.batcher.detach(camera_id)
+
+    def _room_from_thread(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.batcher.wake)
+
+    def _stale(self, frame: Frame) -> None:
+        self.metrics.frames_dropped.labels(frame.camera_id, "stale").inc()
+
+    def _deliver(self, result: BatchResult) -> None:
+        # Runs in the engine's deliver thread.
+        self.metrics.batch_size.observe(len(result.frames))
+        self.metrics.inference_seconds.observe(result.inference_s)
+        for frame, rows in zip(result.frames, result.rows, strict=True):
+            assert frame.letterbox is not None  # convert() always letterboxes
+            faces = postprocess(rows, frame.letterbox, self.settings)
+            latency = time.monotonic() - frame.captured_mono
+            record: dict[str, Any] = {
+                "camera": frame.camera_id,
+                "seq": frame.seq,
+                "frame_pts": round(frame.pts, 6),
+                "captured_at": round(frame.captured_at, 6),
+                "result_at": round(frame.captured_at + latency, 6),
+                "latency_s": round(latency, 6),
+                "width": frame.width,
+                "height": frame.height,
+                "faces": faces.as_records(),
+            }
+            self.metrics.frames_inferred.labels(frame.camera_id).inc()
+            self.metrics.faces_detected.labels(frame.camera_id).inc(len(faces))
+            self.metrics.latency.labels(frame.camera_id).observe(latency)
+            self.inferred += 1
+            for sink in self.sinks:
+                sink.offer(record)

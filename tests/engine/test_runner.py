@@ -1,0 +1,88 @@
+"""EngineRunner's pipeline with a stand-in engine (the engine is the edge here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from streamd.engine.runner import BUFFERS, BatchResult, EngineRunner
+from streamd.frame import Frame
+
+
+class SlowEngine:
+    name = "slow"
+    input_height = input_width = 8
+    max_batch = 4
+
+    def __init__(self, seconds: float = 0.05, fail_on: int | None = None) -> None:
+        self.seconds = seconds
+        self.fail_on = fail_on
+        self.calls = 0
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self._lock = threading.Lock()
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            call = self.calls
+        time.sleep(self.seconds)
+        with self._lock:
+            self.concurrent -= 1
+        if call == self.fail_on:
+            raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+        # One row per image holding the image's first pixel value, to check the pairing.
+        rows = np.zeros((len(images), 1, 15), np.float32)
+        rows[:, 0, 0] = images[:, 0, 0, 0]
+        return rows
+
+    def close(self) -> None:
+        pass
+
+
+def frames(values: list[int]) -> list[Frame]:
+    return [Frame("c", v, 0.0, 0.0, 0.0, 8, 8, np.full((8, 8, 3), v, np.uint8)) for v in values]
+
+
+def test_results_pair_with_their_frames_and_stop_drains_everything() -> None:
+    results: list[BatchResult] = []
+    engine = SlowEngine()
+    runner = EngineRunner(engine, results.append, on_room=lambda: None)
+    runner.start()
+    submitted = 0
+    for batch in ([1, 2, 3], [4], [5, 6], [7, 8, 9, 10]):
+        while not runner.has_room():
+            time.sleep(0.005)
+        runner.submit(frames(batch))
+        submitted += len(batch)
+    assert runner.stop()
+    delivered = [(f.seq, int(r[0, 0])) for result in results for f, r in zip(result.frames, result.rows, strict=True)]
+    assert delivered == [(v, v) for v in range(1, 11)]
+    assert engine.max_concurrent == 1
+
+
+def test_at_most_two_batches_in_flight_and_room_is_announced() -> None:
+    engine = SlowEngine(seconds=0.1)
+    announced = threading.Event()
+    runner = EngineRunner(engine, lambda result: None, on_room=announced.set)
+    runner.start()
+    for _ in range(BUFFERS):
+        assert runner.has_room()
+        runner.submit(frames([1]))
+    assert not runner.has_room()
+    assert announced.wait(2) and runner.has_room()
+    runner.stop()
+
+
+def test_a_failing_batch_is_logged_and_the_next_one_still_runs() -> None:
+    results: list[BatchResult] = []
+    runner = EngineRunner(SlowEngine(seconds=0.01, fail_on=1), results.append, on_room=lambda: None)
+    runner.start()
+    runner.submit(frames([1]))
+    runner.submit(frames([2]))
+    runner.stop()
+    assert [f.seq for r in results for f in r.frames] == [2]

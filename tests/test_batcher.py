@@ -1,0 +1,134 @@
+"""DynamicBatcher: each rule with a controllable clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from streamd.batcher import BatchPolicy, DynamicBatcher
+from streamd.camera.slot import LatestFrameSlot
+from streamd.frame import Frame
+from tests.conftest import run
+
+DELAY, AGE = 0.010, 1.0
+
+
+def policy(max_batch: int = 4) -> BatchPolicy:
+    return BatchPolicy(max_batch=max_batch, max_delay_s=DELAY, max_age_s=AGE)
+
+
+def test_full_batch_goes_at_once_oldest_first() -> None:
+    waiting = [("c", 100.003), ("a", 100.001), ("d", 100.004), ("b", 100.002), ("e", 100.005)]
+    decision = policy(4).decide(waiting, now=100.005, engine_has_room=True)
+    assert decision.take == ["a", "b", "c", "d"]  # e waits for the next batch
+    assert decision.stale == []
+
+
+def test_partial_batch_waits_until_the_oldest_frame_reaches_max_delay() -> None:
+    waiting = [("a", 100.000), ("b", 100.004)]
+    early = policy().decide(waiting, now=100.005, engine_has_room=True)
+    assert early.take == [] and early.wake_at == pytest.approx(100.010)
+    on_time = policy().decide(waiting, now=100.010, engine_has_room=True)
+    assert on_time.take == ["a", "b"]
+
+
+def test_an_idle_engine_never_waits_for_a_minimum_batch() -> None:
+    # One camera only: a batch of one goes as soon as its delay has passed.
+    decision = policy(32).decide([("only", 50.0)], now=50.0 + DELAY, engine_has_room=True)
+    assert decision.take == ["only"]
+
+
+def test_nothing_goes_while_the_engine_has_no_room_even_a_full_batch() -> None:
+    waiting = [(c, 10.0) for c in "abcd"]
+    decision = policy(4).decide(waiting, now=10.5, engine_has_room=False)
+    assert decision.take == []
+    assert decision.wake_at == pytest.approx(10.0 + AGE)  # wake in time to drop them when stale
+
+
+def test_frames_older_than_max_age_are_dropped_not_batched() -> None:
+    waiting = [("old", 0.0), ("new", 1.2)]
+    decision = policy().decide(waiting, now=1.2 + DELAY, engine_has_room=True)
+    assert decision.stale == ["old"] and decision.take == ["new"]
+    busy = policy().decide(waiting, now=1.5, engine_has_room=False)
+    assert busy.stale == ["old"] and busy.take == []
+
+
+def test_nothing_waiting_means_no_wake_up() -> None:
+    assert policy().decide([], now=5.0, engine_has_room=True) == policy().decide([], 6.0, False)
+    assert policy().decide([], now=5.0, engine_has_room=True).wake_at is None
+
+
+def test_rejects_a_zero_batch() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        BatchPolicy(0, DELAY, AGE)
+
+
+class RecordingEngine:
+    """The edge: an engine stand-in that records batches and has room when told."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.room = True
+
+    def has_room(self) -> bool:
+        return self.room
+
+    def submit(self, frames: list[Frame]) -> None:
+        self.batches.append([f.camera_id for f in frames])
+
+
+def frame(camera_id: str, at: float) -> Frame:
+    image = np.zeros((2, 2, 3), np.uint8)
+    return Frame(camera_id, 0, 0.0, 0.0, at, 2, 2, image)
+
+
+def test_batcher_takes_frames_out_of_slots_and_counts_stale_ones() -> None:
+    async def scenario() -> tuple[list[list[str]], list[str], list[str]]:
+        loop = asyncio.get_running_loop()
+        now = [100.0]
+        engine = RecordingEngine()
+        stale: list[str] = []
+        batcher = DynamicBatcher(policy(2), engine, lambda f: stale.append(f.camera_id), clock=lambda: now[0])
+        slots = {c: LatestFrameSlot[Frame](loop) for c in "abc"}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        slots["a"].put(frame("a", 98.0))  # stale by the time it is seen
+        slots["b"].put(frame("b", 100.0))
+        slots["c"].put(frame("c", 100.001))
+        batcher.step()
+        engine.room = False
+        slots["a"].put(frame("a", 100.002))
+        first = batcher.step()
+        assert first.take == [] and slots["a"].peek() is not None  # waits in its slot
+        engine.room = True
+        now[0] = 100.002 + DELAY
+        batcher.step()
+        left = [c for c, s in slots.items() if s.peek() is not None]
+        return engine.batches, stale, left
+
+    batches, stale, left = run(scenario())
+    assert batches == [["b", "c"], ["a"]]
+    assert stale == ["a"]
+    assert left == []
+
+
+def test_running_batcher_sends_a_lone_frame_within_the_delay() -> None:
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        batcher = DynamicBatcher(BatchPolicy(8, 0.05, AGE), engine, lambda f: None)
+        slot = LatestFrameSlot[Frame](loop)
+        batcher.attach("a", slot)
+        batcher.start()
+        start = loop.time()
+        slot.put(frame("a", __import__("time").monotonic()))
+        while not engine.batches:
+            await asyncio.sleep(0.002)
+        waited = loop.time() - start
+        await batcher.stop()
+        return waited
+
+    waited = run(scenario())
+    assert 0.03 <= waited < 0.5  # held for about max_delay (50 ms), never indefinitely

@@ -1,0 +1,76 @@
+"""Faces out of a real RTSP camera, through the whole daemon, into the JSON Lines sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamd.config import StreamsConfig
+from streamd.daemon import Daemon
+from streamd.postprocess import PostprocessSettings
+from streamd.still_images import detect_images
+from streamd.testing.demo import CACHE_DIR
+from streamd.testing.rtsp import RtspTestServer
+from streamd.testing.video import VideoSpec, cached_video
+from tests.conftest import run, wait_for
+from tests.model.conftest import box_iou
+
+pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
+
+
+def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
+    gstreamer: None, assets_dir: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    photo = assets_dir / "images" / "group9.jpg"
+    video = cached_video(VideoSpec(width=1024, height=768, fps=25, seconds=6, image=str(photo), pan=False), CACHE_DIR)
+    reference = detect_images([str(photo)], canonical_model, PostprocessSettings())[0]["faces"]
+    out = tmp_path / "detections.jsonl"
+    server = RtspTestServer({"group9": video})
+    server.start()
+
+    async def scenario() -> int:
+        config = StreamsConfig.model_validate(
+            {
+                "engine": {"model": str(canonical_model)},
+                "batcher": {"max_batch": 4, "max_delay_ms": 10},
+                "sinks": [{"path": str(out)}],
+                "cameras": [{"id": "group9", "url": server.url("group9"), "fps": 5}],
+            }
+        )
+        daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+        await daemon.start()
+        try:
+            detector = daemon.consumer
+            await wait_for(lambda: getattr(detector, "inferred", 0) >= 20, 60, "20 analysed frames")
+            await asyncio.sleep(0.5)
+        finally:
+            await daemon.stop()
+        counter = daemon.metrics.registry.get_sample_value("streamd_frames_inferred_total", {"camera": "group9"})
+        return int(counter or 0)
+
+    try:
+        inferred = run(scenario())
+    finally:
+        server.stop()
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == inferred, "every inferred frame has its record after shutdown"
+    assert len(records) >= 20
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for record in records:
+        assert record["camera"] == "group9"
+        assert (record["width"], record["height"]) == (1024, 768)
+        assert 0 < record["latency_s"] < 5 and record["result_at"] >= record["captured_at"]
+        faces = record["faces"]
+        assert 7 <= len(faces) <= 9, f"frame {record['seq']}: {len(faces)} faces"
+        for face in faces:
+            x1, y1, x2, y2 = face["box"]
+            assert 0 <= x1 < x2 <= 1024 and 0 <= y1 < y2 <= 768
+        # Camera pixels: the faces sit where they are in the photo itself.
+        matched = [max(box_iou(np.array(f["box"]), np.array(r["box"])) for r in reference) for f in faces]
+        assert np.median(matched) >= 0.8, matched
