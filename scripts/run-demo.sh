@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# `make run`: demo cameras over RTSP on loopback, and the daemon on streams.yaml.
+# `make run`: the demo model, demo cameras over RTSP on loopback, and the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
+
+# The model: streams.yaml loads the canonical engines/yolov5n-0.5.onnx, prepared from
+# the YOLOv5-Face model in ../shared/assets (or $STREAMD_SOURCE_MODEL). Weights are
+# never committed to the repository.
+model=engines/yolov5n-0.5.onnx
+source_model=${STREAMD_SOURCE_MODEL:-../shared/assets/models/yolov5n-0.5.onnx}
+if [ ! -f "$model" ] || [ "$source_model" -nt "$model" ]; then
+  if [ ! -f "$source_model" ]; then
+    echo "run-demo: no face model: put a YOLOv5-Face ONNX at $source_model or set STREAMD_SOURCE_MODEL" >&2
+    exit 1
+  fi
+  "$bin/streamd" model prepare "$source_model" -o "$model"
+fi
 
 "$bin/streamd" testserver --demo 3 --port 8554 &
 server=$!
@@ -17,5 +30,5 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 
-echo "run-demo: metrics at http://127.0.0.1:9108/metrics (Ctrl-C stops)"
+echo "run-demo: detections in out/detections.jsonl, metrics at http://127.0.0.1:9108/metrics (Ctrl-C stops)"
 "$bin/streamd" run -c streams.yaml "$@"

@@ -115,10 +115,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from streamd.bench import ingest
 
     return ingest.main(args)
+
+
+def _cmd_bench_detect(args: argparse.Namespace) -> int:
+    from streamd.bench import detect
+
+    return detect.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,11 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--max-faces", type=int, default=300, help="faces per image at most (default: %(default)s)")
     detect.set_defaults(func=_cmd_detect)
 
-    bench = commands.add_parser("bench", help="benchmarks (not tests): decode and ingest rates")
-    from streamd.bench.ingest import add_arguments
+    from streamd.bench import detect as bench_detect
+    from streamd.bench import ingest as bench_ingest
 
-    add_arguments(bench)
-    bench.set_defaults(func=_cmd_bench)
+    benches = commands.add_parser("bench", help="benchmarks (not tests)").add_subparsers(dest="bench", required=True)
+    ingest = benches.add_parser("ingest", help="decode rate per core and streamd's ingest against it")
+    bench_ingest.add_arguments(ingest)
+    ingest.set_defaults(func=_cmd_bench_ingest)
+    detect_bench = benches.add_parser("detect", help="detection throughput: engine alone, streamd, naive")
+    bench_detect.add_arguments(detect_bench)
+    detect_bench.set_defaults(func=_cmd_bench_detect)
     return parser
 
 

@@ -141,12 +141,16 @@ class EngineConfig(StrictModel):
     """Canonical model file (`streamd model prepare`), relative to this file's directory."""
     backend: EngineBackend = EngineBackend.auto
     """auto: TensorRT where it can run, ONNX Runtime otherwise; or name one."""
+    instances: int = Field(0, ge=0, le=64)
+    """Engine instances running batches in parallel; 0: one per core on CPU, one on a GPU."""
     threads: int = Field(0, ge=0, le=256)
-    """ONNX Runtime intra-op threads; 0 lets it use every core."""
+    """ONNX Runtime threads per instance; 0: the cores divided among the instances."""
     providers: list[str] | None = None
     """ONNX Runtime execution providers in order; default: the best installed."""
     warmup: bool = True
     """Run one full batch at start so the first real batch is not slow."""
+    spin_wait: bool = False
+    """Let ONNX Runtime's CPU threads spin between batches (faster alone, steals CPU from decoding)."""
 
     @field_validator("model")
     @classmethod

@@ -16,7 +16,7 @@ from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
 from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
-from streamd.engine.factory import create_engine
+from streamd.engine.factory import create_engines
 from streamd.http_server import MetricsServer
 from streamd.metrics import Metrics
 from streamd.rate_log import RateLogger
@@ -70,7 +70,7 @@ class Daemon:
         if config.engine is None:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return DiscardingConsumer()
-        engine = create_engine(config.engine, config.batcher.max_batch)
+        engines = create_engines(config.engine, config.batcher.max_batch)
         sinks = []
         for index, sink in enumerate(config.sinks):
             name = sink.type if len(config.sinks) == 1 else f"{sink.type}-{index}"
@@ -85,7 +85,7 @@ class Daemon:
                 )
             )
             log.info("sink %s: %s", name, sink.path)
-        return Detector(engine, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup)
+        return Detector(engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup)
 
     async def stop(self) -> None:
         """Shut down in phases; safe to call more than once."""

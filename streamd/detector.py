@@ -40,19 +40,20 @@ log = logging.getLogger(__name__)
 class Detector:
     def __init__(
         self,
-        engine: Engine,
+        engines: list[Engine],
         batcher: BatcherConfig,
         post: PostprocessConfig,
         sinks: list[SinkRunner],
         metrics: Metrics,
         warmup: bool = True,
     ) -> None:
-        self.engine = engine
+        self.engines = engines
+        self.engine = engine = engines[0]
         self.sinks = sinks
         self.metrics = metrics
         self.warmup = warmup
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
-        self.runner = EngineRunner(engine, self._deliver, self._room_from_thread)
+        self.runner = EngineRunner(engines, self._deliver, self._room_from_thread)
         policy = BatchPolicy(
             min(batcher.max_batch, engine.max_batch), batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000
         )
@@ -79,7 +80,8 @@ class Detector:
         await run_in_thread(self.runner.stop, name="engine-stop")
         for sink in self.sinks:
             await run_in_thread(sink.stop, name=f"sink-stop-{sink.sink.name}")
-        await run_in_thread(self.engine.close, name="engine-close")
+        for engine in self.engines:
+            await run_in_thread(engine.close, name="engine-close")
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
         self.batcher.attach(camera_id, slot)

@@ -232,8 +232,15 @@ def test_streamd_check_cli_lists_errors_and_exits_nonzero(tmp_path: Path) -> Non
     assert PASSWORD not in result.stdout + result.stderr
 
 
-def test_streamd_check_cli_accepts_the_shipped_file() -> None:
+def test_streamd_check_cli_accepts_the_shipped_file(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[1] / "streams.yaml"
-    result = run_check(shipped)
+    copy = tmp_path / "streams.yaml"
+    copy.write_text(shipped.read_text())
+    missing = run_check(copy)
+    assert missing.returncode == 1
+    assert f"engine.model: no such model file: {tmp_path / 'engines' / 'yolov5n-0.5.onnx'}" in missing.stderr
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "yolov5n-0.5.onnx").write_bytes(b"prepared by make run")
+    result = run_check(copy)
     assert result.returncode == 0, result.stderr
     assert "OK, 3 camera(s)" in result.stdout

@@ -32,6 +32,8 @@ from streamd.preprocess import Letterbox
 # interrupt as whatever error it was in the middle of (often InvalidDataError). An error
 # that arrives once the time limit has (almost) run out is therefore a timeout.
 _TIMED_OUT = 0.95
+_PROBE_DURATION_US = 500_000
+_PROBE_BYTES = 1_000_000  # room for a 1080p keyframe
 # After this many undecodable packets in a row the stream is broken, not glitching.
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
 
@@ -94,6 +96,11 @@ class DecodeSession:
         options: dict[str, str] = {}
         if not self.camera.is_file:
             options["rtsp_transport"] = self.camera.transport.value
+            # FFmpeg probes 5 s of stream by default before the first frame comes out,
+            # then releases what it read in a burst (measured: 5.2 s to open a 5 fps
+            # camera). The SDP already names the codec; half a second is plenty.
+            options["analyzeduration"] = str(_PROBE_DURATION_US)
+            options["probesize"] = str(_PROBE_BYTES)
         hwaccel = None
         if self.camera.decode is DecodeMode.nvdec:
             hwaccel = HWAccel(device_type="cuda", allow_software_fallback=False)

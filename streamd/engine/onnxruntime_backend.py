@@ -17,6 +17,18 @@ log = logging.getLogger(__name__)
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def choose_providers(wanted: list[str] | None) -> list[str]:
+    """`wanted` if all are installed, else EngineError; None: the best installed ones."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = wanted or [p for p in _PREFERRED if p in available]
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise EngineError(f"ONNX Runtime providers not available here: {missing} (available: {available})")
+    return chosen
+
+
 class OnnxRuntimeEngine:
     name = "onnxruntime"
 
@@ -26,6 +38,7 @@ class OnnxRuntimeEngine:
         max_batch: int,
         threads: int = 0,
         providers: list[str] | None = None,
+        spin_wait: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -33,14 +46,12 @@ class OnnxRuntimeEngine:
             info = read_canonical_info(model)
         except ModelError as exc:
             raise EngineError(str(exc)) from exc
-        available = ort.get_available_providers()
-        chosen = providers or [p for p in _PREFERRED if p in available]
-        missing = [p for p in chosen if p not in available]
-        if missing:
-            raise EngineError(f"ONNX Runtime providers not available here: {missing} (available: {available})")
+        chosen = choose_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
+        # Spinning threads answer a few ms sooner but burn the cores the decoders need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         try:
             self._session = ort.InferenceSession(str(model), options, providers=chosen)
         except Exception as exc:

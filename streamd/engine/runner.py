@@ -1,14 +1,17 @@
-"""EngineRunner: runs the engine in threads of its own, double-buffered.
+"""EngineRunner: runs the engine instances in threads of their own, double-buffered.
 
-Three stages, each a thread, joined by bounded queues:
+Stages, each in its own thread(s), joined by bounded queues:
 
-    assemble (copy frames into a free input buffer) -> infer -> postprocess + deliver
+    assemble (copy frames into a free input buffer) -> infer (one thread per engine
+    instance) -> deliver (in submission order: postprocess, sinks)
 
-Two input buffers: while batch k runs, batch k+1 is copied into the other buffer, so
-the engine never waits for the host. At most two batches are in flight; the batcher
-asks `has_room()` before it submits, and gets a wake-up when a batch finishes. A slow
-postprocess fills its queue and holds up inference, which holds up the batcher: frames
-then wait in their slots, where newer ones replace them (counted), instead of queueing.
+One input buffer more than there are instances: while every instance runs a batch, the
+next one is copied into the spare buffer, so no engine waits for the host. That many
+batches at most are in flight; the batcher asks `has_room()` before it submits and gets
+a wake-up when a batch finishes. Instances finish out of order; the deliver stage puts
+results back in submission order, so each camera's records stay in order. A slow
+deliver stage fills its queue and holds up inference, which holds up the batcher:
+frames then wait in their slots, where newer ones replace them (counted).
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from streamd.frame import Frame
 
 log = logging.getLogger(__name__)
 
-BUFFERS = 2
-
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -42,41 +43,57 @@ class BatchResult:
 class EngineRunner:
     def __init__(
         self,
-        engine: Engine,
+        engines: list[Engine],
         deliver: Callable[[BatchResult], None],
         on_room: Callable[[], None],
     ) -> None:
-        self.engine = engine
+        if not engines:
+            raise ValueError("at least one engine instance is needed")
+        self.engines = engines
+        self.engine = engines[0]
         self.deliver = deliver
         self.on_room = on_room
-        shape = (engine.max_batch, engine.input_height, engine.input_width, 3)
+        self.buffers = len(engines) + 1
+        shape = (self.engine.max_batch, self.engine.input_height, self.engine.input_width, 3)
         self._free: queue.Queue[np.ndarray] = queue.Queue()
-        for _ in range(BUFFERS):
+        for _ in range(self.buffers):
             self._free.put(np.empty(shape, dtype=np.uint8))
-        # None in a queue means "stop after what came before".
+        # None in a queue means "stop after what came before". Batches carry their
+        # submission number so results can be delivered in order; a failed batch
+        # travels on as None so the order has no hole.
         self._inbox: queue.Queue[list[Frame] | None] = queue.Queue()
-        self._assembled: queue.Queue[tuple[list[Frame], np.ndarray] | None] = queue.Queue(maxsize=1)
-        self._results: queue.Queue[BatchResult | None] = queue.Queue(maxsize=4)
+        self._assembled: queue.Queue[tuple[int, list[Frame], np.ndarray] | None] = queue.Queue(maxsize=1)
+        self._results: queue.Queue[tuple[int, BatchResult | None] | None] = queue.Queue(maxsize=4 * len(engines))
         self._in_flight = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def warm_up(self) -> float:
-        """Run one full batch so the first real one is not slow; returns its seconds."""
+        """Run one full batch on every instance so no first real one is slow; returns the slowest seconds."""
         images = np.full((self.engine.max_batch, self.engine.input_height, self.engine.input_width, 3), 114, np.uint8)
-        start = time.perf_counter()
-        self.engine.infer(images)
-        return time.perf_counter() - start
+        slowest = 0.0
+        for engine in self.engines:
+            start = time.perf_counter()
+            engine.infer(images)
+            slowest = max(slowest, time.perf_counter() - start)
+        return slowest
 
     def start(self) -> None:
-        for name, target in (("assemble", self._assemble), ("infer", self._infer), ("deliver", self._deliver)):
-            thread = threading.Thread(target=target, name=f"engine-{name}", daemon=True)
+        threads = [
+            threading.Thread(target=self._assemble, name="engine-assemble", daemon=True),
+            threading.Thread(target=self._deliver, name="engine-deliver", daemon=True),
+        ]
+        threads += [
+            threading.Thread(target=self._infer, args=(engine,), name=f"engine-infer-{i}", daemon=True)
+            for i, engine in enumerate(self.engines)
+        ]
+        for thread in threads:
             thread.start()
-            self._threads.append(thread)
+        self._threads = threads
 
     def has_room(self) -> bool:
         with self._lock:
-            return self._in_flight < BUFFERS
+            return self._in_flight < self.buffers
 
     def submit(self, frames: list[Frame]) -> None:
         if len(frames) > self.engine.max_batch:
@@ -102,44 +119,56 @@ class EngineRunner:
     # -- stages ------------------------------------------------------------------
 
     def _assemble(self) -> None:
+        number = 0
         while True:
             frames = self._inbox.get()
             if frames is None:
-                self._assembled.put(None)
+                for _ in self.engines:
+                    self._assembled.put(None)
                 return
             buffer = self._free.get()
             for index, frame in enumerate(frames):
                 buffer[index] = frame.image
-            self._assembled.put((frames, buffer))
+            self._assembled.put((number, frames, buffer))
+            number += 1
 
-    def _infer(self) -> None:
+    def _infer(self, engine: Engine) -> None:
         while True:
             item = self._assembled.get()
             if item is None:
                 self._results.put(None)
                 return
-            frames, buffer = item
+            number, frames, buffer = item
             start = time.perf_counter()
+            result = None
             try:
-                rows = self.engine.infer(buffer[: len(frames)])
+                rows = engine.infer(buffer[: len(frames)])
+                result = BatchResult(frames, rows, time.perf_counter() - start, time.monotonic())
             except Exception:
                 # The frames are lost but the pipeline is not: log it and go on.
                 log.exception("inference failed for a batch of %d", len(frames))
-                rows = None
-            elapsed = time.perf_counter() - start
             self._free.put(buffer)
             with self._lock:
                 self._in_flight -= 1
             self.on_room()
-            if rows is not None:
-                self._results.put(BatchResult(frames, rows, elapsed, time.monotonic()))
+            self._results.put((number, result))
 
     def _deliver(self) -> None:
-        while True:
-            result = self._results.get()
-            if result is None:
-                return
-            try:
-                self.deliver(result)
-            except Exception:
-                log.exception("delivering a batch of results failed")
+        pending: dict[int, BatchResult | None] = {}
+        next_number = 0
+        running = len(self.engines)
+        while running:
+            item = self._results.get()
+            if item is None:
+                running -= 1
+                continue
+            pending[item[0]] = item[1]
+            while next_number in pending:
+                result = pending.pop(next_number)
+                next_number += 1
+                if result is None:
+                    continue
+                try:
+                    self.deliver(result)
+                except Exception:
+                    log.exception("delivering a batch of results failed")

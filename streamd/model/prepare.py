@@ -130,8 +130,12 @@ def _free_batch_in_reshapes(model: onnx.ModelProto) -> int:
     return fixed
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input}
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove constants nothing reads any more (the Reshape shapes replaced above)."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
@@ -234,7 +238,7 @@ def prepare_model(source: str | Path, destination: str | Path) -> PreparedModel:
         "streamd.source": source.name,
     }.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    _drop_unused_initializers(model.graph)
+    _drop_unused(model.graph)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
