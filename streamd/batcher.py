@@ -27,6 +27,7 @@ from typing import Protocol
 
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
+from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,7 @@ class DynamicBatcher:
             self._task = asyncio.create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     def step(self) -> BatchDecision:

@@ -9,7 +9,6 @@ count every new frame as a drop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import av
 import numpy as np
@@ -18,6 +17,7 @@ from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
 from streamd.preprocess import Letterbox
+from streamd.tasks import cancel_and_wait
 
 
 class DiscardingConsumer:
@@ -38,12 +38,7 @@ class DiscardingConsumer:
         self._tasks[camera_id] = asyncio.create_task(self._drain(slot), name=f"drain-{camera_id}")
 
     async def detach(self, camera_id: str) -> None:
-        task = self._tasks.pop(camera_id, None)
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(self._tasks.pop(camera_id, None))
 
     async def _drain(self, slot: LatestFrameSlot[Frame]) -> None:
         while True:

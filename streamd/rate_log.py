@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from streamd.camera.source import CameraSource
+from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,7 @@ class RateLogger:
             self._task = asyncio.create_task(self._run(), name="rate-log")
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:

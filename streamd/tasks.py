@@ -1,0 +1,15 @@
+"""Small asyncio helpers for parts that own a background task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` (if any) and wait until it has really finished."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
