@@ -33,6 +33,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from streamd.daemon import Daemon
+    from streamd.engine.base import EngineError
 
     try:
         config = load_config(args.config)
@@ -43,7 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config, rate_log_interval_s=args.rate_log_interval)
     try:
         asyncio.run(daemon.run())
-    except OSError as error:
+    except (OSError, EngineError) as error:
         log.error("cannot start: %s", error)
         return 1
     return 0

@@ -1,8 +1,10 @@
 """The daemon: wires configuration, cameras, the frame consumer and metrics together.
 
-Start-up: metrics listener first (so a scrape sees cameras starting), then cameras.
-Shutdown in phases, each bounded: stop the rate log, stop the cameras (their threads
-finish their current read), then close the listener. Signal handlers only set a flag.
+Start-up: metrics listener first (so a scrape sees cameras starting), then the engine
+(loaded in a thread, warmed up), then cameras. Shutdown in phases, each bounded: stop
+the rate log, stop the cameras (their threads finish their current read), let the
+detector finish what the engine holds and flush the sinks, then close the listener.
+Signal handlers only set a flag.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 
 from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
@@ -20,8 +21,7 @@ from streamd.engine.factory import create_engines
 from streamd.http_server import MetricsServer
 from streamd.metrics import Metrics
 from streamd.rate_log import RateLogger
-from streamd.sinks.base import SinkRunner
-from streamd.sinks.jsonl import JsonLinesSink
+from streamd.sinks.factory import build_sinks
 from streamd.supervisor import FrameConsumer, Supervisor
 from streamd.threads import run_in_thread
 
@@ -71,20 +71,7 @@ class Daemon:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return DiscardingConsumer()
         engines = create_engines(config.engine, config.batcher.max_batch)
-        sinks = []
-        for index, sink in enumerate(config.sinks):
-            name = sink.type if len(config.sinks) == 1 else f"{sink.type}-{index}"
-            rotate_bytes = int(sink.rotate_mb * 1_000_000) if sink.rotate_mb else None
-            writer = JsonLinesSink(Path(sink.path), rotate_bytes, sink.rotate_daily, name=name)
-            sinks.append(
-                SinkRunner(
-                    writer,
-                    sink.queue,
-                    on_drop=lambda sink_name, reason: self.metrics.sink_dropped.labels(sink_name, reason).inc(),
-                    on_written=self.metrics.sink_records.labels(name).inc,
-                )
-            )
-            log.info("sink %s: %s", name, sink.path)
+        sinks = build_sinks(config.sinks, self.metrics)
         return Detector(engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup)
 
     async def stop(self) -> None:

@@ -116,3 +116,17 @@ def test_testserver_cli_stops_its_rtsp_server_on_sigterm(gstreamer: None, test_v
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_streamd_run_with_an_unusable_model_says_why_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "raw.onnx").write_bytes(b"not a model")
+    config = tmp_path / "streams.yaml"
+    config.write_text(f"metrics: {{listen: 127.0.0.1:{free_port()}}}\nengine: {{model: raw.onnx}}\ncameras: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "streamd", "run", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert (
+        "cannot start" in result.stderr and "raw.onnx" in result.stderr and "not a readable ONNX model" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

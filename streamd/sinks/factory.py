@@ -1,0 +1,31 @@
+"""Build the configured sinks, each behind its own bounded runner."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from streamd.config import JsonlSinkConfig
+from streamd.metrics import Metrics
+from streamd.sinks.base import SinkRunner
+from streamd.sinks.jsonl import JsonLinesSink
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics) -> list[SinkRunner]:
+    runners = []
+    for index, config in enumerate(configs):
+        name = config.type if len(configs) == 1 else f"{config.type}-{index}"
+        rotate_bytes = int(config.rotate_mb * 1_000_000) if config.rotate_mb else None
+        writer = JsonLinesSink(Path(config.path), rotate_bytes, config.rotate_daily, name=name)
+        runners.append(
+            SinkRunner(
+                writer,
+                config.queue,
+                on_drop=lambda sink, reason: metrics.sink_dropped.labels(sink, reason).inc(),
+                on_written=metrics.sink_records.labels(name).inc,
+            )
+        )
+        log.info("sink %s: %s", name, config.path)
+    return runners
