@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from streamd import __version__
-from streamd.config import ConfigError, load_config
+from streamd.config import ConfigError, load_config, read_config
 from streamd.logs import setup_logging
 
 log = logging.getLogger("streamd")
@@ -31,23 +32,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where installed (the `speed` extra), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from streamd.daemon import Daemon
     from streamd.engine.base import EngineError
 
+    path = Path(args.config)
     try:
-        config = load_config(args.config)
+        config, sha256 = read_config(path)
     except ConfigError as error:
         for problem in error.errors:
             log.error("%s", problem)
         return 2
-    daemon = Daemon(config, rate_log_interval_s=args.rate_log_interval)
+    daemon = Daemon(config, path.resolve(), sha256, rate_log_interval_s=args.rate_log_interval)
     try:
-        asyncio.run(daemon.run())
+        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+            return runner.run(daemon.run())
     except (OSError, EngineError) as error:
         log.error("cannot start: %s", error)
         return 1
-    return 0
 
 
 def _cmd_testserver(args: argparse.Namespace) -> int:
@@ -132,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamd", description="Real-time multi-camera face detection daemon.")
     parser.add_argument("--version", action="version", version=f"streamd {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="json lines for journald; auto: json when systemd connects stderr to the journal",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the daemon")
@@ -182,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ key). Later sections (`engine`, `batcher`, `sinks`) join `StreamsConfig` beside
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -197,6 +198,13 @@ class JsonlSinkConfig(StrictModel):
         return str(_resolve_path(path, info))
 
 
+class HealthConfig(StrictModel):
+    ready_share: float = Field(0.5, ge=0, le=1)
+    """/readyz answers 200 once the engine is loaded and this share of cameras streams."""
+    engine_stuck_s: float = Field(30.0, gt=0, le=3600)
+    """A batch in the engine for longer than this means a stuck engine: watchdog pings stop."""
+
+
 class StreamsConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     """Where Prometheus scrapes streamd."""
@@ -208,6 +216,8 @@ class StreamsConfig(StrictModel):
     """Score threshold, NMS and the cap on faces per frame."""
     sinks: list[JsonlSinkConfig] = Field(default_factory=lambda: [JsonlSinkConfig()])
     """Where detections go (default: one JSON Lines file)."""
+    health: HealthConfig = HealthConfig()
+    """Readiness and the systemd watchdog."""
     defaults: CameraSettings = CameraSettings()
     """Settings applied to every camera unless the camera sets them itself."""
     cameras: list[CameraConfig] = Field(default_factory=list)
@@ -257,12 +267,18 @@ class ConfigError(Exception):
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> StreamsConfig:
     """Read and validate `path`; raises ConfigError listing every problem found."""
+    return read_config(path, env)[0]
+
+
+def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[StreamsConfig, str]:
+    """Like load_config, plus the SHA-256 of the file's bytes (never of expanded secrets)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([SourceError(str(path), None, (), f"cannot read: {exc}")]) from None
-    return parse_config(text, str(path), base_dir=path.parent, env=env)
+    return parse_config(text, str(path), base_dir=path.parent, env=env), hashlib.sha256(data).hexdigest()
 
 
 def parse_config(

@@ -30,6 +30,9 @@ class DiscardingConsumer:
     async def start(self) -> None:
         pass
 
+    def engine_stuck_s(self) -> float:
+        return 0.0
+
     async def stop(self) -> None:
         for camera_id in list(self._tasks):
             await self.detach(camera_id)

@@ -83,6 +83,13 @@ class Detector:
         for engine in self.engines:
             await run_in_thread(engine.close, name="engine-close")
 
+    def engine_stuck_s(self) -> float:
+        return self.runner.oldest_batch_age()
+
+    def update_postprocess(self, post: PostprocessConfig) -> None:
+        """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
+        self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
+
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
         self.batcher.attach(camera_id, slot)
 

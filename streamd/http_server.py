@@ -1,16 +1,22 @@
-"""The metrics listener: Prometheus exposition over HTTP, in a thread of its own.
+"""The metrics listener: Prometheus exposition and health over HTTP, in its own thread.
 
 A scrape renders every metric, which takes the GIL for milliseconds; serving it from a
-thread keeps that work off the event loop's critical path. Later endpoints (health,
-status) are added as routes on the same listener.
+thread keeps that work off the event loop's critical path. Routes:
+
+- `/metrics`: Prometheus exposition;
+- `/healthz`: 200 while the process serves (liveness);
+- `/readyz`: 200 once the engine is loaded and enough cameras stream, else 503 and why;
+- `/status`: JSON per camera (state, reason, rates, last frame age, decoder), with
+  credentials redacted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -21,16 +27,51 @@ log = logging.getLogger(__name__)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+class HealthView(Protocol):
+    """What the health routes read (from this server's thread)."""
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def _respond(start_response: Callable[..., Any], code: str, body: bytes, kind: str) -> Iterable[bytes]:
+    start_response(code, [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+    return [body]
+
+
+def make_app(registry: CollectorRegistry, health: HealthView | None) -> WsgiApp:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            return _respond(start_response, "200 OK", b"ok\n", "text/plain")
+        if path == "/readyz" and health is not None:
+            ready, why = health.ready()
+            code = "200 OK" if ready else "503 Service Unavailable"
+            return _respond(start_response, code, (why + "\n").encode(), "text/plain")
+        if path == "/status" and health is not None:
+            body = json.dumps(health.status(), indent=2).encode()
+            return _respond(start_response, "200 OK", body, "application/json")
+        if path in ("/", "/metrics"):
+            exposition: Iterable[bytes] = metrics_app(environ, start_response)
+            return exposition
+        return _respond(start_response, "404 Not Found", b"not found\n", "text/plain")
+
+    return app
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         log.debug("http: " + format, *args)
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthView | None = None) -> None:
         self.host = host
         self.port = port
-        self._app: WsgiApp = make_wsgi_app(registry)
+        self._app: WsgiApp = make_app(registry, health)
         self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
 

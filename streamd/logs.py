@@ -1,13 +1,19 @@
 """Logging set-up: one format for the whole process, credentials masked on every line.
 
-The mask is applied to the finished line (message, arguments and traceback), so a URL
+Plain text on a terminal; JSON lines for journald (`--log-format json`, or `auto` when
+systemd connected stderr to the journal, which it announces in `$JOURNAL_STREAM`). The
+camera id is in the text of every camera line and, in JSON, also a field of its own.
+The mask is applied to the finished text (message, arguments and traceback), so a URL
 that reaches a log through an exception text from FFmpeg is caught as well.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+from typing import Any
 
 from streamd.redact import redact_text
 
@@ -17,9 +23,30 @@ class RedactingFormatter(logging.Formatter):
         return redact_text(super().format(record))
 
 
-def setup_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact_text(record.getMessage()),
+        }
+        camera = getattr(record, "camera", None)
+        if camera is not None:
+            entry["camera"] = camera
+        if record.exc_info:
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
+        return json.dumps(entry)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    if fmt == "auto":
+        fmt = "json" if os.environ.get("JOURNAL_STREAM") else "text"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -18,6 +18,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -151,6 +152,30 @@ class Metrics:
             ["sink", "reason"],
             registry=self.registry,
         )
+        self.config_reloads = Counter(
+            "streamd_config_reloads",
+            "Reloads of streams.yaml, by result (applied, unchanged, rejected, restart_needed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.config_info = Gauge(
+            "streamd_config_info",
+            "The loaded streams.yaml: its path and SHA-256.",
+            ["path", "sha256"],
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "streamd_build_info",
+            "Versions of streamd and what it runs on.",
+            list(_build_versions()),
+            registry=self.registry,
+        )
+        self.build_info.labels(**_build_versions()).set(1)
+        self.event_loop_lag = Gauge(
+            "streamd_event_loop_lag_seconds",
+            "How late the event loop ran a timer, last check.",
+            registry=self.registry,
+        )
         self._per_camera = (
             self.frames_inferred,
             self.faces_detected,
@@ -175,6 +200,32 @@ class Metrics:
 
     def watch_cameras(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
         self.registry.register(_CameraStateCollector(cameras))
+
+    def loaded_config(self, path: str, sha256: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(path, sha256).set(1)
+
+
+def _build_versions() -> dict[str, str]:
+    import platform
+
+    import av
+
+    from streamd import __version__
+
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "none"
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+        "onnxruntime": ort_version,
+    }
 
 
 def _label_sets(metric: Counter | Histogram) -> list[tuple[str, ...]]:

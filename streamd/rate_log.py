@@ -1,4 +1,5 @@
-"""Periodic per-camera rate lines in the log: what an operator reads without Grafana."""
+"""Per-camera rates, measured every interval: a log line per camera, and the figures
+`/status` and systemd's STATUS= show."""
 
 from __future__ import annotations
 
@@ -6,18 +7,40 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from streamd.camera.source import CameraSource
+from streamd.metrics import Metrics
 from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Rates:
+    decoded_fps: float
+    sampled_fps: float
+    analysed_fps: float
+
+
+@dataclass(frozen=True)
+class _Counts:
+    at: float
+    decoded: int
+    sampled: int
+    replaced: int
+    analysed: float
+
+
 class RateLogger:
-    def __init__(self, sources: Callable[[], Iterable[CameraSource]], interval_s: float = 10.0) -> None:
+    def __init__(
+        self, sources: Callable[[], Iterable[CameraSource]], interval_s: float = 10.0, metrics: Metrics | None = None
+    ) -> None:
         self.sources = sources
         self.interval_s = interval_s
-        self._last: dict[str, tuple[float, int, int, int]] = {}
+        self.metrics = metrics
+        self.rates: dict[str, Rates] = {}
+        self._last: dict[str, _Counts] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -28,27 +51,47 @@ class RateLogger:
         await cancel_and_wait(self._task)
         self._task = None
 
+    def analysed_fps_total(self) -> float:
+        return sum(rates.analysed_fps for rates in self.rates.values())
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
             self.report()
 
+    def _analysed(self, camera_id: str) -> float:
+        if self.metrics is None:
+            return 0.0
+        value = self.metrics.registry.get_sample_value("streamd_frames_inferred_total", {"camera": camera_id})
+        return value or 0.0
+
     def report(self) -> None:
         now = time.monotonic()
+        current = {s.camera_id for s in self.sources()}
+        for gone in set(self.rates) - current:
+            self.rates.pop(gone, None)
+            self._last.pop(gone, None)
         for source in self.sources():
             m = source.metrics
+            counts = _Counts(now, m.decoded, m.sampled, m.replaced, self._analysed(source.camera_id))
             previous = self._last.get(source.camera_id)
-            self._last[source.camera_id] = (now, m.decoded, m.sampled, m.replaced)
+            self._last[source.camera_id] = counts
             if previous is None:
                 continue
-            then, decoded, sampled, replaced = previous
-            span = max(now - then, 1e-9)
+            span = max(now - previous.at, 1e-9)
+            rates = Rates(
+                (counts.decoded - previous.decoded) / span,
+                (counts.sampled - previous.sampled) / span,
+                (counts.analysed - previous.analysed) / span,
+            )
+            self.rates[source.camera_id] = rates
             source.log.info(
-                "%s: decoded %.1f fps, sampled %.1f fps, dropped %d, reconnects %d%s",
+                "%s: decoded %.1f fps, sampled %.1f fps, analysed %.1f fps, dropped %d, reconnects %d%s",
                 source.state,
-                (m.decoded - decoded) / span,
-                (m.sampled - sampled) / span,
-                m.replaced - replaced,
+                rates.decoded_fps,
+                rates.sampled_fps,
+                rates.analysed_fps,
+                counts.replaced - previous.replaced,
                 m.reconnects,
                 f", last error: {source.reason}" if source.reason else "",
             )

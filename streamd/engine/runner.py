@@ -65,6 +65,8 @@ class EngineRunner:
         self._assembled: queue.Queue[tuple[int, list[Frame], np.ndarray] | None] = queue.Queue(maxsize=1)
         self._results: queue.Queue[tuple[int, BatchResult | None] | None] = queue.Queue(maxsize=4 * len(engines))
         self._in_flight = 0
+        self._submitted = 0
+        self._since: dict[int, float] = {}  # batch number -> when it was submitted
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -100,7 +102,15 @@ class EngineRunner:
             raise ValueError(f"batch of {len(frames)} exceeds the engine's max batch {self.engine.max_batch}")
         with self._lock:
             self._in_flight += 1
+            self._since[self._submitted] = time.monotonic()
+            self._submitted += 1
         self._inbox.put(frames)
+
+    def oldest_batch_age(self) -> float:
+        """Seconds the oldest unfinished batch has been in the engine (0 when none)."""
+        with self._lock:
+            oldest = min(self._since.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Finish every submitted batch, deliver it, then stop. True if all stopped in time."""
@@ -150,6 +160,7 @@ class EngineRunner:
             self._free.put(buffer)
             with self._lock:
                 self._in_flight -= 1
+                self._since.pop(number, None)
             self.on_room()
             self._results.put((number, result))
 
