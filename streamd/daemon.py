@@ -240,10 +240,11 @@ class Daemon:
 
     async def _health_loop(self) -> None:
         ping_every = self.notifier.watchdog_interval_s or 5.0
+        tick = min(_TICK_S, ping_every)
         last_ping = 0.0
         while True:
-            expected = time.monotonic() + _TICK_S
-            await asyncio.sleep(_TICK_S)
+            expected = time.monotonic() + tick
+            await asyncio.sleep(tick)
             self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
             now = time.monotonic()
             if now - last_ping >= ping_every:

@@ -80,6 +80,7 @@ class Detector:
         await run_in_thread(self.runner.stop, name="engine-stop")
         for sink in self.sinks:
             await run_in_thread(sink.stop, name=f"sink-stop-{sink.sink.name}")
+        log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
         for engine in self.engines:
             await run_in_thread(engine.close, name="engine-close")
 

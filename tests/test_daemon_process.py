@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -130,3 +131,58 @@ def test_streamd_run_with_an_unusable_model_says_why_and_exits_1(tmp_path: Path)
         "cannot start" in result.stderr and "raw.onnx" in result.stderr and "not a readable ONNX model" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.assets
+def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
+    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    out = tmp_path / "detections.jsonl"
+    config = tmp_path / "streams.yaml"
+    server = RtspTestServer({"cam1": test_video, "cam2": test_video})
+    server.start()
+    config.write_text(
+        f"metrics: {{listen: 127.0.0.1:{port}}}\n"
+        f"engine: {{model: {canonical_model}}}\n"
+        f"sinks: [{{path: {out}}}]\n"
+        "cameras:\n" + "".join(f"  - {{id: {name}, url: '{server.url(name)}', fps: 5}}\n" for name in ("cam1", "cam2"))
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        inferred_before = 0.0
+        while inferred_before < 20 and time.monotonic() < deadline:
+            assert process.poll() is None, "streamd exited early"
+            time.sleep(0.3)
+            try:
+                text = scrape(port)
+            except OSError:
+                continue
+            inferred_before = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("streamd_frames_inferred_total{")
+            )
+        assert inferred_before >= 20, "frames were not being analysed"
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - stopped_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+
+    assert process.returncode == 0, stderr
+    assert took < 15, f"shutdown took {took:.1f}s"
+    match = re.search(r"detector stopped: (\d+) frames inferred", stderr)
+    assert match, stderr[-2000:]
+    records = out.read_text().splitlines()
+    assert len(records) == int(match.group(1)) >= inferred_before
+    assert all(json.loads(line)["camera"] in ("cam1", "cam2") for line in records)

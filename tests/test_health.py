@@ -1,0 +1,98 @@
+"""/healthz, /readyz and /status on the metrics listener; JSON logs; GPU metrics absent cleanly."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streamd.config import StreamsConfig
+from streamd.daemon import Daemon
+from streamd.gpu_metrics import GpuCollector
+from streamd.logs import JsonFormatter
+from tests.conftest import run, wait_for
+
+PASSWORD = "St4tus-Secret"
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_health_routes_follow_the_cameras(test_video: Path) -> None:
+    config = StreamsConfig.model_validate(
+        {
+            "health": {"ready_share": 0.5},
+            "cameras": [
+                {"id": "replay", "url": str(test_video)},
+                {"id": "down", "url": f"rtsp://viewer:{PASSWORD}@127.0.0.1:9/none"},
+                {"id": "down2", "url": "rtsp://127.0.0.1:9/none2"},
+            ],
+        }
+    )
+
+    async def scenario() -> dict[str, tuple[int, str]]:
+        daemon = Daemon(config, metrics_port=0, rate_log_interval_s=0.5)
+        await daemon.start()
+        port = daemon.http.port
+        seen = {"healthz": get(port, "/healthz"), "not_ready": get(port, "/readyz")}
+        await wait_for(lambda: daemon.sources()[0].state == "streaming", 10, "the replay camera")
+        await wait_for(lambda: "replay" in daemon.rate_log.rates, 5, "a rate measurement")
+        seen["status"] = get(port, "/status")
+        seen["metrics"] = get(port, "/metrics")
+        seen["missing"] = get(port, "/nope")
+        daemon.config = config.model_copy(update={"health": config.health.model_copy(update={"ready_share": 0.3})})
+        seen["ready"] = get(port, "/readyz")
+        await daemon.stop()
+        return seen
+
+    seen = run(scenario())
+    assert seen["healthz"] == (200, "ok\n")
+    assert seen["not_ready"][0] == 503 and "cameras streaming" in seen["not_ready"][1]
+    assert seen["ready"] == (200, "ready: 1/3 cameras streaming\n")
+    assert seen["missing"][0] == 404
+    status = json.loads(seen["status"][1])
+    cameras = {c["id"]: c for c in status["cameras"]}
+    assert cameras["replay"]["state"] == "streaming" and cameras["replay"]["decoder"] == "cpu"
+    assert cameras["replay"]["sampled_fps"] == pytest.approx(5.0, abs=2.5)
+    assert cameras["replay"]["last_frame_age_s"] < 1.0
+    assert cameras["down"]["reason"] == "connection_refused"
+    assert cameras["down"]["url"] == "rtsp://***@127.0.0.1:9/none"
+    assert PASSWORD not in seen["status"][1] and PASSWORD not in seen["metrics"][1]
+    assert "streamd_event_loop_lag_seconds" in seen["metrics"][1]
+    assert "streamd_build_info{" in seen["metrics"][1]
+
+
+def test_json_log_lines_carry_the_camera_and_no_secret() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("streamd.test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("cannot open %s", f"rtsp://u:{PASSWORD}@h/x", extra={"camera": "door"})
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["camera"] == "door" and entry["level"] == "WARNING"
+    assert entry["message"] == "cannot open rtsp://***@h/x"
+
+
+def test_gpu_metrics_are_absent_without_nvml() -> None:
+    try:
+        import pynvml  # noqa: F401
+
+        pytest.skip("nvidia-ml-py is installed here; this checks the machine without it")
+    except ImportError:
+        pass
+    assert GpuCollector.create() is None

@@ -1,0 +1,145 @@
+"""Hot reload of streams.yaml in a running daemon process, against the real RTSP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streamd.testing.rtsp import RtspTestServer
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.rtsp
+
+
+def fetch(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def sample(metrics: str, name: str, **labels: str) -> float | None:
+    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    for line in metrics.splitlines():
+        if line.startswith(name + wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"streamd exited while waiting for {what}"
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """As editors save: a new file renamed over the old one."""
+    partial = path.with_name(path.name + ".swp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def config_text(port: int, cameras: dict[str, str], fps: str = "5") -> str:
+    lines = [f"metrics: {{listen: 127.0.0.1:{port}}}", "defaults: {backoff: {initial_s: 0.2, max_s: 1}}", "cameras:"]
+    lines += [f"  - {{id: {cid}, url: '{url}', fps: {fps}}}" for cid, url in cameras.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cameras_in(status: str) -> dict[str, str]:
+    return {c["id"]: c["state"] for c in json.loads(status)["cameras"]}
+
+
+def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
+    gstreamer: None, test_video: Path, tmp_path: Path
+) -> None:
+    server = RtspTestServer({f"cam{i}": test_video for i in (1, 2, 3)})
+    server.start()
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    keep, drop, add = server.url("cam1"), server.url("cam2"), server.url("cam3")
+    config.write_text(config_text(port, {"keep": keep, "drop": drop}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        until(
+            lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming", "drop": "streaming"},
+            30,
+            "both",
+            process,
+        )
+        before = fetch(port, "/metrics")
+
+        # Add one, remove one, leave one untouched; saved the way editors save.
+        write_atomically(config, config_text(port, {"keep": keep, "add": add}))
+        until(
+            lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming", "add": "streaming"},
+            20,
+            "reload",
+            process,
+        )
+        time.sleep(1.0)
+        after = fetch(port, "/metrics")
+        assert sample(after, "streamd_reconnects_total", camera="keep") == 0.0
+        assert (sample(after, "streamd_frames_sampled_total", camera="keep") or 0) > (
+            sample(before, "streamd_frames_sampled_total", camera="keep") or 0
+        ), "the untouched camera's frames kept coming through the reload"
+        assert sample(after, "streamd_frames_sampled_total", camera="drop") is None, "a removed camera's series go"
+        assert sample(after, "streamd_config_reloads_total", result="applied") == 1.0
+        sha_lines = [line for line in after.splitlines() if line.startswith("streamd_config_info{")]
+        assert len(sha_lines) == 1 and str(config) in sha_lines[0]
+
+        # A broken edit is rejected, and the running set stays.
+        write_atomically(config, config_text(port, {"keep": keep, "add": add}, fps="-1"))
+        until(
+            lambda: sample(fetch(port, "/metrics"), "streamd_config_reloads_total", result="rejected") == 1.0,
+            20,
+            "the rejection",
+            process,
+        )
+        # Half-written YAML (a save caught mid-write): rejected too.
+        config.write_text(config_text(port, {"keep": keep, "add": add})[:-20])
+        time.sleep(1.5)
+        status = fetch(port, "/status")
+        assert cameras_in(status) == {"keep": "streaming", "add": "streaming"}
+        assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
+
+        # SIGHUP after the file is whole again: applied (fps change restarts that camera only).
+        config.write_text(config_text(port, {"keep": keep, "add": add}).replace("cam3', fps: 5", "cam3', fps: 2"))
+        process.send_signal(signal.SIGHUP)
+        until(
+            lambda: any(c["fps_target"] == 2 for c in json.loads(fetch(port, "/status"))["cameras"]),
+            20,
+            "SIGHUP",
+            process,
+        )
+        assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            server.stop()
+    assert process.returncode == 0
+    assert f"{config}:" in stderr and "cameras[1].fps: must be > 0.0 (got -1)" in stderr
+    assert "rejected; the running configuration stays" in stderr
