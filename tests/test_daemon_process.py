@@ -186,3 +186,44 @@ def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
     records = out.read_text().splitlines()
     assert len(records) == int(match.group(1)) >= inferred_before
     assert all(json.loads(line)["camera"] in ("cam1", "cam2") for line in records)
+
+
+def test_a_second_stop_signal_exits_at_once(tmp_path: Path) -> None:
+    from tests.test_ingest import silent_tcp_listener
+
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    with silent_tcp_listener() as silent:
+        # Connecting to a host that never answers: the first SIGTERM waits for that
+        # camera's open timeout (20 s) before it can finish.
+        config.write_text(
+            f"metrics: {{listen: 127.0.0.1:{port}}}\n"
+            f"cameras: [{{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 20}}]\n"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamd", "run", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if 'streamd_camera_state{camera="mute",state="starting"} 1.0' in scrape(port):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert process.poll() is None, "the first signal shuts down in order, which takes a while here"
+            process.send_signal(signal.SIGTERM)
+            start = time.monotonic()
+            _, stderr = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 1
+    assert time.monotonic() - start < 3
+    assert "second stop signal" in stderr
