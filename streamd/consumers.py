@@ -33,6 +33,9 @@ class DiscardingConsumer:
     def engine_stuck_s(self) -> float:
         return 0.0
 
+    def analysed(self, camera_id: str) -> int:
+        return 0
+
     async def stop(self) -> None:
         for camera_id in list(self._tasks):
             await self.detach(camera_id)

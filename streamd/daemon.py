@@ -76,7 +76,7 @@ class Daemon:
             self.metrics.registry,
             health=self,
         )
-        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self.metrics)
+        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed)
         self._stop_requested = asyncio.Event()
         self._signals = 0
         self._reload_lock = asyncio.Lock()
@@ -86,6 +86,9 @@ class Daemon:
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []
+
+    def _analysed(self, camera_id: str) -> int:
+        return self.consumer.analysed(camera_id) if self.consumer is not None else 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -231,10 +234,16 @@ class Daemon:
         directory, name = self.config_path.parent, self.config_path.name
         # The directory, not the file: editors save by writing a new file and renaming
         # it over the old one, which a watch on the old file's inode would miss.
-        async for _ in watchfiles.awatch(
-            directory, watch_filter=lambda _change, changed: Path(changed).name == name, debounce=300, recursive=False
-        ):
-            await self.reload("file changed")
+        try:
+            async for _ in watchfiles.awatch(
+                directory,
+                watch_filter=lambda _change, changed: Path(changed).name == name,
+                debounce=300,
+                recursive=False,
+            ):
+                await self.reload("file changed")
+        except Exception:
+            log.exception("watching %s failed; reload with SIGHUP (systemctl reload streamd)", self.config_path)
 
     # -- health --------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class Detector:
         )
         self.batcher = DynamicBatcher(policy, self.runner, self._stale)
         self.inferred = 0
+        self.inferred_by_camera: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
@@ -87,15 +88,20 @@ class Detector:
     def engine_stuck_s(self) -> float:
         return self.runner.oldest_batch_age()
 
+    def analysed(self, camera_id: str) -> int:
+        return self.inferred_by_camera.get(camera_id, 0)
+
     def update_postprocess(self, post: PostprocessConfig) -> None:
         """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+        self.inferred_by_camera.setdefault(camera_id, 0)
         self.batcher.attach(camera_id, slot)
 
     async def detach(self, camera_id: str) -> None:
         self.batcher.detach(camera_id)
+        self.inferred_by_camera.pop(camera_id, None)
 
     def _room_from_thread(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -123,9 +129,13 @@ class Detector:
                 "height": frame.height,
                 "faces": faces.as_records(),
             }
-            self.metrics.frames_inferred.labels(frame.camera_id).inc()
-            self.metrics.faces_detected.labels(frame.camera_id).inc(len(faces))
-            self.metrics.latency.labels(frame.camera_id).observe(latency)
             self.inferred += 1
+            if frame.camera_id in self.inferred_by_camera:
+                # Not for a camera removed while its frame was in the engine: its series
+                # are gone and must not come back. The record is still written.
+                self.inferred_by_camera[frame.camera_id] += 1
+                self.metrics.frames_inferred.labels(frame.camera_id).inc()
+                self.metrics.faces_detected.labels(frame.camera_id).inc(len(faces))
+                self.metrics.latency.labels(frame.camera_id).observe(latency)
             for sink in self.sinks:
                 sink.offer(record)

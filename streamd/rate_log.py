@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streamd.camera.source import CameraSource
-from streamd.metrics import Metrics
 from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -29,16 +28,19 @@ class _Counts:
     decoded: int
     sampled: int
     replaced: int
-    analysed: float
+    analysed: int
 
 
 class RateLogger:
     def __init__(
-        self, sources: Callable[[], Iterable[CameraSource]], interval_s: float = 10.0, metrics: Metrics | None = None
+        self,
+        sources: Callable[[], Iterable[CameraSource]],
+        interval_s: float = 10.0,
+        analysed: Callable[[str], int] | None = None,
     ) -> None:
         self.sources = sources
         self.interval_s = interval_s
-        self.metrics = metrics
+        self.analysed = analysed or (lambda camera_id: 0)
         self.rates: dict[str, Rates] = {}
         self._last: dict[str, _Counts] = {}
         self._task: asyncio.Task[None] | None = None
@@ -59,12 +61,6 @@ class RateLogger:
             await asyncio.sleep(self.interval_s)
             self.report()
 
-    def _analysed(self, camera_id: str) -> float:
-        if self.metrics is None:
-            return 0.0
-        value = self.metrics.registry.get_sample_value("streamd_frames_inferred_total", {"camera": camera_id})
-        return value or 0.0
-
     def report(self) -> None:
         now = time.monotonic()
         current = {s.camera_id for s in self.sources()}
@@ -73,7 +69,7 @@ class RateLogger:
             self._last.pop(gone, None)
         for source in self.sources():
             m = source.metrics
-            counts = _Counts(now, m.decoded, m.sampled, m.replaced, self._analysed(source.camera_id))
+            counts = _Counts(now, m.decoded, m.sampled, m.replaced, self.analysed(source.camera_id))
             previous = self._last.get(source.camera_id)
             self._last[source.camera_id] = counts
             if previous is None:
