@@ -127,6 +127,50 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate_collect(args: argparse.Namespace) -> int:
+    from streamd.calibration.collect import collect
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.errors:
+            print(problem, file=sys.stderr)
+        return 2
+    try:
+        entries = asyncio.run(collect(config, args.out, args.count, args.interval, args.held_out, args.timeout))
+    except ValueError as error:
+        print(f"calibrate collect: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(entries)} frames")
+    return 0 if len(entries) == args.count else 1
+
+
+def _cmd_calibrate_quantize(args: argparse.Namespace) -> int:
+    from streamd.calibration.quantize import quantize
+    from streamd.model.canonical import ModelError
+
+    try:
+        used = quantize(args.model, args.frames, args.output)
+    except (ModelError, ValueError) as error:
+        print(f"calibrate quantize: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.output}: INT8 Q/DQ model calibrated on {used} frames")
+    return 0
+
+
+def _cmd_calibrate_report(args: argparse.Namespace) -> int:
+    from streamd.calibration.report import compare
+    from streamd.engine.base import EngineError
+
+    try:
+        report = compare(args.fp32, args.int8, args.frames, args.threshold)
+    except (EngineError, ValueError) as error:
+        print(f"calibrate report: {error}", file=sys.stderr)
+        return 1
+    print(report.text())
+    return 0 if report.passed else 1
+
+
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from streamd.bench import ingest
 
@@ -183,6 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default: %(default)s)")
     detect.add_argument("--max-faces", type=int, default=300, help="faces per image at most (default: %(default)s)")
     detect.set_defaults(func=_cmd_detect)
+
+    calibrate = commands.add_parser("calibrate", help="INT8: calibration frames, Q/DQ model, accuracy report")
+    steps = calibrate.add_subparsers(dest="calibrate_command", required=True)
+    collect = steps.add_parser("collect", help="take frames from the configured cameras, with a manifest")
+    collect.add_argument("-c", "--config", default="streams.yaml")
+    collect.add_argument("-o", "--out", type=Path, default=Path("calibration/frames"))
+    collect.add_argument("-n", "--count", type=int, default=200, help="frames to keep (default: %(default)s)")
+    collect.add_argument("--interval", type=float, default=2.0, help="seconds between frames of one camera")
+    collect.add_argument("--held-out", type=float, default=0.2, help="share kept aside for the report")
+    collect.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    collect.set_defaults(func=_cmd_calibrate_collect)
+    quant = steps.add_parser("quantize", help="canonical model -> INT8 Q/DQ ONNX (TensorRT settings)")
+    quant.add_argument("model", type=Path, metavar="CANONICAL.onnx")
+    quant.add_argument("--frames", type=Path, default=Path("calibration/frames"))
+    quant.add_argument("-o", "--output", type=Path, required=True, metavar="INT8.onnx")
+    quant.set_defaults(func=_cmd_calibrate_quantize)
+    report = steps.add_parser("report", help="INT8 against FP32 on the held-out frames; exit 1 on FAIL")
+    report.add_argument("fp32", type=Path, metavar="FP32.onnx")
+    report.add_argument("int8", type=Path, metavar="INT8.onnx")
+    report.add_argument("--frames", type=Path, default=Path("calibration/frames"))
+    report.add_argument("--threshold", type=float, default=0.95, help="recall and precision needed")
+    report.set_defaults(func=_cmd_calibrate_report)
 
     from streamd.bench import detect as bench_detect
     from streamd.bench import ingest as bench_ingest

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make int8-report`: the whole INT8 chain on frames made from the shared photos with
+# the shared model: prepare -> demo cameras (pans across the photos, replayed from
+# files) -> calibrate collect -> quantize -> report (exit 1 if it FAILs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+work=calibration/demo
+mkdir -p "$work"
+
+source_model=${STREAMD_SOURCE_MODEL:-../shared/assets/models/yolov5n-0.5.onnx}
+[ -f "$source_model" ] || { echo "int8-report: no model at $source_model" >&2; exit 1; }
+"$bin/streamd" model prepare "$source_model" -o engines/yolov5n-0.5.onnx
+
+# Demo cameras as local files: the same 1080p pans the RTSP demo serves.
+"$bin/python" - "$work/streams.yaml" <<'PY'
+import sys
+from streamd.testing.demo import demo_videos
+cameras = "".join(f"  - {{id: {name}, url: '{path}', fps: 5}}\n" for name, path in demo_videos(3).items())
+open(sys.argv[1], "w").write("metrics: {listen: 127.0.0.1:9199}\ncameras:\n" + cameras)
+PY
+
+rm -rf "$work/frames"
+"$bin/streamd" --log-level WARNING calibrate collect -c "$work/streams.yaml" -o "$work/frames" -n 90 --interval 0.3 --held-out 0.25 --timeout 120
+"$bin/streamd" --log-level WARNING calibrate quantize engines/yolov5n-0.5.onnx --frames "$work/frames" -o engines/yolov5n-0.5.int8.onnx
+"$bin/streamd" --log-level WARNING calibrate report engines/yolov5n-0.5.onnx engines/yolov5n-0.5.int8.onnx --frames "$work/frames"

@@ -1,0 +1,1 @@
+"""INT8 calibration: frames from the real cameras, a Q/DQ model, and its report against FP32."""

@@ -1,0 +1,88 @@
+"""Calibration frames from real (file) cameras, the Q/DQ INT8 model, and its report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import pytest
+
+from streamd.calibration.collect import collect
+from streamd.calibration.manifest import load_manifest, split
+from streamd.calibration.quantize import quantize
+from streamd.calibration.report import compare
+from streamd.config import StreamsConfig
+from streamd.model.canonical import read_canonical_info
+from streamd.testing.demo import CACHE_DIR
+from streamd.testing.video import VideoSpec, cached_video
+from tests.conftest import run
+
+pytestmark = pytest.mark.assets
+
+
+@pytest.fixture(scope="module")
+def photo_cameras(assets_dir: Path) -> StreamsConfig:
+    videos = {
+        name: cached_video(
+            VideoSpec(width=640, height=480, fps=10, seconds=4, image=str(assets_dir / "images" / f"{name}.jpg")),
+            CACHE_DIR,
+        )
+        for name in ("group9", "two_people")
+    }
+    return StreamsConfig.model_validate(
+        {"cameras": [{"id": name.replace("_", "-"), "url": str(path), "fps": 10} for name, path in videos.items()]}
+    )
+
+
+@pytest.fixture(scope="module")
+def frames(photo_cameras: StreamsConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibration")
+    entries = run(collect(photo_cameras, out, count=24, interval_s=0.1, held_out_share=0.25, timeout_s=60))
+    assert len(entries) == 24
+    return out
+
+
+def test_collect_spreads_over_cameras_and_keeps_a_held_out_share(frames: Path) -> None:
+    entries = load_manifest(frames)
+    per_camera = Counter(e.camera for e in entries)
+    assert set(per_camera) == {"group9", "two-people"} and min(per_camera.values()) >= 8
+    assert len(split(entries, "held_out")) == 6 and len(split(entries, "calibration")) == 18
+    for camera in per_camera:
+        stamps = sorted(e.pts for e in entries if e.camera == camera)
+        assert stamps[-1] - stamps[0] >= 0.5, "frames of one camera spread over time"
+    first = entries[0]
+    assert (first.width, first.height) == (640, 480) and (frames / first.file).stat().st_size > 5_000
+    body = json.loads((frames / "manifest.json").read_text())
+    assert body["version"] == 1 and body["held_out_share"] == 0.25
+
+
+def test_quantized_model_is_qdq_int8_and_agrees_with_fp32(frames: Path, canonical_model: Path, tmp_path: Path) -> None:
+    int8 = tmp_path / "int8.onnx"
+    assert quantize(canonical_model, frames, int8) == 18
+    model = onnx.load(str(int8))
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["QuantizeLinear"] > 50 and ops["DequantizeLinear"] > 50
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    weights_q = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 3]
+    assert weights_q, "per-channel weights carry an axis"
+    assert read_canonical_info(int8).input_width == 640  # still a canonical model
+    assert {p.key: p.value for p in model.metadata_props}["streamd.precision"] == "int8-qdq"
+
+    report = compare(canonical_model, int8, frames, threshold=0.95)
+    assert report.frames == 6 and report.fp32_faces >= 6
+    assert report.recall >= 0.95 and report.precision >= 0.95, report.text()
+    assert report.mean_iou > 0.8 and abs(report.mean_score_drift) < 0.05
+    assert "verdict:           PASS" in report.text()
+
+
+def test_manifest_with_a_missing_frame_is_refused(frames: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "frames"
+    copy.mkdir()
+    (copy / "manifest.json").write_text((frames / "manifest.json").read_text())
+    with pytest.raises(ValueError, match="frame file\\(s\\) missing"):
+        load_manifest(copy)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a calibration manifest"):
+        load_manifest(tmp_path / "empty")
