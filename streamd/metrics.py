@@ -43,6 +43,9 @@ class CameraStatusView(Protocol):
     @property
     def last_frame_mono(self) -> float | None: ...
 
+    @property
+    def decoder(self) -> str: ...
+
 
 class CameraMetrics:
     """One camera's counters: the Prometheus children plus plain totals for status and logs.
@@ -246,6 +249,11 @@ class _CameraStateCollector(Collector):
         age = GaugeMetricFamily(
             "streamd_last_frame_age_seconds", "Seconds since the camera's last decoded frame.", labels=["camera"]
         )
+        decoder = GaugeMetricFamily(
+            "streamd_decoder_info",
+            "1 for the decoder the camera uses now (nvdec or cpu).",
+            labels=["camera", "decoder"],
+        )
         now = time.monotonic()
         for camera in self._cameras():
             up.add_metric([camera.camera_id], 1.0 if camera.state == "streaming" else 0.0)
@@ -253,7 +261,8 @@ class _CameraStateCollector(Collector):
                 state.add_metric([camera.camera_id, name], 1.0 if camera.state == name else 0.0)
             if camera.last_frame_mono is not None:
                 age.add_metric([camera.camera_id], now - camera.last_frame_mono)
-        yield from (up, state, age)
+            decoder.add_metric([camera.camera_id, camera.decoder], 1.0)
+        yield from (up, state, age, decoder)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

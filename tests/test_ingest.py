@@ -291,3 +291,32 @@ def test_disabled_camera_is_not_opened(test_video: Path) -> None:
             assert set(sources(daemon)) == {"on"}
 
     run(scenario())
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="an NVIDIA GPU is present: NVDEC would be used")
+def test_decode_auto_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
+    gstreamer: None, test_video: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RtspTestServer({"cam1": test_video})
+    server.start()
+
+    async def scenario() -> str:
+        config = make_config([{"id": "auto", "url": server.url("cam1"), "decode": "auto"}])
+        async with running(config) as daemon:
+            camera = sources(daemon)["auto"]
+            await wait_for(lambda: camera.state == "streaming", 20, "streaming")
+            server.kill()  # a reconnect must not say it again
+            await wait_for(lambda: camera.state != "streaming", 10, "the dead server")
+            server.start()
+            await wait_for(lambda: camera.state == "streaming", 10, "streaming again")
+            assert camera.decoder == "cpu"
+            return scrape(daemon)
+
+    caplog.set_level(logging.INFO)
+    try:
+        metrics = run(scenario())
+    finally:
+        server.stop()
+    said = [r.getMessage() for r in caplog.records if "NVDEC not used" in r.getMessage()]
+    assert len(said) == 1 and "decoding on the CPU" in said[0] and "[auto]" in said[0]
+    assert metric_value(metrics, "streamd_decoder_info", camera="auto", decoder="cpu") == 1.0

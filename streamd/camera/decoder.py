@@ -22,6 +22,7 @@ import numpy as np
 from av.codec.hwaccel import HWAccel
 
 from streamd.camera.errors import Reason, SourceError, classify
+from streamd.camera.nvdec import DecoderChoice, nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
@@ -55,6 +56,8 @@ class DecodeSession:
         stop: threading.Event,
         on_streaming: Callable[[], None],
         convert: Converter = to_rgb,
+        choice: DecoderChoice | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.camera = camera
         self.deliver = deliver
@@ -63,6 +66,8 @@ class DecodeSession:
         self.on_streaming = on_streaming
         self.convert = convert
         self.seq = 0
+        self.choice = choice or DecoderChoice()
+        self.log = log or (lambda message: None)
         self.sampler = FrameSampler(camera.fps)
         self.last_decoded_mono: float | None = None
         self._stall_baseline = 0.0
@@ -92,6 +97,27 @@ class DecodeSession:
         finally:
             container.close()
 
+    def _hwaccel(self) -> HWAccel | None:
+        """NVDEC settings for this connection, or None for CPU decode."""
+        mode = self.camera.decode
+        if mode is DecodeMode.cpu:
+            return None
+        reason = nvdec_unavailable_reason() or self.choice.nvdec_failure
+        if reason is not None:
+            if mode is DecodeMode.nvdec:
+                raise SourceError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
+            self._note_fallback(reason)
+            return None
+        # Frames come back to system memory (is_hw_owned=False) until the GPU
+        # preprocessing path can take them on the device.
+        return HWAccel(device_type="cuda", allow_software_fallback=False)
+
+    def _note_fallback(self, reason: str) -> None:
+        if not self.choice.fallback_logged:
+            self.log(f"decode auto: NVDEC not used ({reason}); decoding on the CPU")
+            self.choice.fallback_logged = True
+        self.choice.decoder = "cpu"
+
     def _open(self) -> Any:
         options: dict[str, str] = {}
         if not self.camera.is_file:
@@ -101,20 +127,20 @@ class DecodeSession:
             # camera). The SDP already names the codec; half a second is plenty.
             options["analyzeduration"] = str(_PROBE_DURATION_US)
             options["probesize"] = str(_PROBE_BYTES)
-        hwaccel = None
-        if self.camera.decode is DecodeMode.nvdec:
-            hwaccel = HWAccel(device_type="cuda", allow_software_fallback=False)
+        hwaccel = self._hwaccel()
+        timeout = (self.camera.open_timeout_s, self.camera.stall_timeout_s)
         try:
-            container = av.open(
-                self.camera.url,
-                options=options,
-                timeout=(self.camera.open_timeout_s, self.camera.stall_timeout_s),
-                hwaccel=hwaccel,
-            )
-        except av.error.PermissionError as exc:
+            container = av.open(self.camera.url, options=options, timeout=timeout, hwaccel=hwaccel)
+            self.choice.decoder = "cpu" if hwaccel is None else "nvdec"
+        except (av.error.PermissionError, av.error.ExternalError, av.error.UnknownError) as exc:
+            # The CUDA device or decoder could not be created (busy, out of sessions...).
             if hwaccel is None:
                 raise
-            raise SourceError(Reason.nvdec_unavailable, f"cannot create an NVDEC (CUDA) decoder: {exc}") from exc
+            if self.camera.decode is DecodeMode.nvdec:
+                raise SourceError(Reason.nvdec_unavailable, f"cannot create an NVDEC (CUDA) decoder: {exc}") from exc
+            self.choice.nvdec_failure = f"NVDEC decoder creation failed: {exc}"
+            self._note_fallback(self.choice.nvdec_failure)
+            container = av.open(self.camera.url, options=options, timeout=timeout)
         if not container.streams.video:
             container.close()
             raise SourceError(Reason.no_video, "the stream has no video track")

@@ -21,6 +21,7 @@ from typing import Any
 from streamd.camera.backoff import Backoff
 from streamd.camera.decoder import Converter, DecodeSession, to_rgb
 from streamd.camera.errors import SourceError
+from streamd.camera.nvdec import DecoderChoice
 from streamd.camera.slot import LatestFrameSlot
 from streamd.config import CameraConfig
 from streamd.frame import Frame
@@ -57,7 +58,7 @@ class CameraSource:
         self.state = "stopped"
         self.reason: str | None = None
         self.message: str | None = None
-        self.decoder = "cpu"
+        self.decoder_choice = DecoderChoice()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: DecodeSession | None = None
         self._streaming_since: float | None = None
@@ -87,6 +88,11 @@ class CameraSource:
             self.log.warning("decode thread did not stop within %.0fs; leaving it behind", bound)
             self._task.cancel()
         self._set_state("stopped", None, None)
+
+    @property
+    def decoder(self) -> str:
+        """The decoder of the current connection: `nvdec` or `cpu`."""
+        return self.decoder_choice.decoder
 
     @property
     def last_frame_mono(self) -> float | None:
@@ -149,6 +155,8 @@ class CameraSource:
             stop=self._thread_stop,
             on_streaming=self._on_streaming_from_thread,
             convert=self.convert,
+            choice=self.decoder_choice,
+            log=self.log.info,
         )
         if previous is not None:
             self._session.seq = previous.seq

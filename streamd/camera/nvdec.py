@@ -1,0 +1,38 @@
+"""Is NVDEC possible in this process at all? Asked once, before any camera tries it.
+
+Each camera with `decode: auto` still tries NVDEC itself and falls back on its own
+(sessions can run out, a codec profile can be unsupported), but when there is no NVIDIA
+driver or FFmpeg has no CUDA, trying per camera and per reconnect would only add a
+failed device creation to every connect. This says why, once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+
+from av.codec.hwaccel import hwdevices_available
+
+
+@functools.cache
+def nvdec_unavailable_reason() -> str | None:
+    """None when NVDEC may work here; otherwise why it cannot."""
+    if "cuda" not in hwdevices_available():
+        return "this FFmpeg build has no CUDA hardware decoding"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no NVIDIA driver (libcuda.so.1 not found)"
+    return None
+
+
+@dataclass
+class DecoderChoice:
+    """One camera's decoder state, kept across its reconnects."""
+
+    decoder: str = "cpu"
+    """The decoder of the current connection: `nvdec` or `cpu`."""
+    nvdec_failure: str | None = None
+    """Why NVDEC failed for this camera; it is not tried again until the camera restarts."""
+    fallback_logged: bool = False
