@@ -171,6 +171,20 @@ def _cmd_calibrate_report(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_engine_build(args: argparse.Namespace) -> int:
+    from streamd.engine.base import EngineError
+    from streamd.engine.tensorrt_backend import Profile, build_engine
+    from streamd.model.canonical import ModelError
+
+    try:
+        plan = build_engine(args.model, Profile(args.min, args.opt, args.max), args.cache, force=args.force)
+    except (EngineError, ModelError, ValueError) as error:
+        print(f"engine build: {error}", file=sys.stderr)
+        return 1
+    print(plan)
+    return 0
+
+
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from streamd.bench import ingest
 
@@ -227,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (default: %(default)s)")
     detect.add_argument("--max-faces", type=int, default=300, help="faces per image at most (default: %(default)s)")
     detect.set_defaults(func=_cmd_detect)
+
+    engine = commands.add_parser("engine", help="TensorRT engines").add_subparsers(dest="engine_command", required=True)
+    build = engine.add_parser("build", help="build (or find cached) the TensorRT engine for a canonical or Q/DQ model")
+    build.add_argument("model", type=Path, metavar="MODEL.onnx")
+    build.add_argument("--cache", type=Path, default=Path("engines/cache"), help="engine cache (default: %(default)s)")
+    build.add_argument("--min", type=int, default=1)
+    build.add_argument("--opt", type=int, default=16)
+    build.add_argument("--max", type=int, default=32)
+    build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    build.set_defaults(func=_cmd_engine_build)
 
     calibrate = commands.add_parser("calibrate", help="INT8: calibration frames, Q/DQ model, accuracy report")
     steps = calibrate.add_subparsers(dest="calibrate_command", required=True)

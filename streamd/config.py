@@ -137,6 +137,21 @@ class EngineBackend(StrEnum):
     tensorrt = "tensorrt"
 
 
+class BatchProfileConfig(StrictModel):
+    min: int = Field(1, ge=1, le=1024)
+    """Smallest batch the TensorRT engine accepts."""
+    opt: int = Field(16, ge=1, le=1024)
+    """The batch TensorRT optimizes for."""
+    max: int = Field(32, ge=1, le=1024)
+    """Largest batch the TensorRT engine accepts (>= batcher.max_batch)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchProfileConfig:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"needs min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        return self
+
+
 class EngineConfig(StrictModel):
     model: str = Field(min_length=1)
     """Canonical model file (`streamd model prepare`), relative to this file's directory."""
@@ -152,6 +167,15 @@ class EngineConfig(StrictModel):
     """Run one full batch at start so the first real batch is not slow."""
     spin_wait: bool = False
     """Let ONNX Runtime's CPU threads spin between batches (faster alone, steals CPU from decoding)."""
+    profile: BatchProfileConfig = BatchProfileConfig()
+    """TensorRT optimization profile over the batch size."""
+    cache_dir: str = Field("engines/cache", validate_default=True)
+    """Where built TensorRT engines and the timing cache are kept (relative to this file)."""
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_absolute(cls, cache_dir: str, info: ValidationInfo) -> str:
+        return str(_resolve_path(cache_dir, info))
 
     @field_validator("model")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from streamd.config import EngineBackend, EngineConfig
 from streamd.engine.base import Engine, EngineError
@@ -21,13 +22,13 @@ def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
     (measured on 2 cores: 89 against 55 frames/s alone, 60 against 31 under decode-like
     load). Like Triton's instance groups. A GPU runs one instance.
     """
-    if config.backend is EngineBackend.tensorrt:
-        raise EngineError(
-            "engine.backend: the native TensorRT backend is not part of this version yet; use `onnxruntime` "
-            "(its TensorRT and CUDA execution providers are used where installed) or `auto`"
-        )
-    if config.backend is EngineBackend.auto:
-        log.info("engine.backend auto: ONNX Runtime (native TensorRT backend not available in this version)")
+    if config.backend is not EngineBackend.onnxruntime:
+        try:
+            return [_tensorrt(config, max_batch)]
+        except EngineError as error:
+            if config.backend is EngineBackend.tensorrt:
+                raise
+            log.info("engine.backend auto: ONNX Runtime, because TensorRT cannot run here (%s)", error)
     providers = choose_providers(config.providers)
     on_gpu = any(p != "CPUExecutionProvider" for p in providers)
     cores = os.cpu_count() or 1
@@ -38,3 +39,10 @@ def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
         OnnxRuntimeEngine(config.model, max_batch, threads, providers, config.spin_wait) for _ in range(instances)
     ]
     return engines
+
+
+def _tensorrt(config: EngineConfig, max_batch: int) -> Engine:
+    from streamd.engine.tensorrt_backend import Profile, TensorRtEngine
+
+    profile = Profile(config.profile.min, config.profile.opt, config.profile.max)
+    return TensorRtEngine(config.model, max_batch, profile, Path(config.cache_dir))

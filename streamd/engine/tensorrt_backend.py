@@ -1,0 +1,204 @@
+"""Native TensorRT backend (TensorRT 10.x and 11.x), with CuPy for buffers and streams.
+
+Build: the canonical ONNX (FP32) or its Q/DQ INT8 form (`streamd calibrate quantize`) is
+parsed into a network, given one optimization profile over the batch (min/opt/max,
+default 1/16/32) and built with a timing cache. A Q/DQ model is built as a strongly
+typed network: TensorRT 11 has no INT8 flag or calibrator, the precision comes from the
+Q/DQ pairs. A plain FP32 model asks for FP16 where the builder still has that flag
+(TensorRT 10) and runs FP32 otherwise.
+
+Engines are specific to the GPU and the TensorRT version, so they are cached under a
+key of (model file hash, GPU name, TensorRT version, profile) and rebuilt when any of
+them changes; `streamd engine build` builds ahead of time.
+
+Inference: `set_input_shape`, `set_tensor_address`, `execute_async_v3` on the engine's
+own (non-default) CUDA stream; the uint8 input is copied up asynchronously from the
+host batch, the output comes back asynchronously into a pinned host buffer.
+
+Not run on a GPU yet (no GPU in the session that wrote it): see README "GPU status".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamd.engine.base import EngineError
+from streamd.model.canonical import INPUT_NAME, OUTPUT_NAME, ROW_WIDTH, ModelError, read_canonical_info
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Profile:
+    min: int = 1
+    opt: int = 16
+    max: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def engine_cache_key(model_sha256: str, gpu_name: str, trt_version: str, profile: Profile) -> str:
+    """The cache key: an engine is valid only for this model, GPU, TensorRT and profile."""
+    identity = {
+        "model": model_sha256,
+        "gpu": gpu_name,
+        "tensorrt": trt_version,
+        "profile": [profile.min, profile.opt, profile.max],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def engine_cache_path(model: Path, cache_dir: Path, gpu_name: str, trt_version: str, profile: Profile) -> Path:
+    key = engine_cache_key(file_sha256(model), gpu_name, trt_version, profile)
+    return cache_dir / f"{model.stem}-{key}.plan"
+
+
+def is_qdq_model(model: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return any(node.op_type == "QuantizeLinear" for node in graph.node)
+
+
+def _import_tensorrt() -> tuple[Any, Any]:
+    try:
+        import cupy
+        import tensorrt as trt
+    except ImportError as error:
+        raise EngineError(
+            f"the TensorRT backend needs the `tensorrt` extra ({error.name} is missing): "
+            "pip install 'streamd[tensorrt]' --extra-index-url https://pypi.nvidia.com"
+        ) from error
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        raise EngineError(f"the TensorRT backend needs an NVIDIA GPU: {error}") from error
+    return trt, cupy
+
+
+def gpu_name(cupy: Any, device: int = 0) -> str:
+    name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def build_engine(model: Path, profile: Profile, cache_dir: Path, force: bool = False) -> Path:
+    """Build (or find in the cache) the engine for `model`; returns the plan file."""
+    trt, cupy = _import_tensorrt()
+    info = read_canonical_info(model)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = engine_cache_path(model, cache_dir, gpu_name(cupy), trt.__version__, profile)
+    if plan_path.exists() and not force:
+        log.info("TensorRT engine from cache: %s", plan_path.name)
+        return plan_path
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = is_qdq_model(model)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(model)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelError(f"{model}: TensorRT cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if not strongly_typed and hasattr(trt.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10; 11 removed the flag
+    shape = (info.input_height, info.input_width, 3)
+    optimization = builder.create_optimization_profile()
+    optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
+    config.add_optimization_profile(optimization)
+    timing_path = cache_dir / "timing.cache"
+    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
+    config.set_timing_cache(timing, ignore_mismatch=False)
+
+    log.info(
+        "building the TensorRT engine for %s (%s); this takes minutes",
+        model.name,
+        "INT8 Q/DQ" if strongly_typed else "FP32/FP16",
+    )
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError(f"TensorRT could not build an engine for {model} (see the TensorRT log above)")
+    partial = plan_path.with_suffix(".partial")
+    partial.write_bytes(bytes(serialized))
+    partial.replace(plan_path)
+    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return plan_path
+
+
+class TensorRtEngine:
+    name = "tensorrt"
+
+    def __init__(self, model: str | Path, max_batch: int, profile: Profile, cache_dir: Path) -> None:
+        trt, cupy = _import_tensorrt()
+        model = Path(model)
+        try:
+            info = read_canonical_info(model)
+        except ModelError as error:
+            raise EngineError(str(error)) from error
+        if max_batch > profile.max:
+            raise EngineError(f"batcher.max_batch {max_batch} exceeds the engine profile's max {profile.max}")
+        plan = build_engine(model, profile, cache_dir)
+        self._trt, self._cupy = trt, cupy
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
+        if self._engine is None:
+            raise EngineError(f"{plan}: TensorRT could not load the engine (rebuild with `streamd engine build`)")
+        self._context = self._engine.create_execution_context()
+        self.input_height, self.input_width = info.input_height, info.input_width
+        self.max_batch = max_batch
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+        candidates = self._output_rows(max_batch)
+        self._input = cupy.empty((max_batch, self.input_height, self.input_width, 3), dtype=cupy.uint8)
+        self._output = cupy.empty((max_batch, candidates, ROW_WIDTH), dtype=cupy.float32)
+        import cupyx
+
+        self._host_output = cupyx.empty_pinned((max_batch, candidates, ROW_WIDTH), dtype=np.float32)
+        log.info("tensorrt engine: %s on %s, max batch %d", plan.name, gpu_name(cupy), max_batch)
+
+    def _output_rows(self, batch: int) -> int:
+        self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
+        shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
+        if len(shape) != 3 or shape[2] != ROW_WIDTH:
+            raise EngineError(f"engine output {OUTPUT_NAME} has shape {shape}, expected [batch, N, {ROW_WIDTH}]")
+        return int(shape[1])
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        batch = len(images)
+        device_in = self._input[:batch]
+        device_out = self._output[:batch]
+        host_out = self._host_output[:batch]
+        with self._stream:
+            device_in.set(np.ascontiguousarray(images), stream=self._stream)
+            self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
+            self._context.set_tensor_address(INPUT_NAME, device_in.data.ptr)
+            self._context.set_tensor_address(OUTPUT_NAME, device_out.data.ptr)
+            if not self._context.execute_async_v3(self._stream.ptr):
+                raise EngineError("TensorRT execute_async_v3 failed")
+            device_out.get(stream=self._stream, out=host_out)
+            self._stream.synchronize()
+        return np.array(host_out)  # the pinned buffer is reused by the next batch
+
+    def close(self) -> None:
+        self._context = None
+        self._engine = None
