@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest int8-report install system-deps clean
+.PHONY: run test lint bench bench-ingest int8-report gpu-check install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench-ingest: system-deps $(STAMP)
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
 int8-report: system-deps $(STAMP)
 	./scripts/int8-report.sh
+
+## make gpu-check: on a machine with an NVIDIA GPU, prove NVDEC, GPU letterbox, TensorRT and NVML with figures
+gpu-check: system-deps $(STAMP)
+	$(BIN)/pip install --quiet -e ".[gpu]"
+	$(BIN)/streamd --log-level WARNING bench gpu-check
 
 ## make install: the systemd service (root): /opt/streamd, user streamd, /etc/streamd/streams.yaml
 install:

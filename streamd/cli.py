@@ -191,6 +191,12 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return ingest.main(args)
 
 
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from streamd.bench import gpu_check
+
+    return gpu_check.main(args)
+
+
 def _cmd_bench_detect(args: argparse.Namespace) -> int:
     from streamd.bench import detect
 
@@ -284,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect_bench = benches.add_parser("detect", help="detection throughput: engine alone, streamd, naive")
     bench_detect.add_arguments(detect_bench)
     detect_bench.set_defaults(func=_cmd_bench_detect)
+    from streamd.bench import gpu_check as bench_gpu
+
+    gpu = benches.add_parser("gpu-check", help="prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)")
+    bench_gpu.add_arguments(gpu)
+    gpu.set_defaults(func=_cmd_gpu_check)
     return parser
 
 
