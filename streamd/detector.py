@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import av
-import numpy as np
 
 from streamd.batcher import BatchPolicy, DynamicBatcher
 from streamd.camera.slot import LatestFrameSlot
@@ -60,9 +59,18 @@ class Detector:
         self.batcher = DynamicBatcher(policy, self.runner, self._stale)
         self.inferred = 0
         self.inferred_by_camera: dict[str, int] = {}
+        # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
+        # letterbox kernel can run; otherwise they come back to the host as usual.
+        self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
+        self.gpu_frames = self._gpu_letterbox is not None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+    def convert(self, frame: av.VideoFrame) -> tuple[Any, Letterbox | None]:
+        if self._gpu_letterbox is not None and frame.format.name == "cuda":
+            on_gpu: tuple[Any, Letterbox] = self._gpu_letterbox.letterbox_frame(
+                frame, self.engine.input_width, self.engine.input_height
+            )
+            return on_gpu
         return letterbox(frame, self.engine.input_width, self.engine.input_height)
 
     async def start(self) -> None:
@@ -139,3 +147,13 @@ class Detector:
                 self.metrics.latency.labels(frame.camera_id).observe(latency)
             for sink in self.sinks:
                 sink.offer(record)
+
+
+def _gpu_letterbox() -> Any:
+    try:
+        from streamd.gpu.preprocess import GpuLetterbox
+
+        return GpuLetterbox()
+    except Exception as error:  # noqa: BLE001 - ImportError, CUDA compile or driver errors
+        log.warning("GPU letterbox unavailable (%s): NVDEC frames come back to the host", error)
+        return None

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from streamd.preprocess import Letterbox
 
@@ -23,7 +22,8 @@ class Frame:
     width: int
     height: int
     """Size of the camera's picture; detections are reported in these pixels."""
-    image: np.ndarray
-    """The converted pixels (H x W x 3 RGB, uint8): the model input when letterboxed."""
+    image: Any
+    """The converted pixels, H x W x 3 RGB uint8: a NumPy array, or a CuPy array when an
+    NVDEC frame was letterboxed on the GPU. The model input when letterboxed."""
     letterbox: Letterbox | None = None
     """How `image` was letterboxed from the camera's picture; None: full picture."""

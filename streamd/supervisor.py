@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
-import numpy as np
 
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.source import CameraSource
@@ -28,7 +27,10 @@ log = logging.getLogger(__name__)
 class FrameConsumer(Protocol):
     """The stage that takes frames out of the cameras' slots."""
 
-    def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
+    gpu_frames: bool
+    """Whether NVDEC frames should stay in GPU memory for `convert` (is_hw_owned)."""
+
+    def convert(self, frame: av.VideoFrame) -> tuple[Any, Letterbox | None]:
         """The pixels this consumer needs from a sampled frame (runs in decode threads)."""
         ...
 
@@ -99,7 +101,9 @@ class Supervisor:
 
     def _start_camera(self, camera: CameraConfig) -> None:
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
-        source = CameraSource(camera, slot, self.metrics.camera(camera.id), self.consumer.convert)
+        source = CameraSource(
+            camera, slot, self.metrics.camera(camera.id), self.consumer.convert, keep_on_gpu=self.consumer.gpu_frames
+        )
         self._sources[camera.id] = source
         self.consumer.attach(camera.id, slot)
         source.start()

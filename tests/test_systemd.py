@@ -69,6 +69,13 @@ class StuckableEngine:
     name = "stuckable"
     input_height = input_width = 640
     max_batch = 2
+    on_gpu = False
+
+    def new_input_buffer(self) -> np.ndarray:
+        return np.empty((self.max_batch, 640, 640, 3), np.uint8)
+
+    def load(self, buffer: np.ndarray, index: int, image: np.ndarray) -> None:
+        buffer[index] = image
 
     def __init__(self) -> None:
         self.stuck = threading.Event()

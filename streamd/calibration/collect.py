@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 class _Collector:
     """A frame consumer that keeps a spread-out sample of frames."""
 
+    gpu_frames = False  # frames are saved as JPEG: host memory
+
     def __init__(self, out_dir: Path, count: int, interval_s: float, held_out_share: float) -> None:
         self.out_dir = out_dir
         self.count = count
         self.interval_s = interval_s
         self.held_out_every = round(1 / held_out_share) if held_out_share > 0 else 0
         self.entries: list[FrameEntry] = []
+        self._reserved = 0
         self.done = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -66,11 +69,12 @@ class _Collector:
         await cancel_and_wait(self._tasks.pop(camera_id, None))
 
     async def _take(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
-        while len(self.entries) < self.count:
+        while self._reserved < self.count:
             frame = await slot.get()
-            if len(self.entries) >= self.count:
+            if self._reserved >= self.count:
                 return  # another camera filled the set while this one waited
-            index = len(self.entries)
+            index = self._reserved
+            self._reserved += 1  # a place in the set, before the file is written
             held_out = self.held_out_every and index % self.held_out_every == self.held_out_every - 1
             entry = FrameEntry(
                 file=f"{camera_id}-{frame.seq:06d}.jpg",
@@ -81,8 +85,13 @@ class _Collector:
                 height=frame.height,
                 split="held_out" if held_out else "calibration",
             )
+            try:
+                await run_in_thread(partial(write_jpeg, frame.image, self.out_dir / entry.file), name="jpeg")
+            except OSError:
+                self._reserved -= 1
+                raise
+            # Only a frame whose file is complete enters the manifest.
             self.entries.append(entry)
-            await run_in_thread(partial(write_jpeg, frame.image, self.out_dir / entry.file), name="jpeg")
             if len(self.entries) >= self.count:
                 self.done.set()
                 return

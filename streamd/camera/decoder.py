@@ -39,7 +39,7 @@ _PROBE_BYTES = 1_000_000  # room for a 1080p keyframe
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
 
 
-Converter = Callable[[av.VideoFrame], tuple[np.ndarray, Letterbox | None]]
+Converter = Callable[[av.VideoFrame], tuple[Any, Letterbox | None]]
 
 
 def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
@@ -58,6 +58,7 @@ class DecodeSession:
         convert: Converter = to_rgb,
         choice: DecoderChoice | None = None,
         log: Callable[[str], None] | None = None,
+        keep_on_gpu: bool = False,
     ) -> None:
         self.camera = camera
         self.deliver = deliver
@@ -67,6 +68,7 @@ class DecodeSession:
         self.convert = convert
         self.seq = 0
         self.choice = choice or DecoderChoice()
+        self.keep_on_gpu = keep_on_gpu
         self.log = log or (lambda message: None)
         self.sampler = FrameSampler(camera.fps)
         self.last_decoded_mono: float | None = None
@@ -108,9 +110,9 @@ class DecodeSession:
                 raise SourceError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
             self._note_fallback(reason)
             return None
-        # Frames come back to system memory (is_hw_owned=False) until the GPU
-        # preprocessing path can take them on the device.
-        return HWAccel(device_type="cuda", allow_software_fallback=False)
+        # With a GPU engine the frames stay on the device (the consumer letterboxes them
+        # there); otherwise FFmpeg copies them back to system memory.
+        return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=self.keep_on_gpu)
 
     def _note_fallback(self, reason: str) -> None:
         if not self.choice.fallback_logged:

@@ -48,9 +48,11 @@ class CameraSource:
         slot: LatestFrameSlot[Frame],
         metrics: CameraMetrics,
         convert: Converter = to_rgb,
+        keep_on_gpu: bool = False,
     ) -> None:
         self.camera = camera
         self.convert = convert
+        self.keep_on_gpu = keep_on_gpu
         self.camera_id = camera.id
         self.slot = slot
         self.metrics = metrics
@@ -157,6 +159,7 @@ class CameraSource:
             convert=self.convert,
             choice=self.decoder_choice,
             log=self.log.info,
+            keep_on_gpu=self.keep_on_gpu,
         )
         if previous is not None:
             self._session.seq = previous.seq

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,9 +16,22 @@ class Engine(Protocol):
     input_height: int
     input_width: int
     max_batch: int
+    on_gpu: bool
+    """True when its input lives in GPU memory (then NVDEC frames can stay on the GPU)."""
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        """[B, H, W, 3] uint8 -> [B, N, 15] float32. Blocking; call from one thread."""
+    def new_input_buffer(self) -> Any:
+        """A [max_batch, H, W, 3] uint8 buffer where this engine reads its input."""
+        ...
+
+    def load(self, buffer: Any, index: int, image: Any) -> None:
+        """Copy one letterboxed image (host or device array) into `buffer[index]`."""
+        ...
+
+    def infer(self, images: Any) -> np.ndarray:
+        """`images`: a leading slice of one of its input buffers -> [B, N, 15] float32 rows.
+
+        Blocking; each instance is called from one thread.
+        """
         ...
 
     def close(self) -> None: ...

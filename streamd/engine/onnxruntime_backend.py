@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ def choose_providers(wanted: list[str] | None) -> list[str]:
 
 class OnnxRuntimeEngine:
     name = "onnxruntime"
+    on_gpu = False  # its input is host memory, whichever provider runs the graph
 
     def __init__(
         self,
@@ -60,6 +62,12 @@ class OnnxRuntimeEngine:
         self.input_height, self.input_width = info.input_height, info.input_width
         self.max_batch = max_batch
         log.info("onnxruntime engine: %s, providers %s, max batch %d", Path(model).name, self.providers, max_batch)
+
+    def new_input_buffer(self) -> np.ndarray:
+        return np.empty((self.max_batch, self.input_height, self.input_width, 3), dtype=np.uint8)
+
+    def load(self, buffer: np.ndarray, index: int, image: Any) -> None:
+        buffer[index] = image.get() if hasattr(image, "get") else image  # a CuPy image comes down
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         rows: np.ndarray = self._session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,15 +55,16 @@ class EngineRunner:
         self.deliver = deliver
         self.on_room = on_room
         self.buffers = len(engines) + 1
-        shape = (self.engine.max_batch, self.engine.input_height, self.engine.input_width, 3)
-        self._free: queue.Queue[np.ndarray] = queue.Queue()
+        # Buffers come from the engine: host memory for ONNX Runtime, device memory for
+        # TensorRT (so GPU-letterboxed frames are copied device to device).
+        self._free: queue.Queue[Any] = queue.Queue()
         for _ in range(self.buffers):
-            self._free.put(np.empty(shape, dtype=np.uint8))
+            self._free.put(self.engine.new_input_buffer())
         # None in a queue means "stop after what came before". Batches carry their
         # submission number so results can be delivered in order; a failed batch
         # travels on as None so the order has no hole.
         self._inbox: queue.Queue[list[Frame] | None] = queue.Queue()
-        self._assembled: queue.Queue[tuple[int, list[Frame], np.ndarray] | None] = queue.Queue(maxsize=1)
+        self._assembled: queue.Queue[tuple[int, list[Frame], Any] | None] = queue.Queue(maxsize=1)
         self._results: queue.Queue[tuple[int, BatchResult | None] | None] = queue.Queue(maxsize=4 * len(engines))
         self._in_flight = 0
         self._submitted = 0
@@ -72,9 +74,12 @@ class EngineRunner:
 
     def warm_up(self) -> float:
         """Run one full batch on every instance so no first real one is slow; returns the slowest seconds."""
-        images = np.full((self.engine.max_batch, self.engine.input_height, self.engine.input_width, 3), 114, np.uint8)
+        grey = np.full((self.engine.input_height, self.engine.input_width, 3), 114, np.uint8)
         slowest = 0.0
         for engine in self.engines:
+            images = engine.new_input_buffer()
+            for index in range(engine.max_batch):
+                engine.load(images, index, grey)
             start = time.perf_counter()
             engine.infer(images)
             slowest = max(slowest, time.perf_counter() - start)
@@ -138,7 +143,7 @@ class EngineRunner:
                 return
             buffer = self._free.get()
             for index, frame in enumerate(frames):
-                buffer[index] = frame.image
+                self.engine.load(buffer, index, frame.image)
             self._assembled.put((number, frames, buffer))
             number += 1
 

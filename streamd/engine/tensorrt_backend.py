@@ -148,6 +148,7 @@ def build_engine(model: Path, profile: Profile, cache_dir: Path, force: bool = F
 
 class TensorRtEngine:
     name = "tensorrt"
+    on_gpu = True
 
     def __init__(self, model: str | Path, max_batch: int, profile: Profile, cache_dir: Path) -> None:
         trt, cupy = _import_tensorrt()
@@ -183,13 +184,27 @@ class TensorRtEngine:
             raise EngineError(f"engine output {OUTPUT_NAME} has shape {shape}, expected [batch, N, {ROW_WIDTH}]")
         return int(shape[1])
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def new_input_buffer(self) -> Any:
+        return self._cupy.empty((self.max_batch, self.input_height, self.input_width, 3), dtype=self._cupy.uint8)
+
+    def load(self, buffer: Any, index: int, image: Any) -> None:
+        # On the engine's own stream, so the copy is ordered before the batch's execution.
+        if isinstance(image, np.ndarray):
+            buffer[index].set(image, stream=self._stream)
+        else:
+            with self._stream:
+                buffer[index][...] = image  # device to device: an NVDEC frame's letterbox
+
+    def infer(self, images: Any) -> np.ndarray:
         batch = len(images)
-        device_in = self._input[:batch]
+        if isinstance(images, np.ndarray):  # host input (tests, gpu-check): upload first
+            self._input[:batch].set(np.ascontiguousarray(images), stream=self._stream)
+            device_in = self._input[:batch]
+        else:
+            device_in = images
         device_out = self._output[:batch]
         host_out = self._host_output[:batch]
         with self._stream:
-            device_in.set(np.ascontiguousarray(images), stream=self._stream)
             self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
             self._context.set_tensor_address(INPUT_NAME, device_in.data.ptr)
             self._context.set_tensor_address(OUTPUT_NAME, device_out.data.ptr)

@@ -96,3 +96,22 @@ class GpuLetterbox:
             cupy.float32(yc), cupy.float32(rv), cupy.float32(gu), cupy.float32(gv), cupy.float32(bu),
         )  # fmt: skip
         self._kernel(grid, block, args, stream=stream)
+
+    def letterbox_frame(self, frame: Any, width: int, height: int) -> tuple[Any, Letterbox]:
+        """An NVDEC frame (`is_hw_owned`, NV12 on the GPU) -> its letterboxed [H, W, 3] device array.
+
+        Runs in the camera's decode thread and waits for the kernel, so the decoder's
+        surface can be reused as soon as this returns and only the small letterboxed
+        image waits in the slot.
+        """
+        from streamd.preprocess import letterbox_geometry
+
+        cupy = self._cupy
+        _, _, box = letterbox_geometry(frame.width, frame.height, width, height)
+        y = cupy.from_dlpack(frame.planes[0])
+        uv = cupy.from_dlpack(frame.planes[1])  # [H/2, W] or [H/2, W/2, 2]: same bytes, same row pitch
+        out = cupy.empty((height, width, 3), dtype=cupy.uint8)
+        stream = cupy.cuda.get_current_stream()
+        self.nv12_into(y, uv, box, out, matrix_for(str(getattr(frame, "colorspace", "") or "")), stream)
+        stream.synchronize()
+        return out, box

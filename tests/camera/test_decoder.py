@@ -68,3 +68,33 @@ def test_advancing_timestamps_never_count_as_frozen() -> None:
         decode._on_frame(frame(pts))
         pts += 1
         time.sleep(0.01)
+
+
+def test_nvdec_settings_follow_the_mode_and_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamd.camera.decoder as decoder_module
+    from streamd.config import DecodeMode
+
+    def session_for(mode: str, keep_on_gpu: bool) -> DecodeSession:
+        camera = CameraConfig(id="cam", url="rtsp://127.0.0.1/x", decode=DecodeMode(mode))
+        return DecodeSession(
+            camera, lambda f: None, Metrics().camera("cam"), threading.Event(), lambda: None, keep_on_gpu=keep_on_gpu
+        )
+
+    # The edge: pretend the driver probe found a GPU.
+    monkeypatch.setattr(decoder_module, "nvdec_unavailable_reason", lambda: None)
+    on_device = session_for("auto", keep_on_gpu=True)._hwaccel()
+    assert on_device is not None and on_device.is_hw_owned and not on_device.allow_software_fallback
+    to_host = session_for("nvdec", keep_on_gpu=False)._hwaccel()
+    assert to_host is not None and not to_host.is_hw_owned
+    assert session_for("cpu", keep_on_gpu=True)._hwaccel() is None
+
+    # And when it found none: auto falls back (once), nvdec refuses.
+    monkeypatch.setattr(decoder_module, "nvdec_unavailable_reason", lambda: "no NVIDIA driver")
+    said: list[str] = []
+    auto = session_for("auto", keep_on_gpu=True)
+    auto.log = said.append
+    assert auto._hwaccel() is None and auto._hwaccel() is None
+    assert said == ["decode auto: NVDEC not used (no NVIDIA driver); decoding on the CPU"]
+    with pytest.raises(SourceError) as caught:
+        session_for("nvdec", keep_on_gpu=False)._hwaccel()
+    assert caught.value.reason is Reason.nvdec_unavailable and "no NVIDIA driver" in str(caught.value)
