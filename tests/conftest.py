@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -74,6 +76,17 @@ def rtsp_server(gstreamer: None, test_video: Path) -> Iterator[RtspTestServer]:
         yield server
     finally:
         server.stop()
+
+
+def spawn_streamd(config: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`streamd run` as operators run it: a real process, text logs on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def free_port() -> int:

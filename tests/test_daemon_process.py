@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn_streamd
 
 pytestmark = pytest.mark.rtsp
 
@@ -67,13 +67,7 @@ cameras:
     server.start()
     config.write_text(config.read_text().replace("{rtsp_port}", str(server.port)))
     env = {**os.environ, "DOOR_PASSWORD": PASSWORD}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamd", "run", "-c", str(config), "--rate-log-interval", "1"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    process = spawn_streamd(config, "--rate-log-interval", "1", env=env)
     try:
         first = wait_for_metrics(port, process, 30)
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace")
@@ -148,12 +142,7 @@ def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
         f"sinks: [{{path: {out}}}]\n"
         "cameras:\n" + "".join(f"  - {{id: {name}, url: '{server.url(name)}', fps: 5}}\n" for name in ("cam1", "cam2"))
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_streamd(config)
     try:
         deadline = time.monotonic() + 60
         inferred_before = 0.0
@@ -200,12 +189,7 @@ def test_a_second_stop_signal_exits_at_once(tmp_path: Path) -> None:
             f"metrics: {{listen: 127.0.0.1:{port}}}\n"
             f"cameras: [{{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 20}}]\n"
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamd", "run", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = spawn_streamd(config)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

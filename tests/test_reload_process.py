@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn_streamd
 
 pytestmark = pytest.mark.rtsp
 
@@ -73,12 +72,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
     config = tmp_path / "streams.yaml"
     keep, drop, add = server.url("cam1"), server.url("cam2"), server.url("cam3")
     config.write_text(config_text(port, {"keep": keep, "drop": drop}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_streamd(config)
     try:
         until(
             lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming", "drop": "streaming"},
