@@ -114,6 +114,18 @@ class DecodeSession:
         # there); otherwise FFmpeg copies them back to system memory.
         return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=self.keep_on_gpu)
 
+    def _remember_nvdec_failure(self, error: BaseException) -> None:
+        """NVDEC opened but failed to give a first frame: with `auto`, the next try is on the CPU.
+
+        Network trouble (the stream ended, stalled, timed out) is not NVDEC's fault and
+        does not count; undecodable data and unexpected errors (CUDA, the GPU letterbox) do.
+        """
+        if self.choice.decoder != "nvdec" or self._streaming or self.camera.decode is not DecodeMode.auto:
+            return
+        if isinstance(error, SourceError) and error.reason is not Reason.invalid_data:
+            return
+        self.choice.nvdec_failure = f"NVDEC failed before the first frame: {type(error).__name__}: {error}"
+
     def _note_fallback(self, reason: str) -> None:
         if not self.choice.fallback_logged:
             self.log(f"decode auto: NVDEC not used ({reason}); decoding on the CPU")

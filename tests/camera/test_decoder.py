@@ -98,3 +98,29 @@ def test_nvdec_settings_follow_the_mode_and_the_consumer(monkeypatch: pytest.Mon
     with pytest.raises(SourceError) as caught:
         session_for("nvdec", keep_on_gpu=False)._hwaccel()
     assert caught.value.reason is Reason.nvdec_unavailable and "no NVIDIA driver" in str(caught.value)
+
+
+def test_nvdec_that_fails_before_its_first_frame_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamd.camera.decoder as decoder_module
+    from streamd.config import DecodeMode
+
+    monkeypatch.setattr(decoder_module, "nvdec_unavailable_reason", lambda: None)  # the edge: a GPU is there
+    camera = CameraConfig(id="cam", url="rtsp://127.0.0.1/x", decode=DecodeMode.auto)
+    first = DecodeSession(camera, lambda f: None, Metrics().camera("cam"), threading.Event(), lambda: None)
+    assert first._hwaccel() is not None
+    first.choice.decoder = "nvdec"  # as after a successful NVDEC open
+    first._remember_nvdec_failure(SourceError(Reason.end_of_stream, "the server ended the stream"))
+    assert first.choice.nvdec_failure is None, "network trouble is not NVDEC's fault"
+    first._remember_nvdec_failure(RuntimeError("CUDA_ERROR_OUT_OF_MEMORY"))
+    said: list[str] = []
+    again = DecodeSession(
+        camera,
+        lambda f: None,
+        Metrics().camera("cam"),
+        threading.Event(),
+        lambda: None,
+        choice=first.choice,
+        log=said.append,
+    )
+    assert again._hwaccel() is None, "the reconnect decodes on the CPU"
+    assert "NVDEC failed before the first frame: RuntimeError: CUDA_ERROR_OUT_OF_MEMORY" in said[0]
