@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import pytest
 
 from streamd.testing.demo import ASSETS, CACHE_DIR
@@ -76,6 +77,35 @@ def rtsp_server(gstreamer: None, test_video: Path) -> Iterator[RtspTestServer]:
         yield server
     finally:
         server.stop()
+
+
+class HostBufferEngine:
+    """Stand-in engines' share of the engine contract: input buffers in host memory."""
+
+    input_height = input_width = 640
+    max_batch = 1
+    on_gpu = False
+
+    def new_input_buffer(self) -> np.ndarray:
+        return np.empty((self.max_batch, self.input_height, self.input_width, 3), np.uint8)
+
+    def load(self, buffer: np.ndarray, index: int, image: np.ndarray) -> None:
+        buffer[index] = image
+
+
+def gpu_missing(*modules: str) -> str | None:
+    """Why the GPU tests cannot run here (CuPy, a device, and `modules`), or None."""
+    try:
+        import importlib
+
+        import cupy
+
+        for module in modules:
+            importlib.import_module(module)
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # noqa: BLE001 - ImportError, CUDA runtime errors alike
+        return f"needs CuPy{''.join(', ' + m for m in modules)} and an NVIDIA GPU: {error}"
+    return None
 
 
 def spawn_streamd(config: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -9,16 +9,7 @@ import pytest
 
 from streamd.gpu.preprocess import COEFFICIENTS, matrix_for
 from streamd.preprocess import letterbox, letterbox_geometry, load_image
-
-
-def gpu_missing() -> str | None:
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # noqa: BLE001
-        return f"needs CuPy and an NVIDIA GPU: {error}"
-    return None
+from tests.conftest import gpu_missing
 
 
 def test_colour_matrix_follows_the_stream_like_libswscale() -> None:

@@ -18,7 +18,7 @@ from streamd.daemon import Daemon
 from streamd.detector import Detector
 from streamd.metrics import Metrics
 from streamd.systemd import Notifier
-from tests.conftest import run, wait_for
+from tests.conftest import HostBufferEngine, run, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 Messages = list[dict[str, str]]
@@ -63,19 +63,11 @@ def test_notifier_speaks_the_protocol_and_is_silent_without_systemd(notify_socke
     quiet.ready("x")  # no socket, no error
 
 
-class StuckableEngine:
+class StuckableEngine(HostBufferEngine):
     """The edge: an engine whose next call can be made to hang, like a wedged GPU."""
 
     name = "stuckable"
-    input_height = input_width = 640
     max_batch = 2
-    on_gpu = False
-
-    def new_input_buffer(self) -> np.ndarray:
-        return np.empty((self.max_batch, 640, 640, 3), np.uint8)
-
-    def load(self, buffer: np.ndarray, index: int, image: np.ndarray) -> None:
-        buffer[index] = image
 
     def __init__(self) -> None:
         self.stuck = threading.Event()

@@ -9,19 +9,13 @@ import numpy as np
 
 from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frame import Frame
+from tests.conftest import HostBufferEngine
 
 
-class SlowEngine:
+class SlowEngine(HostBufferEngine):
     name = "slow"
     input_height = input_width = 8
     max_batch = 4
-    on_gpu = False
-
-    def new_input_buffer(self) -> np.ndarray:
-        return np.empty((self.max_batch, 8, 8, 3), np.uint8)
-
-    def load(self, buffer: np.ndarray, index: int, image: np.ndarray) -> None:
-        buffer[index] = image
 
     def __init__(self, seconds: float = 0.05, fail_on: int | None = None) -> None:
         self.seconds = seconds

@@ -14,6 +14,7 @@ from streamd.config import parse_config
 from streamd.engine.base import EngineError
 from streamd.engine.factory import create_engines
 from streamd.engine.tensorrt_backend import Profile, engine_cache_key, engine_cache_path, is_qdq_model
+from tests.conftest import gpu_missing
 
 SHA = "a" * 64
 
@@ -75,14 +76,7 @@ def test_qdq_models_are_recognised(tmp_path: Path) -> None:
 
 
 def tensorrt_missing() -> str | None:
-    try:
-        import cupy
-        import tensorrt  # noqa: F401
-
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # noqa: BLE001
-        return f"TensorRT or a GPU is not available here: {error}"
-    return None
+    return gpu_missing("tensorrt")
 
 
 @pytest.mark.skipif(tensorrt_missing() is None, reason="TensorRT runs here; this checks a machine without it")
