@@ -299,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamd.dependencies import pyav_problem
+
+    # Before the parser: building it imports the benchmarks, which import PyAV.
+    problem = pyav_problem()
+    if problem is not None:
+        print(f"streamd: {problem}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:

@@ -1,117 +1,227 @@
-"""Letterbox on the GPU: NV12 planes from NVDEC -> the model's uint8 RGB input, in place.
+"""Letterbox on the GPU: NVDEC frames (NV12 or P010) -> the model's uint8 RGB input.
 
 One CUDA kernel does what the CPU path does with libswscale: YUV to RGB, resize keeping
-the aspect ratio, centre, pad with 114, writing straight into a [H, W, 3] uint8 slice
-of the engine's input buffer, so a decoded frame never crosses PCIe.
+the aspect ratio (area averaging when shrinking, bilinear when growing), centre, pad
+with 114. It does no geometry of its own: it reads the tap tables of
+`streamd.gpu.resample`, whose NumPy twin `letterbox_reference` performs the same
+float32 operations in the same order (compiled with --fmad=false so no multiply-add is
+fused). The twin is tested against libswscale on the CPU; the kernel is tested against
+the twin when a `GpuLetterbox` is created, so a broken kernel or a host without NVRTC
+is found at start, where the detector falls back to host letterboxing.
 
-Sampling is bilinear. libswscale downscales with area averaging on the CPU path, so the
-two differ on fine detail when shrinking (1080p -> 640); `make gpu-check` reports the
-difference (mean absolute difference in levels) and the detections on both.
+Hand-over from PyAV (read against PyAV 18.1's `VideoPlane.__dlpack__`):
+- PyAV refuses a `stream` argument for hardware frames, and `cupy.from_dlpack(obj)`
+  always passes one for CUDA data. A capsule taken without a stream is accepted by
+  CuPy as it is, so that is what is handed over.
+- With `is_hw_owned`, FFmpeg copies the decoded surface into the frame on the legacy
+  default stream of the primary CUDA context (PyAV sets `primary_ctx=1`), which is
+  CuPy's context too. The kernel runs on a per-thread *blocking* stream, which CUDA
+  orders after work on the legacy default stream, and is waited for before the
+  frame goes back to FFmpeg's pool.
 
-Colour: limited-range YUV, BT.601 or BT.709 coefficients, chosen from the frame's
-colour space the way libswscale chooses (unspecified -> BT.601).
+Formats: NVDEC hands back NV12 for 8-bit video and P010/P016 for more; DLPack export
+exists for exactly those. Anything else (4:4:4, say) raises `UnsupportedFrameFormat`,
+and that camera decodes on the CPU path instead.
 
-Not run on a GPU yet (no GPU in the session that wrote it): see README "GPU status".
+Colour: matrix and range come from `streamd.colour`, the CPU path's own decision.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import numpy as np
+
+from streamd.colour import YuvColour, YuvMatrix, colour_of
+from streamd.gpu.resample import LetterboxPlan, letterbox_reference, plan_letterbox
 from streamd.model.canonical import PAD_VALUE
 from streamd.preprocess import Letterbox
 
-# Limited range: Y in [16, 235], C in [16, 240]. (R, G, B) = Yc*(Y-16) + (rv*V, gu*U + gv*V, bu*U)
-COEFFICIENTS = {
-    "bt601": (1.164383, 1.596027, -0.391762, -0.812968, 2.017232),
-    "bt709": (1.164383, 1.792741, -0.213249, -0.532909, 2.112402),
+SUPPORTED_FORMATS = {"nv12": 1, "p010le": 2, "p016le": 2}
+"""NVDEC software formats the kernel reads, with their bytes per sample."""
+
+KERNEL_SOURCE = r"""
+__device__ __forceinline__ float sample(const unsigned char* plane, int pitch, int wide, int row, int column)
+{
+    const unsigned char* line = plane + (size_t)row * pitch;
+    return wide ? ((const unsigned short*)line)[column] / 256.0f : (float)line[column];
 }
 
-_KERNEL = r"""
+// One plane (or one of the interleaved chroma components: step 2, offset 0 or 1),
+// resampled at output (x, y) with the plan's taps: for each vertical tap a horizontal
+// weighted sum, then accumulated. The NumPy twin does the same in the same order.
+__device__ float resample(const unsigned char* plane, int pitch, int wide, int step, int offset,
+                          int width, int height,
+                          const int* x0, const float* xw, int xk, const int* y0, const float* yw, int yk,
+                          int x, int y)
+{
+    float total = 0.0f;
+    for (int ty = 0; ty < yk; ++ty) {
+        int row = min(y0[y] + ty, height - 1);
+        float horizontal = 0.0f;
+        for (int tx = 0; tx < xk; ++tx) {
+            int column = min(x0[x] + tx, width - 1);
+            horizontal = horizontal + xw[x * xk + tx] * sample(plane, pitch, wide, row, column * step + offset);
+        }
+        total = total + yw[y * yk + ty] * horizontal;
+    }
+    return total;
+}
+
 extern "C" __global__
-void nv12_letterbox(const unsigned char* y, int y_pitch, const unsigned char* uv, int uv_pitch,
-                    int src_w, int src_h, unsigned char* out, int out_w, int out_h,
-                    float scale, int pad_x, int pad_y, int new_w, int new_h, unsigned char pad,
-                    float yc, float rv, float gu, float gv, float bu)
+void yuv_letterbox(const unsigned char* luma, int luma_pitch, const unsigned char* chroma, int chroma_pitch,
+                   int wide, int luma_w, int luma_h, int chroma_w, int chroma_h,
+                   const int* lx0, const float* lxw, int lxk, const int* ly0, const float* lyw, int lyk,
+                   const int* cx0, const float* cxw, int cxk, const int* cy0, const float* cyw, int cyk,
+                   unsigned char* out, int out_w, int out_h, int pad_x, int pad_y, int new_w, int new_h,
+                   unsigned char pad, float y_scale, float y_offset, float rv, float gu, float gv, float bu)
 {
     int ox = blockIdx.x * blockDim.x + threadIdx.x;
     int oy = blockIdx.y * blockDim.y + threadIdx.y;
     if (ox >= out_w || oy >= out_h) return;
     unsigned char* px = out + ((size_t)oy * out_w + ox) * 3;
-    int rx = ox - pad_x, ry = oy - pad_y;
-    if (rx < 0 || ry < 0 || rx >= new_w || ry >= new_h) { px[0] = px[1] = px[2] = pad; return; }
-    float sx = fminf(fmaxf((rx + 0.5f) / scale - 0.5f, 0.0f), src_w - 1.0f);
-    float sy = fminf(fmaxf((ry + 0.5f) / scale - 0.5f, 0.0f), src_h - 1.0f);
-    int x0 = (int)sx, y0 = (int)sy;
-    int x1 = min(x0 + 1, src_w - 1), y1 = min(y0 + 1, src_h - 1);
-    float fx = sx - x0, fy = sy - y0;
-    float luma = (1 - fy) * ((1 - fx) * y[y0 * y_pitch + x0] + fx * y[y0 * y_pitch + x1])
-               + fy * ((1 - fx) * y[y1 * y_pitch + x0] + fx * y[y1 * y_pitch + x1]);
-    int cx = min((int)(sx * 0.5f), src_w / 2 - 1), cy = min((int)(sy * 0.5f), src_h / 2 - 1);
-    float u = uv[cy * uv_pitch + 2 * cx] - 128.0f;
-    float v = uv[cy * uv_pitch + 2 * cx + 1] - 128.0f;
-    float l = yc * (luma - 16.0f);
-    float r = l + rv * v, g = l + gu * u + gv * v, b = l + bu * u;
+    int x = ox - pad_x, y = oy - pad_y;
+    if (x < 0 || y < 0 || x >= new_w || y >= new_h) { px[0] = px[1] = px[2] = pad; return; }
+    float l = resample(luma, luma_pitch, wide, 1, 0, luma_w, luma_h, lx0, lxw, lxk, ly0, lyw, lyk, x, y);
+    float u = resample(chroma, chroma_pitch, wide, 2, 0, chroma_w, chroma_h, cx0, cxw, cxk, cy0, cyw, cyk, x, y)
+              - 128.0f;
+    float v = resample(chroma, chroma_pitch, wide, 2, 1, chroma_w, chroma_h, cx0, cxw, cxk, cy0, cyw, cyk, x, y)
+              - 128.0f;
+    float level = y_scale * (l - y_offset);
+    float r = level + rv * v;
+    float g = level + gu * u + gv * v;
+    float b = level + bu * u;
     px[0] = (unsigned char)fminf(fmaxf(r + 0.5f, 0.0f), 255.0f);
     px[1] = (unsigned char)fminf(fmaxf(g + 0.5f, 0.0f), 255.0f);
     px[2] = (unsigned char)fminf(fmaxf(b + 0.5f, 0.0f), 255.0f);
 }
 """
 
+KERNEL_NAME = "yuv_letterbox"
+KERNEL_OPTIONS = ("--fmad=false",)
+"""No fused multiply-add: the kernel's float32 results then match the NumPy twin's."""
 
-def matrix_for(colorspace_name: str | None) -> str:
-    """libswscale's choice: BT.709 only when the stream says so."""
-    return "bt709" if colorspace_name and "709" in colorspace_name.lower() else "bt601"
+# The self-test: odd, shrinking and growing geometry, both sample widths, each range.
+_SELF_TEST_SIZES = ((150, 98, 64, 64), (40, 30, 64, 64))
+SELF_TEST_TOLERANCE = 1
+"""Largest difference in levels allowed between the kernel and its NumPy twin."""
+
+
+class UnsupportedFrameFormat(ValueError):
+    """The GPU letterbox cannot read this hardware frame's layout."""
+
+
+class GpuLetterboxError(RuntimeError):
+    """The kernel could not be compiled or gives wrong results on this GPU."""
+
+
+class _DevicePlan:
+    """A LetterboxPlan's tap tables in device memory."""
+
+    def __init__(self, cupy: Any, plan: LetterboxPlan) -> None:
+        self.plan = plan
+        self.tables = []
+        for taps in (plan.luma_x, plan.luma_y, plan.chroma_x, plan.chroma_y):
+            self.tables += [cupy.asarray(taps.start), cupy.asarray(taps.weights), np.int32(taps.count)]
 
 
 class GpuLetterbox:
-    """Compiled once per process; call with the NV12 planes of one frame."""
+    """Compiled and self-tested once per process; then letterboxes NVDEC frames in any thread."""
 
     def __init__(self) -> None:
         import cupy
 
         self._cupy = cupy
-        self._kernel = cupy.RawKernel(_KERNEL, "nv12_letterbox")
+        try:
+            self._kernel = cupy.RawKernel(KERNEL_SOURCE, KERNEL_NAME, options=KERNEL_OPTIONS)
+            self._kernel.compile()  # NVRTC: fails here, not at the first frame, on a driver-only host
+        except Exception as error:
+            raise GpuLetterboxError(f"cannot compile the letterbox kernel (is NVRTC installed?): {error}") from error
+        self._plans: dict[tuple[int, ...], _DevicePlan] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.self_test()
 
-    def nv12_into(self, y: Any, uv: Any, box: Letterbox, out: Any, matrix: str = "bt601", stream: Any = None) -> None:
-        """`y` [H, W] and `uv` [H/2, W] (interleaved) uint8 device arrays -> `out` [h, w, 3] uint8.
-
-        Pitched planes (as NVDEC gives them) are fine: the row strides are passed on.
-        """
+    def self_test(self) -> float:
+        """Kernel against its NumPy twin on synthetic frames; returns the largest difference."""
         cupy = self._cupy
-        out_h, out_w = out.shape[0], out.shape[1]
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous (a [H, W, 3] slice of the input buffer)")
-        new_w = round(box.source_width * box.scale)
-        new_h = round(box.source_height * box.scale)
-        yc, rv, gu, gv, bu = COEFFICIENTS[matrix]
-        block = (16, 16, 1)
-        grid = ((out_w + 15) // 16, (out_h + 15) // 16, 1)
+        rng = np.random.default_rng(7)
+        worst = 0
+        for width, height, out_w, out_h in _SELF_TEST_SIZES:
+            for wide in (False, True):
+                for colour in (YuvColour(YuvMatrix.bt601, False), YuvColour(YuvMatrix.bt709, True)):
+                    dtype = np.uint16 if wide else np.uint8
+                    y = rng.integers(0, 256, (height, width), dtype=np.uint16).astype(dtype)
+                    uv = rng.integers(0, 256, ((height + 1) // 2, (width + 1) // 2, 2), dtype=np.uint16).astype(dtype)
+                    if wide:
+                        y, uv = y << 8, uv << 8
+                    plan = plan_letterbox(width, height, out_w, out_h, uv.shape[1], uv.shape[0])
+                    out = cupy.empty((out_h, out_w, 3), cupy.uint8)
+                    stream = self._stream()
+                    self.yuv_into(cupy.asarray(y), cupy.asarray(uv), plan, colour, out, stream)
+                    stream.synchronize()
+                    expected = letterbox_reference(plan, y, uv, colour)
+                    worst = max(worst, int(np.abs(out.get().astype(int) - expected.astype(int)).max()))
+        if worst > SELF_TEST_TOLERANCE:
+            raise GpuLetterboxError(f"kernel self-test: {worst} levels from the reference (at most 1 allowed)")
+        return worst
+
+    def device_plan(self, plan: LetterboxPlan) -> _DevicePlan:
+        key = (plan.luma_width, plan.luma_height, plan.chroma_width, plan.chroma_height, plan.out_width, plan.out_height)
+        with self._lock:
+            found = self._plans.get(key)
+            if found is None:
+                found = self._plans[key] = _DevicePlan(self._cupy, plan)
+        return found
+
+    def yuv_into(self, y: Any, uv: Any, plan: LetterboxPlan, colour: YuvColour, out: Any, stream: Any) -> None:
+        """`y` [H, W] and `uv` [H/2, W/2, 2] device arrays (uint8 or uint16, pitched is fine) -> `out` [h, w, 3]."""
+        if not out.flags.c_contiguous or out.shape != (plan.out_height, plan.out_width, 3):
+            raise ValueError(f"out must be a C-contiguous [{plan.out_height}, {plan.out_width}, 3] uint8 array")
+        wide = y.dtype.itemsize == 2
+        tables = self.device_plan(plan).tables
+        i32, f32 = np.int32, np.float32
+        y_scale, y_offset, rv, gu, gv, bu = (f32(c) for c in colour.rgb_coefficients())
+        box = plan.box
         args = (
-            y, cupy.int32(y.strides[0]), uv, cupy.int32(uv.strides[0]),
-            cupy.int32(box.source_width), cupy.int32(box.source_height),
-            out, cupy.int32(out_w), cupy.int32(out_h),
-            cupy.float32(box.scale), cupy.int32(box.pad_x), cupy.int32(box.pad_y),
-            cupy.int32(new_w), cupy.int32(new_h), cupy.uint8(PAD_VALUE),
-            cupy.float32(yc), cupy.float32(rv), cupy.float32(gu), cupy.float32(gv), cupy.float32(bu),
+            y, i32(y.strides[0]), uv, i32(uv.strides[0]), i32(wide),
+            i32(plan.luma_width), i32(plan.luma_height), i32(plan.chroma_width), i32(plan.chroma_height),
+            *tables,
+            out, i32(plan.out_width), i32(plan.out_height), i32(box.pad_x), i32(box.pad_y),
+            i32(plan.new_width), i32(plan.new_height), np.uint8(PAD_VALUE),
+            y_scale, y_offset, rv, gu, gv, bu,
         )  # fmt: skip
+        block = (16, 16, 1)
+        grid = ((plan.out_width + 15) // 16, (plan.out_height + 15) // 16, 1)
         self._kernel(grid, block, args, stream=stream)
 
     def letterbox_frame(self, frame: Any, width: int, height: int) -> tuple[Any, Letterbox]:
-        """An NVDEC frame (`is_hw_owned`, NV12 on the GPU) -> its letterboxed [H, W, 3] device array.
+        """An NVDEC frame (`is_hw_owned`, on the GPU) -> its letterboxed [height, width, 3] device array.
 
-        Runs in the camera's decode thread and waits for the kernel, so the decoder's
-        surface can be reused as soon as this returns and only the small letterboxed
+        Runs in the camera's decode thread and waits for the kernel, so the surface can
+        go back to the decoder as soon as this returns; only the small letterboxed
         image waits in the slot.
         """
-        from streamd.preprocess import letterbox_geometry
-
+        software = frame.sw_format.name if frame.sw_format is not None else frame.format.name
+        if software not in SUPPORTED_FORMATS:
+            raise UnsupportedFrameFormat(
+                f"NVDEC gives {software} frames; the GPU letterbox reads {', '.join(SUPPORTED_FORMATS)}"
+            )
         cupy = self._cupy
-        _, _, box = letterbox_geometry(frame.width, frame.height, width, height)
-        y = cupy.from_dlpack(frame.planes[0])
-        uv = cupy.from_dlpack(frame.planes[1])  # [H/2, W] or [H/2, W/2, 2]: same bytes, same row pitch
+        # Capsules taken without a stream: PyAV raises for a stream on hardware frames.
+        y = cupy.from_dlpack(frame.planes[0].__dlpack__())
+        uv = cupy.from_dlpack(frame.planes[1].__dlpack__())  # [H/2, W/2, 2]
+        plan = plan_letterbox(frame.width, frame.height, width, height, uv.shape[1], uv.shape[0])
         out = cupy.empty((height, width, 3), dtype=cupy.uint8)
-        stream = cupy.cuda.get_current_stream()
-        self.nv12_into(y, uv, box, out, matrix_for(str(getattr(frame, "colorspace", "") or "")), stream)
+        stream = self._stream()
+        self.yuv_into(y, uv, plan, colour_of(frame), out, stream)
         stream.synchronize()
-        return out, box
+        return out, plan.box
+
+    def _stream(self) -> Any:
+        # Blocking (not non_blocking): ordered after FFmpeg's copy on the legacy default stream.
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self._cupy.cuda.Stream(non_blocking=False)
+        return stream
