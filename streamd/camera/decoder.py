@@ -7,6 +7,17 @@ after decoding itself.
 
 A session ends by returning (stop requested, or the end of a local file) or by raising
 SourceError with the reason; the CameraSource decides what happens next.
+
+NVDEC, per camera (`decode: auto`): a connection tries NVDEC first, unless the process
+has no NVDEC at all or this camera's NVDEC already failed. Until its first frame is
+delivered the connection is on trial: a hardware open that fails, a packet the hardware
+decoder rejects, or a first frame the GPU letterbox cannot convert ends the trial, and
+the same session reconnects at once on the CPU. When the CPU connection streams, NVDEC
+is blamed for good (until the camera restarts), said once in the log and shown in
+`streamd_decoder_info`. When the CPU fails too, the trouble was the camera or the
+network, NVDEC is not blamed, and the camera retries as after any failure.
+`decode: nvdec` never falls back: a failure that is NVDEC's for certain fails the
+camera (`nvdec_unavailable`); one that may be the network's is retried.
 """
 
 from __future__ import annotations
@@ -40,6 +51,36 @@ _MAX_CONSECUTIVE_DECODE_ERRORS = 100
 
 
 Converter = Callable[[av.VideoFrame], tuple[Any, Letterbox | None]]
+ContainerOpener = Callable[[str, dict[str, str], tuple[float, float], HWAccel | None], Any]
+
+# Open errors that mean the camera or the network, whichever decoder was asked for.
+_NETWORK_REASONS = frozenset(
+    {
+        Reason.unauthorized,
+        Reason.forbidden,
+        Reason.not_found,
+        Reason.connection_refused,
+        Reason.timeout,
+        Reason.end_of_stream,
+    }
+)
+
+
+def open_container(url: str, options: dict[str, str], timeout: tuple[float, float], hwaccel: HWAccel | None) -> Any:
+    """The real thing: FFmpeg through PyAV. Tests stand in here for a GPU they do not have."""
+    return av.open(url, options=options, timeout=timeout, hwaccel=hwaccel)
+
+
+class NvdecFailure(Exception):
+    """NVDEC could not decode this camera, or its frames could not be converted.
+
+    `certain`: NVDEC's fault beyond doubt (no NVDEC for the codec, a rejected packet, an
+    unreadable frame); otherwise the same error could have come from the network.
+    """
+
+    def __init__(self, message: str, certain: bool) -> None:
+        super().__init__(message)
+        self.certain = certain
 
 
 def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
@@ -59,6 +100,7 @@ class DecodeSession:
         choice: DecoderChoice | None = None,
         log: Callable[[str], None] | None = None,
         keep_on_gpu: bool = False,
+        opener: ContainerOpener = open_container,
     ) -> None:
         self.camera = camera
         self.deliver = deliver
@@ -70,27 +112,57 @@ class DecodeSession:
         self.choice = choice or DecoderChoice()
         self.keep_on_gpu = keep_on_gpu
         self.log = log or (lambda message: None)
-        self.sampler = FrameSampler(camera.fps)
+        self.opener = opener
         self.last_decoded_mono: float | None = None
+        self._suspected_nvdec: str | None = None
+        self._reset_connection(nvdec=False)
+
+    def _reset_connection(self, nvdec: bool) -> None:
+        self.sampler = FrameSampler(self.camera.fps)
         self._stall_baseline = 0.0
         self._last_pts: float | None = None
         self._last_pts_mono = 0.0
         self._last_advance_mono = 0.0
         self._streaming = False
+        self._nvdec_trial = nvdec
 
     def run(self) -> None:
+        hwaccel = self._hwaccel()
+        if hwaccel is None:
+            self._connect(None)
+            return
+        try:
+            self._connect(hwaccel)
+        except NvdecFailure as failure:
+            if self.camera.decode is DecodeMode.nvdec:
+                if failure.certain:
+                    raise SourceError(Reason.nvdec_unavailable, f"NVDEC failed: {failure}") from failure
+                raise classify(failure.__cause__ or failure, streaming=False) from failure
+            # Blamed only once the CPU streams where NVDEC did not (see the module doc).
+            self._suspected_nvdec = str(failure)
+            self._connect(None)
+
+    def _connect(self, hwaccel: HWAccel | None) -> None:
+        self._reset_connection(nvdec=hwaccel is not None)
+        self.choice.decoder = "cpu" if hwaccel is None else "nvdec"
         started = time.monotonic()
         try:
-            container = self._open()
+            container = self._open(hwaccel)
         except SourceError:
             raise
         except Exception as exc:
-            if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
-                raise SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s") from exc
-            raise classify(exc, streaming=False) from exc
+            timed_out = time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT
+            error = SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
+            if not timed_out:
+                error = classify(exc, streaming=False)
+            if hwaccel is not None and error.reason not in _NETWORK_REASONS:
+                # PyAV says "no stream is compatible" with a plain RuntimeError.
+                certain = isinstance(exc, (RuntimeError, NotImplementedError))
+                raise NvdecFailure(f"cannot open the NVDEC decoder: {type(exc).__name__}: {exc}", certain) from exc
+            raise error from exc
         try:
             self._read(container)
-        except SourceError:
+        except (SourceError, NvdecFailure):
             raise
         except Exception as exc:
             if self._streaming and time.monotonic() - self._stall_baseline >= self.camera.stall_timeout_s * _TIMED_OUT:
@@ -108,31 +180,25 @@ class DecodeSession:
         if reason is not None:
             if mode is DecodeMode.nvdec:
                 raise SourceError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
-            self._note_fallback(reason)
+            self._say_why_cpu(reason)
             return None
         # With a GPU engine the frames stay on the device (the consumer letterboxes them
         # there); otherwise FFmpeg copies them back to system memory.
         return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=self.keep_on_gpu)
 
-    def _remember_nvdec_failure(self, error: BaseException) -> None:
-        """NVDEC opened but failed to give a first frame: with `auto`, the next try is on the CPU.
-
-        Network trouble (the stream ended, stalled, timed out) is not NVDEC's fault and
-        does not count; undecodable data and unexpected errors (CUDA, the GPU letterbox) do.
-        """
-        if self.choice.decoder != "nvdec" or self._streaming or self.camera.decode is not DecodeMode.auto:
-            return
-        if isinstance(error, SourceError) and error.reason is not Reason.invalid_data:
-            return
-        self.choice.nvdec_failure = f"NVDEC failed before the first frame: {type(error).__name__}: {error}"
-
-    def _note_fallback(self, reason: str) -> None:
+    def _say_why_cpu(self, reason: str) -> None:
         if not self.choice.fallback_logged:
             self.log(f"decode auto: NVDEC not used ({reason}); decoding on the CPU")
             self.choice.fallback_logged = True
-        self.choice.decoder = "cpu"
 
-    def _open(self) -> Any:
+    def _mark_streaming(self) -> None:
+        self._streaming = True
+        if self._suspected_nvdec is not None:
+            self.choice.nvdec_failure, self._suspected_nvdec = self._suspected_nvdec, None
+            self._say_why_cpu(self.choice.nvdec_failure)
+        self.on_streaming()
+
+    def _open(self, hwaccel: HWAccel | None) -> Any:
         options: dict[str, str] = {}
         if not self.camera.is_file:
             options["rtsp_transport"] = self.camera.transport.value
@@ -141,20 +207,8 @@ class DecodeSession:
             # camera). The SDP already names the codec; half a second is plenty.
             options["analyzeduration"] = str(_PROBE_DURATION_US)
             options["probesize"] = str(_PROBE_BYTES)
-        hwaccel = self._hwaccel()
         timeout = (self.camera.open_timeout_s, self.camera.stall_timeout_s)
-        try:
-            container = av.open(self.camera.url, options=options, timeout=timeout, hwaccel=hwaccel)
-            self.choice.decoder = "cpu" if hwaccel is None else "nvdec"
-        except (av.error.PermissionError, av.error.ExternalError, av.error.UnknownError) as exc:
-            # The CUDA device or decoder could not be created (busy, out of sessions...).
-            if hwaccel is None:
-                raise
-            if self.camera.decode is DecodeMode.nvdec:
-                raise SourceError(Reason.nvdec_unavailable, f"cannot create an NVDEC (CUDA) decoder: {exc}") from exc
-            self.choice.nvdec_failure = f"NVDEC decoder creation failed: {exc}"
-            self._note_fallback(self.choice.nvdec_failure)
-            container = av.open(self.camera.url, options=options, timeout=timeout)
+        container = self.opener(self.camera.url, options, timeout, hwaccel)
         if not container.streams.video:
             container.close()
             raise SourceError(Reason.no_video, "the stream has no video track")
@@ -182,6 +236,12 @@ class DecodeSession:
                         Reason.invalid_data, f"{consecutive_errors} packets in a row failed to decode: {exc}"
                     ) from exc
                 continue
+            except Exception as exc:
+                # Not bad data but a decoder that cannot work (a CUDA error, a missing
+                # libnvcuvid): on trial that is NVDEC's failure, not the camera's.
+                if self._nvdec_trial:
+                    raise NvdecFailure(f"decoding failed: {type(exc).__name__}: {exc}", certain=True) from exc
+                raise
             for frame in frames:
                 if pacer is not None and frame.time is not None:
                     pacer.wait_until(frame.time, self.stop)
@@ -194,14 +254,18 @@ class DecodeSession:
         now = time.monotonic()
         self.last_decoded_mono = self._stall_baseline = now
         self.metrics.frame_decoded()
-        if not self._streaming:
-            self._streaming = True
-            self.on_streaming()
+        if not self._streaming and not self._nvdec_trial:
+            self._mark_streaming()
         timestamp = self._timestamp(frame, now)
         if timestamp is None or not self.sampler.take(timestamp):
             return
         self.metrics.frame_sampled()
-        image, box = self.convert(frame)
+        try:
+            image, box = self.convert(frame)
+        except Exception as exc:
+            if self._nvdec_trial:
+                raise NvdecFailure(f"cannot convert its frames: {type(exc).__name__}: {exc}", certain=True) from exc
+            raise
         self.deliver(
             Frame(
                 camera_id=self.camera.id,
@@ -216,6 +280,9 @@ class DecodeSession:
             )
         )
         self.seq += 1
+        if self._nvdec_trial:
+            self._nvdec_trial = False  # NVDEC has delivered a frame: it works for this camera
+            self._mark_streaming()
 
     def _timestamp(self, frame: av.VideoFrame, now: float) -> float | None:
         pts = frame.time

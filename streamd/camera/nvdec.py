@@ -24,6 +24,16 @@ def nvdec_unavailable_reason() -> str | None:
         ctypes.CDLL("libcuda.so.1")
     except OSError:
         return "no NVIDIA driver (libcuda.so.1 not found)"
+    try:
+        # The driver's video part. A container started without the `video` driver
+        # capability has libcuda but not this: the CUDA device opens, then every
+        # packet fails.
+        ctypes.CDLL("libnvcuvid.so.1")
+    except OSError:
+        return (
+            "the NVIDIA driver has no video decode library (libnvcuvid.so.1 not found;"
+            " in a container, add the `video` driver capability)"
+        )
     return None
 
 
@@ -34,5 +44,6 @@ class DecoderChoice:
     decoder: str = "cpu"
     """The decoder of the current connection: `nvdec` or `cpu`."""
     nvdec_failure: str | None = None
-    """Why NVDEC failed for this camera; it is not tried again until the camera restarts."""
+    """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
+    it is not tried again until the camera restarts."""
     fallback_logged: bool = False

@@ -151,11 +151,10 @@ class GpuLetterbox:
         for width, height, out_w, out_h in _SELF_TEST_SIZES:
             for wide in (False, True):
                 for colour in (YuvColour(YuvMatrix.bt601, False), YuvColour(YuvMatrix.bt709, True)):
-                    dtype = np.uint16 if wide else np.uint8
-                    y = rng.integers(0, 256, (height, width), dtype=np.uint16).astype(dtype)
-                    uv = rng.integers(0, 256, ((height + 1) // 2, (width + 1) // 2, 2), dtype=np.uint16).astype(dtype)
-                    if wide:
-                        y, uv = y << 8, uv << 8
+                    y = rng.integers(0, 256, (height, width), dtype=np.uint16)
+                    uv = rng.integers(0, 256, ((height + 1) // 2, (width + 1) // 2, 2), dtype=np.uint16)
+                    # 16-bit (P010): the 8-bit value in the high bits; 8-bit (NV12) as is.
+                    y, uv = (y << 8, uv << 8) if wide else (y.astype(np.uint8), uv.astype(np.uint8))
                     plan = plan_letterbox(width, height, out_w, out_h, uv.shape[1], uv.shape[0])
                     out = cupy.empty((out_h, out_w, 3), cupy.uint8)
                     stream = self._stream()
@@ -168,7 +167,8 @@ class GpuLetterbox:
         return worst
 
     def device_plan(self, plan: LetterboxPlan) -> _DevicePlan:
-        key = (plan.luma_width, plan.luma_height, plan.chroma_width, plan.chroma_height, plan.out_width, plan.out_height)
+        source = (plan.luma_width, plan.luma_height, plan.chroma_width, plan.chroma_height)
+        key = (*source, plan.out_width, plan.out_height)
         with self._lock:
             found = self._plans.get(key)
             if found is None:

@@ -96,5 +96,6 @@ def test_dlpack_hand_over_takes_capsules_without_a_stream() -> None:
     expected = letterbox_reference(plan_letterbox(1280, 720, 640, 640), picture.y, picture.uv, colour)
     assert box == plan_letterbox(1280, 720, 640, 640).box
     assert np.abs(image.get().astype(int) - expected.astype(int)).max() <= SELF_TEST_TOLERANCE
+    planar = _HardwareFrame(cupy.asarray(picture.y), cupy.asarray(picture.uv), 1280, 720, "yuv444p")
     with pytest.raises(UnsupportedFrameFormat, match="yuv444p"):
-        gpu.letterbox_frame(_HardwareFrame(frame.planes[0]._array, frame.planes[1]._array, 1280, 720, "yuv444p"), 640, 640)
+        gpu.letterbox_frame(planar, 640, 640)

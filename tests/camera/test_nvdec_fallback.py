@@ -1,0 +1,281 @@
+"""decode auto: a camera whose NVDEC fails goes to the CPU by itself, says why once, and
+shows it in the metrics; decode nvdec never falls back. Driven through the public
+`DecodeSession.run()` and `CameraSource`, on real video files.
+
+The edges stood in for: the driver probe (this machine has no GPU), a hardware decoder
+that rejects packets, a GPU letterbox that fails. The hardware open failures are real
+FFmpeg ones: FFV1 has no NVDEC decoder ("no stream is compatible"), and a CUDA device
+index that cannot exist fails device creation on any machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from av.codec.hwaccel import HWAccel
+
+import streamd.camera.decoder as decoder_module
+from streamd.camera.decoder import DecodeSession, open_container
+from streamd.camera.errors import Reason, SourceError
+from streamd.camera.nvdec import DecoderChoice
+from streamd.config import CameraConfig, DecodeMode
+from streamd.frame import Frame
+from streamd.metrics import Metrics
+from streamd.preprocess import letterbox
+
+Opener = Callable[[str, dict[str, str], tuple[float, float], HWAccel | None], Any]
+
+
+@pytest.fixture(autouse=True)
+def a_gpu_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge: the driver probe says NVDEC may work here."""
+    monkeypatch.setattr(decoder_module, "nvdec_unavailable_reason", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def ffv1_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A codec NVDEC does not decode: PyAV raises RuntimeError for the hardware open."""
+    path = tmp_path_factory.mktemp("video") / "ffv1.mkv"
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(50):
+            picture = np.full((120, 160, 3), index * 5, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
+
+class Recorder:
+    """Runs sessions of one camera as its CameraSource would, and keeps what they did."""
+
+    def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto) -> None:
+        self.camera = CameraConfig(id="cam", url=str(url), decode=mode, fps=5)
+        self.choice = DecoderChoice()
+        self.said: list[str] = []
+        self.frames: list[Frame] = []
+        self.hardware_asked: list[bool] = []
+
+    def run(
+        self, opener: Opener = open_container, convert: Callable[[Any], Any] | None = None, frames: int = 3
+    ) -> None:
+        stop = threading.Event()
+
+        def deliver(frame: Frame) -> None:
+            self.frames.append(frame)
+            if len(self.frames) >= frames:
+                stop.set()
+
+        def recording_opener(url: str, options: dict[str, str], timeout: tuple[float, float], hw: Any) -> Any:
+            self.hardware_asked.append(hw is not None)
+            return opener(url, options, timeout, hw)
+
+        DecodeSession(
+            self.camera,
+            deliver,
+            Metrics().camera("cam"),
+            stop,
+            lambda: None,
+            convert=convert or (lambda frame: letterbox(frame, 64, 64)),
+            choice=self.choice,
+            log=self.said.append,
+            opener=recording_opener,
+        ).run()
+
+
+def impossible_device(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+    """A real FFmpeg device-creation failure: CUDA device 99 exists nowhere."""
+    if hw is not None:
+        hw = HWAccel(device_type="cuda", device="99", allow_software_fallback=False)
+    return open_container(url, options, timeout, hw)
+
+
+class _RejectedPacket:
+    def decode(self) -> list[av.VideoFrame]:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+
+class _DecoderThatRejectsPackets:
+    """As NVDEC without libnvcuvid behaves: the device opened, every packet fails."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self.streams = container.streams
+
+    def demux(self, stream: Any) -> Iterator[_RejectedPacket]:
+        for _ in self._container.demux(stream):
+            yield _RejectedPacket()
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def rejects_packets(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+    container = open_container(url, options, timeout, None)
+    return _DecoderThatRejectsPackets(container) if hw is not None else container
+
+
+def assert_fell_back_once(recorder: Recorder, why: str) -> None:
+    assert recorder.choice.decoder == "cpu"
+    assert recorder.choice.nvdec_failure is not None and why in recorder.choice.nvdec_failure
+    assert len(recorder.frames) >= 3, "the camera streams on the CPU"
+    assert recorder.hardware_asked == [True, False], "NVDEC once, then at once the CPU, in the same session"
+    assert len(recorder.said) == 1 and "NVDEC not used" in recorder.said[0] and why in recorder.said[0]
+    # The next connection (a reconnect) goes straight to the CPU and says nothing more.
+    recorder.run()
+    assert recorder.hardware_asked[2:] == [False] and len(recorder.said) == 1
+
+
+def test_codec_without_nvdec_falls_back_to_the_cpu(ffv1_video: Path) -> None:
+    recorder = Recorder(ffv1_video)
+    recorder.run()  # the real opener: PyAV's "no stream is compatible"
+    assert_fell_back_once(recorder, "RuntimeError")
+
+
+def test_failed_device_creation_falls_back_to_the_cpu(test_video: Path) -> None:
+    recorder = Recorder(test_video)
+    recorder.run(impossible_device)
+    assert_fell_back_once(recorder, "cannot open the NVDEC decoder")
+
+
+def test_packets_the_hardware_rejects_fall_back_to_the_cpu(test_video: Path) -> None:
+    recorder = Recorder(test_video)
+    recorder.run(rejects_packets)
+    assert_fell_back_once(recorder, "decoding failed: OSError")
+
+
+def test_first_frame_the_gpu_letterbox_cannot_convert_falls_back_to_the_cpu(test_video: Path) -> None:
+    recorder = Recorder(test_video)
+
+    def pretend_nvdec(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+        return open_container(url, options, timeout, None)  # frames come, as from NVDEC
+
+    def gpu_letterbox(frame: av.VideoFrame) -> Any:
+        if recorder.hardware_asked[-1]:
+            raise RuntimeError("nvrtc: NVRTC_ERROR_BUILTIN_OPERATION_FAILURE")
+        return letterbox(frame, 64, 64)
+
+    recorder.run(pretend_nvdec, gpu_letterbox)
+    assert_fell_back_once(recorder, "cannot convert its frames: RuntimeError")
+
+
+def test_network_errors_are_not_blamed_on_nvdec() -> None:
+    from tests.conftest import free_port
+
+    recorder = Recorder(f"rtsp://127.0.0.1:{free_port()}/cam")  # nobody listens
+    with pytest.raises(SourceError) as caught:
+        recorder.run(impossible_device)
+    # The network fails before any decoder exists: no CPU attempt, nothing blamed.
+    assert caught.value.reason is Reason.connection_refused
+    assert recorder.hardware_asked == [True] and recorder.choice.nvdec_failure is None and recorder.said == []
+
+
+def test_nvdec_is_not_blamed_when_the_cpu_fails_too(test_video: Path) -> None:
+    from tests.conftest import free_port
+
+    recorder = Recorder(f"rtsp://127.0.0.1:{free_port()}/cam")
+
+    def both_fail(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+        if hw is not None:  # a real device failure, ambiguous by its class (an OSError)
+            return impossible_device(str(test_video), {}, timeout, hw)
+        return open_container(url, options, timeout, None)  # a real refused connection
+
+    with pytest.raises(SourceError) as caught:
+        recorder.run(both_fail)
+    assert caught.value.reason is Reason.connection_refused
+    assert recorder.hardware_asked == [True, False]
+    assert recorder.choice.nvdec_failure is None and recorder.said == [], "NVDEC is tried again next time"
+
+
+def test_decode_nvdec_fails_the_camera_only_when_nvdec_is_at_fault(ffv1_video: Path, test_video: Path) -> None:
+    certain = Recorder(ffv1_video, DecodeMode.nvdec)
+    with pytest.raises(SourceError) as caught:
+        certain.run()
+    assert caught.value.reason is Reason.nvdec_unavailable and caught.value.permanent
+    assert certain.hardware_asked == [True], "nvdec mode never tries the CPU"
+
+    maybe_network = Recorder(test_video, DecodeMode.nvdec)
+    with pytest.raises(SourceError) as caught:
+        maybe_network.run(impossible_device)
+    assert not caught.value.permanent, "an error the network could also cause is retried"
+
+
+def test_hardware_frames_stay_on_the_gpu_only_for_a_gpu_consumer(test_video: Path) -> None:
+    asked: list[HWAccel | None] = []
+
+    def remember(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+        asked.append(hw)
+        return open_container(url, options, timeout, None)
+
+    for keep_on_gpu in (True, False):
+        camera = CameraConfig(id="cam", url=str(test_video), decode=DecodeMode.auto)
+        stop = threading.Event()
+        stop.set()  # open, then return at the first packet
+        DecodeSession(
+            camera,
+            lambda f: None,
+            Metrics().camera("cam"),
+            stop,
+            lambda: None,
+            keep_on_gpu=keep_on_gpu,
+            opener=remember,
+        ).run()
+    on_device, to_host = asked
+    assert on_device is not None and on_device.is_hw_owned and not on_device.allow_software_fallback
+    assert to_host is not None and not to_host.is_hw_owned
+
+
+def test_camera_source_shows_the_fallback_in_metrics_and_logs_it_once(
+    ffv1_video: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from streamd.camera.slot import LatestFrameSlot
+    from streamd.camera.source import CameraSource
+    from tests.conftest import wait_for
+
+    metrics = Metrics()
+    camera = CameraConfig(id="ffv1", url=str(ffv1_video), decode=DecodeMode.auto, fps=5)
+
+    async def scenario() -> None:
+        source = CameraSource(camera, LatestFrameSlot(asyncio.get_running_loop()), metrics.camera("ffv1"))
+        metrics.watch_cameras(lambda: [source])
+        source.start()
+        # The 2 s file loops: every loop is a new connection, and none repeats the news.
+        await wait_for(lambda: source.metrics.sampled >= 15, 15, "three loops of the file")
+        assert source.decoder == "cpu" and source.state == "streaming"
+        await source.stop()
+
+    with caplog.at_level(logging.INFO, logger="streamd.camera.source"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "NVDEC" in r.getMessage()]
+    assert len(said) == 1 and "RuntimeError" in said[0] and "[ffv1]" in said[0]
+    from prometheus_client import generate_latest
+
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'streamd_decoder_info{camera="ffv1",decoder="cpu"} 1.0' in exposition
+
+
+def test_probe_names_a_driver_without_its_video_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    import streamd.camera.nvdec as nvdec
+
+    def driver_without_video(name: str) -> object:  # the edge: the driver's shared libraries
+        if name == "libnvcuvid.so.1":
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    monkeypatch.setattr(ctypes, "CDLL", driver_without_video)
+    reason = nvdec.nvdec_unavailable_reason.__wrapped__()
+    assert reason is not None and "libnvcuvid.so.1" in reason and "`video` driver capability" in reason
