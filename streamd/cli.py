@@ -172,12 +172,17 @@ def _cmd_calibrate_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_engine_build(args: argparse.Namespace) -> int:
+    import os
+
+    from streamd.config import default_engine_cache
     from streamd.engine.base import EngineError
+    from streamd.engine.cache import EngineCache
     from streamd.engine.tensorrt_backend import Profile, build_engine
     from streamd.model.canonical import ModelError
 
+    cache = EngineCache(args.cache or default_engine_cache(Path.cwd(), os.environ))
     try:
-        plan = build_engine(args.model, Profile(args.min, args.opt, args.max), args.cache, force=args.force)
+        plan = build_engine(args.model, Profile(args.min, args.opt, args.max), cache, force=args.force)
     except (EngineError, ModelError, ValueError) as error:
         print(f"engine build: {error}", file=sys.stderr)
         return 1
@@ -251,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", help="TensorRT engines").add_subparsers(dest="engine_command", required=True)
     build = engine.add_parser("build", help="build (or find cached) the TensorRT engine for a canonical or Q/DQ model")
     build.add_argument("model", type=Path, metavar="MODEL.onnx")
-    build.add_argument("--cache", type=Path, default=Path("engines/cache"), help="engine cache (default: %(default)s)")
+    build.add_argument(
+        "--cache", type=Path, help="engine cache (default: $STATE_DIRECTORY/engines, else ./engines/cache)"
+    )
     build.add_argument("--min", type=int, default=1)
     build.add_argument("--opt", type=int, default=16)
     build.add_argument("--max", type=int, default=32)

@@ -18,12 +18,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from streamd.redact import redact_text
 from streamd.yaml_source import KeyPath, SourceError, YamlDocument, parse_yaml
 
 CAMERA_ID_PATTERN = r"^[a-z0-9_-]+$"
+_REPORT_AT = "report_at"  # context key of an error: the key paths to report it at, best first
 NETWORK_SCHEMES = ("rtsp", "rtsps")
 
 
@@ -131,6 +132,13 @@ def _resolve_path(value: str, info: ValidationInfo) -> Path:
     return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
 
 
+def default_engine_cache(base_dir: Path, env: Mapping[str, str]) -> Path:
+    """The service's state directory when systemd gives one ($STATE_DIRECTORY: the unit's
+    StateDirectory=, writable under ProtectSystem=strict), else engines/cache beside the file."""
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "engines" if state else (base_dir / "engines" / "cache").resolve()
+
+
 class EngineBackend(StrEnum):
     auto = "auto"
     onnxruntime = "onnxruntime"
@@ -169,13 +177,22 @@ class EngineConfig(StrictModel):
     """Let ONNX Runtime's CPU threads spin between batches (faster alone, steals CPU from decoding)."""
     profile: BatchProfileConfig = BatchProfileConfig()
     """TensorRT optimization profile over the batch size."""
-    cache_dir: str = Field("engines/cache", validate_default=True)
-    """Where built TensorRT engines and the timing cache are kept (relative to this file)."""
+    cache_dir: str | None = Field(None, validate_default=True)
+    """Built TensorRT engines and timing caches (relative to this file); default:
+    $STATE_DIRECTORY/engines under systemd, else engines/cache beside this file."""
 
     @field_validator("cache_dir")
     @classmethod
-    def _cache_absolute(cls, cache_dir: str, info: ValidationInfo) -> str:
+    def _cache_absolute(cls, cache_dir: str | None, info: ValidationInfo) -> str:
+        if cache_dir is None:
+            context = info.context or {}
+            return str(default_engine_cache(Path(context.get("base_dir", ".")), context.get("env", {})))
         return str(_resolve_path(cache_dir, info))
+
+    @property
+    def cache_path(self) -> Path:
+        assert self.cache_dir is not None  # the validator always fills it in
+        return Path(self.cache_dir)
 
     @field_validator("model")
     @classmethod
@@ -258,6 +275,24 @@ class StreamsConfig(StrictModel):
         merged = [_merge(defaults, cam) if isinstance(cam, Mapping) else cam for cam in cameras]
         return {**data, "cameras": merged}
 
+    @model_validator(mode="after")
+    def _batch_fits_the_engine_profile(self) -> StreamsConfig:
+        # Checked here so `streamd check` refuses it, instead of `auto` quietly running
+        # ONNX Runtime because TensorRT cannot take the batches.
+        profile = self.engine.profile if self.engine is not None else None
+        if profile is not None and not profile.min <= self.batcher.max_batch <= profile.max:
+            raise PydanticCustomError(
+                "batch_outside_profile",
+                "batcher.max_batch {max_batch} must lie within engine.profile min..max ({min}..{max})",
+                {
+                    "max_batch": self.batcher.max_batch,
+                    "min": profile.min,
+                    "max": profile.max,
+                    _REPORT_AT: [("batcher", "max_batch"), ("engine", "profile"), ("engine",)],
+                },
+            )
+        return self
+
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
@@ -317,7 +352,8 @@ def parse_config(
     errors += _duplicate_ids(doc, file)
     config = None
     try:
-        config = StreamsConfig.model_validate(data, context={"base_dir": base_dir})
+        context = {"base_dir": base_dir, "env": os.environ if env is None else env}
+        config = StreamsConfig.model_validate(data, context=context)
     except ValidationError as exc:
         errors += _describe(exc, doc, file, skip_duplicates=bool(errors))
     if errors or config is None:
@@ -356,6 +392,10 @@ def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicate
 
 
 def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
+    # A rule across sections names where to report it: the first of its keys the file has.
+    candidates = (error.get("ctx") or {}).get(_REPORT_AT)
+    if candidates:
+        return next((tuple(path) for path in candidates if tuple(path) in doc.lines), tuple(candidates[-1]))
     # Pydantic appends the validator's name for `mode="after"` model validators; drop
     # anything that is not a real key. A camera key that the camera does not set came
     # from `defaults`: point there, where the operator must fix it.

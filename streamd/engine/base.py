@@ -11,6 +11,10 @@ class EngineError(RuntimeError):
     """The engine cannot be created or cannot run; the message says why."""
 
 
+class BackendUnavailable(EngineError):
+    """The backend cannot exist here (package or GPU missing), as opposed to misconfigured."""
+
+
 class Engine(Protocol):
     name: str
     input_height: int

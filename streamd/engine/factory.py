@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from streamd.config import EngineBackend, EngineConfig
-from streamd.engine.base import Engine, EngineError
+from streamd.engine.base import BackendUnavailable, Engine, EngineError
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine, choose_providers
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,13 @@ def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
         except EngineError as error:
             if config.backend is EngineBackend.tensorrt:
                 raise
-            log.info("engine.backend auto: ONNX Runtime, because TensorRT cannot run here (%s)", error)
+            # No TensorRT or no GPU is how a CPU box is meant to run: news, not trouble.
+            # Anything else (a cache that cannot be written, a model TensorRT rejects)
+            # is a problem the operator should fix.
+            if isinstance(error, BackendUnavailable):
+                log.info("engine.backend auto: ONNX Runtime, because TensorRT cannot run here (%s)", error)
+            else:
+                log.warning("engine.backend auto: ONNX Runtime, because TensorRT failed: %s", error)
     providers = choose_providers(config.providers)
     on_gpu = any(p != "CPUExecutionProvider" for p in providers)
     cores = os.cpu_count() or 1
@@ -45,4 +50,4 @@ def _tensorrt(config: EngineConfig, max_batch: int) -> Engine:
     from streamd.engine.tensorrt_backend import Profile, TensorRtEngine
 
     profile = Profile(config.profile.min, config.profile.opt, config.profile.max)
-    return TensorRtEngine(config.model, max_batch, profile, Path(config.cache_dir))
+    return TensorRtEngine(config.model, max_batch, profile, config.cache_path)

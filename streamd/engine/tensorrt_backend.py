@@ -9,67 +9,35 @@ Q/DQ pairs. A plain FP32 model asks for FP16 where the builder still has that fl
 
 Engines are specific to the GPU and the TensorRT version, so they are cached under a
 key of (model file hash, GPU name, TensorRT version, profile) and rebuilt when any of
-them changes; `streamd engine build` builds ahead of time.
+them changes (`streamd.engine.cache`); `streamd engine build` builds ahead of time.
 
 Inference: `set_input_shape`, `set_tensor_address`, `execute_async_v3` on the engine's
-own (non-default) CUDA stream; the uint8 input is copied up asynchronously from the
-host batch, the output comes back asynchronously into a pinned host buffer.
+own (non-default) CUDA stream; host images are copied up asynchronously, GPU
+letterboxed ones are copied device to device with a plain memcpy (no CuPy elementwise
+kernel, which would need NVRTC); the output comes back into a pinned host buffer.
+Batches smaller than the profile's minimum run padded to it (the extra rows are
+ignored), so any `profile.min` works with the batcher's partial batches.
 
 Not run on a GPU yet (no GPU in the session that wrote it): see README "GPU status".
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamd.engine.base import EngineError
+from streamd.engine.base import BackendUnavailable, EngineError
+from streamd.engine.cache import EngineCache, Profile
 from streamd.model.canonical import INPUT_NAME, OUTPUT_NAME, ROW_WIDTH, ModelError, read_canonical_info
 
 log = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 2 << 30
 
-
-@dataclass(frozen=True)
-class Profile:
-    min: int = 1
-    opt: int = 16
-    max: int = 32
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def engine_cache_key(model_sha256: str, gpu_name: str, trt_version: str, profile: Profile) -> str:
-    """The cache key: an engine is valid only for this model, GPU, TensorRT and profile."""
-    identity = {
-        "model": model_sha256,
-        "gpu": gpu_name,
-        "tensorrt": trt_version,
-        "profile": [profile.min, profile.opt, profile.max],
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def engine_cache_path(model: Path, cache_dir: Path, gpu_name: str, trt_version: str, profile: Profile) -> Path:
-    key = engine_cache_key(file_sha256(model), gpu_name, trt_version, profile)
-    return cache_dir / f"{model.stem}-{key}.plan"
+__all__ = ["Profile", "TensorRtEngine", "build_engine", "is_qdq_model"]
 
 
 def is_qdq_model(model: Path) -> bool:
@@ -84,14 +52,14 @@ def _import_tensorrt() -> tuple[Any, Any]:
         import cupy
         import tensorrt as trt
     except ImportError as error:
-        raise EngineError(
+        raise BackendUnavailable(
             f"the TensorRT backend needs the `tensorrt` extra ({error.name} is missing): "
             "pip install 'streamd[tensorrt]' --extra-index-url https://pypi.nvidia.com"
         ) from error
     try:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as error:
-        raise EngineError(f"the TensorRT backend needs an NVIDIA GPU: {error}") from error
+        raise BackendUnavailable(f"the TensorRT backend needs an NVIDIA GPU: {error}") from error
     return trt, cupy
 
 
@@ -100,14 +68,15 @@ def gpu_name(cupy: Any, device: int = 0) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def build_engine(model: Path, profile: Profile, cache_dir: Path, force: bool = False) -> Path:
+def build_engine(model: Path, profile: Profile, cache: EngineCache, force: bool = False) -> Path:
     """Build (or find in the cache) the engine for `model`; returns the plan file."""
     trt, cupy = _import_tensorrt()
     info = read_canonical_info(model)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    plan_path = engine_cache_path(model, cache_dir, gpu_name(cupy), trt.__version__, profile)
+    cache.prepare()
+    gpu = gpu_name(cupy)
+    plan_path = cache.plan_path(model, gpu, trt.__version__, profile)
     if plan_path.exists() and not force:
-        log.info("TensorRT engine from cache: %s", plan_path.name)
+        log.info("TensorRT engine from cache: %s", plan_path)
         return plan_path
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -121,15 +90,14 @@ def build_engine(model: Path, profile: Profile, cache_dir: Path, force: bool = F
         raise ModelError(f"{model}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if not strongly_typed and hasattr(trt.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10; 11 removed the flag
+    # TensorRT 10 has the FP16 flag (deprecated with platform_has_fast_fp16); 11 removed both.
+    if not strongly_typed and hasattr(trt.BuilderFlag, "FP16") and getattr(builder, "platform_has_fast_fp16", True):
+        config.set_flag(trt.BuilderFlag.FP16)
     shape = (info.input_height, info.input_width, 3)
     optimization = builder.create_optimization_profile()
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
     config.add_optimization_profile(optimization)
-    timing_path = cache_dir / "timing.cache"
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
-    config.set_timing_cache(timing, ignore_mismatch=False)
+    timing = _attach_timing_cache(config, cache, cache.timing_path(gpu, trt.__version__))
 
     log.info(
         "building the TensorRT engine for %s (%s); this takes minutes",
@@ -139,11 +107,23 @@ def build_engine(model: Path, profile: Profile, cache_dir: Path, force: bool = F
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT could not build an engine for {model} (see the TensorRT log above)")
-    partial = plan_path.with_suffix(".partial")
-    partial.write_bytes(bytes(serialized))
-    partial.replace(plan_path)
-    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    cache.write(plan_path, bytes(serialized))
+    cache.write(cache.timing_path(gpu, trt.__version__), bytes(timing.serialize()))
     return plan_path
+
+
+def _attach_timing_cache(config: Any, cache: EngineCache, path: Path) -> Any:
+    """The saved timing cache when TensorRT accepts it, else a new one (said in the log)."""
+    saved = cache.read(path)
+    if saved:
+        timing = config.create_timing_cache(saved)
+        if timing is not None and config.set_timing_cache(timing, ignore_mismatch=False):
+            return timing
+        log.warning("timing cache %s does not fit this TensorRT and GPU; starting a new one", path)
+    timing = config.create_timing_cache(b"")
+    if timing is None or not config.set_timing_cache(timing, ignore_mismatch=False):
+        raise EngineError("TensorRT refused a new, empty timing cache")
+    return timing
 
 
 class TensorRtEngine:
@@ -157,9 +137,12 @@ class TensorRtEngine:
             info = read_canonical_info(model)
         except ModelError as error:
             raise EngineError(str(error)) from error
-        if max_batch > profile.max:
-            raise EngineError(f"batcher.max_batch {max_batch} exceeds the engine profile's max {profile.max}")
-        plan = build_engine(model, profile, cache_dir)
+        if not profile.min <= max_batch <= profile.max:
+            raise EngineError(
+                f"batcher.max_batch {max_batch} is outside the engine profile {profile.min}..{profile.max}"
+            )
+        plan = build_engine(model, profile, EngineCache(cache_dir))
+        self.profile = profile
         self._trt, self._cupy = trt, cupy
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
@@ -189,30 +172,34 @@ class TensorRtEngine:
 
     def load(self, buffer: Any, index: int, image: Any) -> None:
         # On the engine's own stream, so the copy is ordered before the batch's execution.
+        target = buffer[index]
         if isinstance(image, np.ndarray):
-            buffer[index].set(image, stream=self._stream)
-        else:
-            with self._stream:
-                buffer[index][...] = image  # device to device: an NVDEC frame's letterbox
+            target.set(image, stream=self._stream)
+            return
+        from streamd.gpu.preprocess import copy_image_into
+
+        copy_image_into(target, image, self._stream)  # an NVDEC frame's letterbox: a memcpy, no kernel
 
     def infer(self, images: Any) -> np.ndarray:
         batch = len(images)
         if isinstance(images, np.ndarray):  # host input (tests, gpu-check): upload first
             self._input[:batch].set(np.ascontiguousarray(images), stream=self._stream)
-            device_in = self._input[:batch]
+            device_in = self._input
         else:
-            device_in = images
-        device_out = self._output[:batch]
-        host_out = self._host_output[:batch]
+            device_in = images  # a leading slice of one of its input buffers (max_batch rows)
+        # Below the profile's minimum, run the minimum: the buffer has the rows (max_batch >= min).
+        rows = max(batch, self.profile.min)
+        device_out = self._output[:rows]
+        host_out = self._host_output[:rows]
         with self._stream:
-            self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
+            self._context.set_input_shape(INPUT_NAME, (rows, self.input_height, self.input_width, 3))
             self._context.set_tensor_address(INPUT_NAME, device_in.data.ptr)
             self._context.set_tensor_address(OUTPUT_NAME, device_out.data.ptr)
             if not self._context.execute_async_v3(self._stream.ptr):
                 raise EngineError("TensorRT execute_async_v3 failed")
             device_out.get(stream=self._stream, out=host_out)
             self._stream.synchronize()
-        return np.array(host_out)  # the pinned buffer is reused by the next batch
+        return np.array(host_out[:batch])  # a copy: the pinned buffer is reused by the next batch
 
     def close(self) -> None:
         self._context = None

@@ -151,8 +151,8 @@ class GpuLetterbox:
         for width, height, out_w, out_h in _SELF_TEST_SIZES:
             for wide in (False, True):
                 for colour in (YuvColour(YuvMatrix.bt601, False), YuvColour(YuvMatrix.bt709, True)):
-                    y = rng.integers(0, 256, (height, width), dtype=np.uint16)
-                    uv = rng.integers(0, 256, ((height + 1) // 2, (width + 1) // 2, 2), dtype=np.uint16)
+                    y: np.ndarray = rng.integers(0, 256, (height, width), dtype=np.uint16)
+                    uv: np.ndarray = rng.integers(0, 256, ((height + 1) // 2, (width + 1) // 2, 2), dtype=np.uint16)
                     # 16-bit (P010): the 8-bit value in the high bits; 8-bit (NV12) as is.
                     y, uv = (y << 8, uv << 8) if wide else (y.astype(np.uint8), uv.astype(np.uint8))
                     plan = plan_letterbox(width, height, out_w, out_h, uv.shape[1], uv.shape[0])
@@ -225,3 +225,14 @@ class GpuLetterbox:
         if stream is None:
             stream = self._local.stream = self._cupy.cuda.Stream(non_blocking=False)
         return stream
+
+
+def copy_image_into(target: Any, image: Any, stream: Any) -> None:
+    """Device to device, `image` into `target` (one row of an engine input buffer) on `stream`.
+
+    A plain memcpy: CuPy's `target[...] = image` would launch an elementwise kernel,
+    compiled by NVRTC at its first call.
+    """
+    if image.shape != target.shape or image.dtype != target.dtype or not image.flags.c_contiguous:
+        raise ValueError(f"a GPU image of shape {image.shape} {image.dtype} cannot fill {target.shape} {target.dtype}")
+    target.data.copy_from_device_async(image.data, image.nbytes, stream)

@@ -12,8 +12,9 @@ from onnx import TensorProto, helper
 
 from streamd.config import parse_config
 from streamd.engine.base import EngineError
+from streamd.engine.cache import EngineCache, Profile, engine_cache_key
 from streamd.engine.factory import create_engines
-from streamd.engine.tensorrt_backend import Profile, engine_cache_key, engine_cache_path, is_qdq_model
+from streamd.engine.tensorrt_backend import is_qdq_model
 from tests.conftest import gpu_missing
 
 SHA = "a" * 64
@@ -34,9 +35,10 @@ def test_cache_key_changes_with_model_gpu_tensorrt_and_profile() -> None:
 def test_cache_path_follows_the_model_bytes(tmp_path: Path) -> None:
     model = tmp_path / "face.onnx"
     model.write_bytes(b"version 1")
-    first = engine_cache_path(model, tmp_path / "cache", "GPU", "10.13.0", Profile())
+    cache = EngineCache(tmp_path / "cache")
+    first = cache.plan_path(model, "GPU", "10.13.0", Profile())
     model.write_bytes(b"version 2")
-    second = engine_cache_path(model, tmp_path / "cache", "GPU", "10.13.0", Profile())
+    second = cache.plan_path(model, "GPU", "10.13.0", Profile())
     assert first.name.startswith("face-") and first.suffix == ".plan" and first != second
 
 

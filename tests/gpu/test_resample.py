@@ -102,9 +102,7 @@ def test_ten_bit_planes_give_the_eight_bit_result() -> None:
     picture = yuv_picture(1280, 720, colour)
     plan = plan_letterbox(1280, 720, 640, 640)
     eight = letterbox_reference(plan, picture.y, picture.uv, colour)
-    sixteen = letterbox_reference(
-        plan, picture.y.astype(np.uint16) << 8, picture.uv.astype(np.uint16) << 8, colour
-    )
+    sixteen = letterbox_reference(plan, picture.y.astype(np.uint16) << 8, picture.uv.astype(np.uint16) << 8, colour)
     assert np.array_equal(eight, sixteen)
 
 
