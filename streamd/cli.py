@@ -149,12 +149,28 @@ def _cmd_calibrate_quantize(args: argparse.Namespace) -> int:
     from streamd.calibration.quantize import quantize
     from streamd.model.canonical import ModelError
 
+    frames = args.frames or [Path("calibration/frames")]
     try:
-        used = quantize(args.model, args.frames, args.output)
+        used = quantize(args.model, frames, args.output, args.method, keep_sensitive_float=not args.all_int8)
     except (ModelError, ValueError) as error:
         print(f"calibrate quantize: {error}", file=sys.stderr)
         return 1
-    print(f"{args.output}: INT8 Q/DQ model calibrated on {used} frames")
+    print(f"{args.output}: INT8 Q/DQ model calibrated on {used} frames ({args.method})")
+    return 0
+
+
+def _cmd_calibrate_crowd(args: argparse.Namespace) -> int:
+    from streamd.calibration.crowd import write_crowd_frames
+    from streamd.engine.base import EngineError
+
+    try:
+        entries = write_crowd_frames(
+            args.model, args.images, args.out, args.count, args.held_out, args.seed, (args.min_face, args.max_face)
+        )
+    except (EngineError, ValueError, OSError) as error:
+        print(f"calibrate crowd: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(entries)} crowd frames, faces {args.min_face:g} to {args.max_face:g} px")
     return 0
 
 
@@ -277,9 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=_cmd_calibrate_collect)
     quant = steps.add_parser("quantize", help="canonical model -> INT8 Q/DQ ONNX (TensorRT settings)")
     quant.add_argument("model", type=Path, metavar="CANONICAL.onnx")
-    quant.add_argument("--frames", type=Path, default=Path("calibration/frames"))
+    quant.add_argument(
+        "--frames", type=Path, action="append", help="frames folder (repeat to combine; default calibration/frames)"
+    )
     quant.add_argument("-o", "--output", type=Path, required=True, metavar="INT8.onnx")
+    quant.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    quant.add_argument(
+        "--all-int8", action="store_true", help="quantize the first and the head convolutions too (less accurate)"
+    )
     quant.set_defaults(func=_cmd_calibrate_quantize)
+    crowd = steps.add_parser("crowd", help="crowd mosaics of photos (small faces) with a manifest")
+    crowd.add_argument("images", type=Path, nargs="+", metavar="PHOTO")
+    crowd.add_argument("--model", type=Path, required=True, help="canonical model: measures the photos' faces")
+    crowd.add_argument("-o", "--out", type=Path, required=True)
+    crowd.add_argument("-n", "--count", type=int, default=40, help="frames (default: %(default)s)")
+    crowd.add_argument("--held-out", type=float, default=1.0, help="share for the report (default: all)")
+    crowd.add_argument("--seed", type=int, default=0, help="other seeds give other mosaics")
+    crowd.add_argument("--min-face", type=float, default=10.0, help="smallest face, model-input pixels")
+    crowd.add_argument("--max-face", type=float, default=30.0, help="largest face, model-input pixels")
+    crowd.set_defaults(func=_cmd_calibrate_crowd)
     report = steps.add_parser("report", help="INT8 against FP32 on the held-out frames; exit 1 on FAIL")
     report.add_argument("fp32", type=Path, metavar="FP32.onnx")
     report.add_argument("int8", type=Path, metavar="INT8.onnx")

@@ -139,6 +139,7 @@ class Daemon:
         if self.consumer is not None:
             await self.consumer.stop()
         self.http.stop()
+        self.notifier.close()
         log.info("streamd stopped")
 
     def request_stop(self) -> None:

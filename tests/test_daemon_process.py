@@ -111,6 +111,7 @@ def test_testserver_cli_stops_its_rtsp_server_on_sigterm(gstreamer: None, test_v
     finally:
         if process.poll() is None:
             process.kill()
+        process.communicate()  # reap it and close its pipes
 
 
 def test_streamd_run_with_an_unusable_model_says_why_and_exits_1(tmp_path: Path) -> None:

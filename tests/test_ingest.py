@@ -171,7 +171,7 @@ def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate
     rtsp_server: RtspTestServer,
 ) -> None:
     async def scenario(silent_port: int) -> None:
-        cameras = [
+        cameras: list[dict[str, Any]] = [
             {"id": "healthy", "url": rtsp_server.url("cam1")},
             {"id": "wrong-path", "url": rtsp_server.url("no-such-mount")},
             {"id": "refused", "url": f"rtsp://127.0.0.1:{free_port()}/x"},
@@ -286,7 +286,10 @@ def test_nvdec_demanded_without_a_gpu_fails_that_camera_alone(test_video: Path) 
 
 def test_disabled_camera_is_not_opened(test_video: Path) -> None:
     async def scenario() -> None:
-        cameras = [{"id": "on", "url": str(test_video)}, {"id": "off", "url": str(test_video), "enabled": False}]
+        cameras: list[dict[str, Any]] = [
+            {"id": "on", "url": str(test_video)},
+            {"id": "off", "url": str(test_video), "enabled": False},
+        ]
         async with running(make_config(cameras)) as daemon:
             assert set(sources(daemon)) == {"on"}
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from streamd.postprocess import PostprocessSettings, iou_matrix, nms, postproces
 from streamd.preprocess import Letterbox, letterbox_geometry
 
 
-def rows_for(boxes_xywh: list[tuple[float, float, float, float]], scores: list[float]) -> np.ndarray:
+def rows_for(boxes_xywh: Sequence[tuple[float, float, float, float]], scores: list[float]) -> np.ndarray:
     rows = np.zeros((len(boxes_xywh), 15), dtype=np.float32)
     rows[:, 0:4] = boxes_xywh
     rows[:, 4] = scores

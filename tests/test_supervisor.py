@@ -25,7 +25,7 @@ def test_diff_sorts_cameras_into_added_removed_changed_unchanged() -> None:
 
 
 def test_apply_leaves_untouched_cameras_alone(test_video: Path) -> None:
-    url = {"url": str(test_video)}
+    url: dict[str, object] = {"url": str(test_video)}
 
     async def scenario() -> None:
         metrics = Metrics()

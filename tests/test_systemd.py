@@ -37,7 +37,7 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 
 
 def drain(listener: socket.socket) -> list[dict[str, str]]:
-    messages = []
+    messages: list[dict[str, str]] = []
     while True:
         try:
             data = listener.recv(4096)
@@ -53,6 +53,7 @@ def test_notifier_speaks_the_protocol_and_is_silent_without_systemd(notify_socke
     notifier.ready("3/3 cameras streaming")
     notifier.watchdog()
     notifier.stopping()
+    notifier.close()
     assert drain(listener) == [
         {"READY": "1", "STATUS": "3/3 cameras streaming"},
         {"WATCHDOG": "1"},
@@ -100,7 +101,7 @@ def test_ready_watchdog_only_while_healthy_and_stopping(
         list[dict[str, str]], list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]
     ]:
         metrics = Metrics()
-        detector = Detector([engine], config.batcher, config.postprocess, [], metrics)  # type: ignore[list-item]
+        detector = Detector([engine], config.batcher, config.postprocess, [], metrics)
         daemon = Daemon(config, consumer=detector, metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
         await daemon.start()
         started = drain(listener)

@@ -10,13 +10,19 @@ cheap, and the decode's exponentials and grid offsets lose the most in int8.
 
 The same Q/DQ model runs in ONNX Runtime on a CPU (slower than FP32 there, so the CPU
 path stays FP32), which is how `calibrate report` checks its accuracy anywhere.
+
+Small faces are where INT8 loses first (measured in README "INT8"): calibration can
+take several frame folders (camera frames plus `calibrate crowd` mosaics), another
+calibration method, and by default keeps the most sensitive layers in float: the first
+convolution (it sees raw pixels) and the detection heads' last convolutions (their
+outputs become boxes and scores).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +43,51 @@ def letterboxed_frames(directory: Path, frames: list[FrameEntry], width: int, he
         yield image
 
 
-def quantize(model: Path, frames_dir: Path, output: Path) -> int:
+METHODS = ("minmax", "percentile", "entropy")
+
+
+def sensitive_convolutions(graph: onnx.GraphProto) -> list[str]:
+    """The convolutions with no convolution before them or none after them: the first
+    layer and the detection heads' outputs, found by structure so any export works."""
+    producer = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def reaches_conv(start: onnx.NodeProto, step: Callable[[onnx.NodeProto], list[onnx.NodeProto]]) -> bool:
+        seen: set[str] = set()
+        stack = step(start)
+        while stack:
+            node = stack.pop()
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                return True
+            stack.extend(step(node))
+        return False
+
+    def upstream(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        return [producer[name] for name in node.input if name in producer]
+
+    def downstream(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        return [after for name in node.output for after in consumers.get(name, [])]
+
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "Conv" and (not reaches_conv(node, upstream) or not reaches_conv(node, downstream))
+    ]
+
+
+def quantize(
+    model: Path,
+    frames_dirs: list[Path],
+    output: Path,
+    method: str = "minmax",
+    keep_sensitive_float: bool = True,
+) -> int:
     """Write the INT8 Q/DQ model; returns how many frames calibrated it."""
     from onnx import version_converter
     from onnxruntime.quantization import (
@@ -49,11 +99,19 @@ def quantize(model: Path, frames_dir: Path, output: Path) -> int:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, not {method!r}")
     info = read_canonical_info(model)
-    calibration = split(load_manifest(frames_dir), "calibration")
-    if not calibration:
-        raise ValueError(f"{frames_dir}: no calibration frames in the manifest")
-    images = letterboxed_frames(frames_dir, calibration, info.input_width, info.input_height)
+    sources = [(directory, split(load_manifest(directory), "calibration")) for directory in frames_dirs]
+    for directory, frames in sources:
+        if not frames:
+            raise ValueError(f"{directory}: no calibration frames in the manifest")
+    images = (
+        image
+        for directory, frames in sources
+        for image in letterboxed_frames(directory, frames, info.input_width, info.input_height)
+    )
+    total = sum(len(frames) for _, frames in sources)
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -62,6 +120,8 @@ def quantize(model: Path, frames_dir: Path, output: Path) -> int:
 
     source = onnx.load(str(model))
     float_nodes = [node.name for node in source.graph.node if node.name.startswith("streamd_")]
+    if keep_sensitive_float:
+        float_nodes += sensitive_convolutions(source.graph)
     with tempfile.TemporaryDirectory(prefix="streamd-quant-") as scratch:
         converted = Path(scratch) / "opset13.onnx"
         prepared = Path(scratch) / "prepared.onnx"
@@ -78,14 +138,24 @@ def quantize(model: Path, frames_dir: Path, output: Path) -> int:
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+                "entropy": CalibrationMethod.Entropy,
+            }[method],
             nodes_to_exclude=float_nodes,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                # Histogram methods keep every frame's activations until the end
+                # otherwise: gigabytes for a hundred 640x640 frames (killed at 24 GiB).
+                "CalibMaxIntermediateOutputs": 8,
+            },
         )
     quantized = onnx.load(str(output))
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(source.metadata_props)
     quantized.metadata_props.append(onnx.StringStringEntryProto(key="streamd.precision", value="int8-qdq"))
     onnx.save(quantized, str(output))
-    log.info("INT8 Q/DQ model %s from %d calibration frames", output, len(calibration))
-    return len(calibration)
+    log.info("INT8 Q/DQ model %s from %d calibration frames (%s)", output, total, method)
+    return total

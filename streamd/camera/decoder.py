@@ -151,9 +151,9 @@ class DecodeSession:
         except SourceError:
             raise
         except Exception as exc:
-            timed_out = time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT
-            error = SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
-            if not timed_out:
+            if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
+                error = SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
+            else:
                 error = classify(exc, streaming=False)
             if hwaccel is not None and error.reason not in _NETWORK_REASONS:
                 # PyAV says "no stream is compatible" with a plain RuntimeError.

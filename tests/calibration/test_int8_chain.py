@@ -10,8 +10,9 @@ import onnx
 import pytest
 
 from streamd.calibration.collect import collect
+from streamd.calibration.crowd import write_crowd_frames
 from streamd.calibration.manifest import load_manifest, split
-from streamd.calibration.quantize import quantize
+from streamd.calibration.quantize import quantize, sensitive_convolutions
 from streamd.calibration.report import compare
 from streamd.config import StreamsConfig
 from streamd.model.canonical import read_canonical_info
@@ -60,7 +61,7 @@ def test_collect_spreads_over_cameras_and_keeps_a_held_out_share(frames: Path) -
 
 def test_quantized_model_is_qdq_int8_and_agrees_with_fp32(frames: Path, canonical_model: Path, tmp_path: Path) -> None:
     int8 = tmp_path / "int8.onnx"
-    assert quantize(canonical_model, frames, int8) == 18
+    assert quantize(canonical_model, [frames], int8) == 18
     model = onnx.load(str(int8))
     ops = Counter(node.op_type for node in model.graph.node)
     assert ops["QuantizeLinear"] > 50 and ops["DequantizeLinear"] > 50
@@ -68,6 +69,12 @@ def test_quantized_model_is_qdq_int8_and_agrees_with_fp32(frames: Path, canonica
     weights_q = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 3]
     assert weights_q, "per-channel weights carry an axis"
     assert read_canonical_info(int8).input_width == 640  # still a canonical model
+    # The sensitive layers stay in float: no DequantizeLinear feeds their weights.
+    kept = set(sensitive_convolutions(onnx.load(str(canonical_model)).graph))
+    assert len(kept) == 4, "the first convolution and the three detection heads"
+    dequantized = {out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    float_convs = {n.name for n in model.graph.node if n.op_type == "Conv" and n.input[1] not in dequantized}
+    assert kept <= float_convs and len(float_convs) == len(kept)
     assert {p.key: p.value for p in model.metadata_props}["streamd.precision"] == "int8-qdq"
 
     report = compare(canonical_model, int8, frames, threshold=0.95)
@@ -86,3 +93,23 @@ def test_manifest_with_a_missing_frame_is_refused(frames: Path, tmp_path: Path) 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a calibration manifest"):
         load_manifest(tmp_path / "empty")
+
+
+def test_crowd_frames_hold_many_small_faces(assets_dir: Path, canonical_model: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
+    from streamd.postprocess import PostprocessSettings, postprocess
+    from streamd.preprocess import letterbox, load_image
+
+    photos = sorted((assets_dir / "images").glob("*.jpg"))
+    entries = write_crowd_frames(canonical_model, photos, tmp_path, count=3, held_out_share=2 / 3, seed=5)
+    assert [e.split for e in entries] == ["held_out", "held_out", "calibration"]
+    assert load_manifest(tmp_path) == entries
+    engine = OnnxRuntimeEngine(canonical_model, max_batch=1)
+    for entry in entries:
+        image, box = letterbox(load_image(str(tmp_path / entry.file)), 640, 640)
+        faces = postprocess(engine.infer(image[np.newaxis])[0], box, PostprocessSettings())
+        widths = faces.boxes[:, 2] - faces.boxes[:, 0]
+        assert len(faces) >= 20, f"{entry.file}: a crowd, not {len(faces)} faces"
+        assert 10 <= float(np.median(widths)) <= 30 and widths.max() <= 40

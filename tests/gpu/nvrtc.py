@@ -12,7 +12,7 @@ from pathlib import Path
 
 def nvrtc_library() -> ctypes.CDLL | None:
     try:
-        import nvidia.cuda_nvrtc
+        import nvidia.cuda_nvrtc  # type: ignore[import-untyped]
     except ImportError:
         return None
     for directory in nvidia.cuda_nvrtc.__path__:

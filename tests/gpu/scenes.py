@@ -66,5 +66,5 @@ def yuv_picture(width: int, height: int, colour: YuvColour, pixel_format: str = 
 
 def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndarray:
     plane = frame.planes[index]
-    rows: np.ndarray = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
+    rows: np.ndarray = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:height, :width]
     return rows.copy()

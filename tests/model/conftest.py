@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -92,18 +93,20 @@ def export_layout_model(raw_model: Path, destination: Path) -> Path:
     graph = model.graph
     counter = iter(range(10_000))
 
-    def const(value: np.ndarray) -> str:
+    def const(value: np.ndarray | np.generic) -> str:
         name = f"ref_c{next(counter)}"
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(op: str, inputs: list[str], **attrs: object) -> str:
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
         name = f"ref_n{next(counter)}"
         graph.node.append(helper.make_node(op, inputs, [name], **attrs))
         return name
 
     def part(tensor: str, start: int, end: int) -> str:
-        idx = lambda v: const(np.array([v], dtype=np.int64))  # noqa: E731
+        def idx(value: int) -> str:
+            return const(np.array([value], dtype=np.int64))
+
         return node("Slice", [tensor, idx(start), idx(end), idx(4)])
 
     heads = []

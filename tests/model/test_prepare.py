@@ -40,7 +40,7 @@ def reference_for(raw_model: Path, image: Path) -> np.ndarray:
 def assert_same_faces(ours: list[dict[str, object]], reference: np.ndarray, what: str) -> None:
     assert len(ours) == len(reference), f"{what}: {len(ours)} faces, reference {len(reference)}"
     for ref in reference:
-        best = max(box_iou(np.array(face["box"]), ref[:4]) for face in ours)  # type: ignore[arg-type]
+        best = max(box_iou(np.array(face["box"]), ref[:4]) for face in ours)
         assert best >= 0.9, f"{what}: reference face {ref[:4].round(1)} matched at IoU {best:.2f}"
 
 

@@ -19,7 +19,9 @@ def test_records_are_written_one_per_line_and_appended(tmp_path: Path) -> None:
     sink = JsonLinesSink(path, rotate_bytes=None, rotate_daily=False)
     sink.write([{"camera": "a", "seq": 0}, {"camera": "a", "seq": 1}])
     sink.close()
-    JsonLinesSink(path, None, False).write([{"camera": "a", "seq": 2}])
+    reopened = JsonLinesSink(path, None, False)
+    reopened.write([{"camera": "a", "seq": 2}])
+    reopened.close()
     assert [r["seq"] for r in lines(path)] == [0, 1, 2]
 
 
