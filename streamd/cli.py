@@ -66,7 +66,12 @@ def _cmd_testserver(args: argparse.Namespace) -> int:
     import threading
 
     from streamd.testing.demo import demo_videos
-    from streamd.testing.rtsp import RtspTestServer
+    from streamd.testing.rtsp import RtspTestServer, gstreamer_missing
+
+    missing = gstreamer_missing()
+    if missing:
+        print(f"testserver: {missing}", file=sys.stderr)
+        return 1
 
     mounts = {name: Path(path) for name, _, path in (m.partition("=") for m in args.mount)}
     if args.demo:
