@@ -22,7 +22,7 @@ import numpy as np
 
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
-from streamd.model.canonical import PAD_VALUE
+from streamd.model.canonical import PAD_VALUE, read_canonical_info
 from streamd.postprocess import PostprocessSettings, postprocess
 from streamd.preprocess import letterbox, load_image
 
@@ -91,9 +91,7 @@ def write_crowd_frames(
     """`count` crowd frames (model-input sized) in `out_dir`, with a manifest; returns the entries."""
     if not 0 < face_px[0] <= face_px[1]:
         raise ValueError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
-    info = OnnxRuntimeEngine(model, max_batch=1)
-    size = info.input_width
-    info.close()
+    size = read_canonical_info(model).input_width  # the model's metadata; no session needed
     photos = measure_photos(model, images)
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
