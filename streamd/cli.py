@@ -26,9 +26,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for problem in error.errors:
                 print(problem, file=sys.stderr)
             print(f"{path}: {len(error.errors)} error(s)", file=sys.stderr)
-        else:
-            enabled = len(config.enabled_cameras)
-            print(f"{path}: OK, {len(config.cameras)} camera(s), {enabled} enabled")
+            continue
+        if args.deep:
+            from streamd.deep_check import deep_check
+
+            result = deep_check(config, Path(path))
+            for note in result.notes:
+                print(f"{path}: {note}")
+            for deep_problem in result.problems:
+                print(f"{path} {deep_problem}", file=sys.stderr)
+            if result.problems:
+                failed = True
+                print(f"{path}: {len(result.problems)} error(s)", file=sys.stderr)
+                continue
+        enabled = len(config.enabled_cameras)
+        print(f"{path}: OK, {len(config.cameras)} camera(s), {enabled} enabled")
     return 1 if failed else 0
 
 
@@ -248,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate streams.yaml files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also load the model, run a batch on every engine instance, open the sinks and bind the "
+        "metrics listener (cameras are not opened)",
+    )
     check.set_defaults(func=_cmd_check)
 
     server = commands.add_parser("testserver", help="serve test videos over RTSP on loopback (demos, benchmarks)")

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from streamd.redact import redact_text
-from streamd.yaml_source import KeyPath, SourceError, YamlDocument, parse_yaml
+from streamd.redact import redact_text, register_secrets, url_secrets
+from streamd.yaml_source import MAX_BYTES, KeyPath, SourceError, YamlDocument, parse_yaml
 
 CAMERA_ID_PATTERN = r"^[a-z0-9_-]+$"
 _REPORT_AT = "report_at"  # context key of an error: the key paths to report it at, best first
@@ -29,7 +30,9 @@ NETWORK_SCHEMES = ("rtsp", "rtsps")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `fps: .nan` or `rotate_mb: .inf` pass every bound check
+    # (comparisons with NaN are all false) and only fail once running.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class Transport(StrEnum):
@@ -86,12 +89,14 @@ class CameraConfig(CameraSettings):
     @field_validator("url")
     @classmethod
     def _url_is_supported(cls, url: str, info: ValidationInfo) -> str:
+        # Messages here never quote the URL: it may hold a password.
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme in NETWORK_SCHEMES:
-            if not parts.hostname:
-                raise ValueError(f"{scheme}:// URL has no host")
+            _check_network_url(parts)
             return url
+        if _MISTYPED_SCHEME.match(url):
+            raise ValueError("looks like a mistyped rtsp:// URL (the scheme must be followed by '://')")
         if scheme == "file":
             url = parts.path
         elif len(scheme) > 1:  # one letter would be a Windows drive, not a scheme
@@ -105,6 +110,24 @@ class CameraConfig(CameraSettings):
     @property
     def is_file(self) -> bool:
         return urlsplit(self.url).scheme.lower() not in NETWORK_SCHEMES
+
+
+_MISTYPED_SCHEME = re.compile(r"^\s*rtsps?(?::/?(?!/)|//)", re.IGNORECASE)
+_ENCODE_HINT = "percent-encode '/', '?', '#' and '@' in a user name or password (%2F, %3F, %23, %40)"
+
+
+def _check_network_url(parts: SplitResult) -> None:
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{scheme}:// URL has a port that is not a number from 0 to 65535; {_ENCODE_HINT}") from None
+    if port == 0:
+        raise ValueError(f"{scheme}:// URL has port 0")
+    if not parts.hostname:
+        raise ValueError(f"{scheme}:// URL has no host")
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(f"{scheme}:// URL has an '@' after the host; {_ENCODE_HINT}")
 
 
 class MetricsConfig(StrictModel):
@@ -145,12 +168,17 @@ class EngineBackend(StrEnum):
     tensorrt = "tensorrt"
 
 
+# 64 frames of 640x640 take ONNX Runtime about 2 GB of activations on a CPU; 256 took 7 GB
+# and then failed. A GPU gains nothing past 32 at this model size.
+MAX_BATCH = 64
+
+
 class BatchProfileConfig(StrictModel):
-    min: int = Field(1, ge=1, le=1024)
+    min: int = Field(1, ge=1, le=MAX_BATCH)
     """Smallest batch the TensorRT engine accepts."""
-    opt: int = Field(16, ge=1, le=1024)
+    opt: int = Field(16, ge=1, le=MAX_BATCH)
     """The batch TensorRT optimizes for."""
-    max: int = Field(32, ge=1, le=1024)
+    max: int = Field(32, ge=1, le=MAX_BATCH)
     """Largest batch the TensorRT engine accepts (>= batcher.max_batch)."""
 
     @model_validator(mode="after")
@@ -165,9 +193,9 @@ class EngineConfig(StrictModel):
     """Canonical model file (`streamd model prepare`), relative to this file's directory."""
     backend: EngineBackend = EngineBackend.auto
     """auto: TensorRT where it can run, ONNX Runtime otherwise; or name one."""
-    instances: int = Field(0, ge=0, le=64)
+    instances: int = Field(0, ge=0, le=16)
     """Engine instances running batches in parallel; 0: one per core on CPU, one on a GPU."""
-    threads: int = Field(0, ge=0, le=256)
+    threads: int = Field(0, ge=0, le=64)
     """ONNX Runtime threads per instance; 0: the cores divided among the instances."""
     providers: list[str] | None = None
     """ONNX Runtime execution providers in order; default: the best installed."""
@@ -204,7 +232,7 @@ class EngineConfig(StrictModel):
 
 
 class BatcherConfig(StrictModel):
-    max_batch: int = Field(8, ge=1, le=256)
+    max_batch: int = Field(8, ge=1, le=MAX_BATCH)
     """Frames per batch at most (the engine's batch profile must allow it)."""
     max_delay_ms: float = Field(10.0, ge=0, le=1000)
     """The oldest waiting frame waits at most this long for a fuller batch."""
@@ -226,7 +254,7 @@ class JsonlSinkConfig(StrictModel):
     """JSON Lines files, one record per analysed frame."""
     path: str = Field("detections.jsonl", validate_default=True)
     """The current file, relative to this file's directory; rotated files sit beside it."""
-    rotate_mb: float | None = Field(100.0, gt=0)
+    rotate_mb: float | None = Field(100.0, ge=1, le=1_000_000)
     """Start a new file when the current one would pass this size; null: never."""
     rotate_daily: bool = True
     """Start a new file when the day changes."""
@@ -246,6 +274,17 @@ class HealthConfig(StrictModel):
     """A batch in the engine for longer than this means a stuck engine: watchdog pings stop."""
 
 
+class LimitsConfig(StrictModel):
+    max_cameras: int = Field(256, ge=1, le=4096)
+    """Cameras one daemon accepts; a longer list is refused before it is validated."""
+
+
+class ReloadConfig(StrictModel):
+    settle_s: float = Field(1.0, gt=0, le=60)
+    """An edited file is read once it has not changed for this long, so a save caught
+    half-written is never applied (SIGHUP reads at once)."""
+
+
 class StreamsConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     """Where Prometheus scrapes streamd."""
@@ -259,10 +298,15 @@ class StreamsConfig(StrictModel):
     """Where detections go (default: one JSON Lines file)."""
     health: HealthConfig = HealthConfig()
     """Readiness and the systemd watchdog."""
+    reload: ReloadConfig = ReloadConfig()
+    """How edits to this file are picked up."""
+    limits: LimitsConfig = LimitsConfig()
+    """Bounds on what one file may ask of the daemon."""
     defaults: CameraSettings = CameraSettings()
     """Settings applied to every camera unless the camera sets them itself."""
-    cameras: list[CameraConfig] = Field(default_factory=list)
-    """The cameras to ingest."""
+    cameras: list[CameraConfig]
+    """The cameras to ingest; required, so a file emptied by an interrupted save is
+    refused rather than read as "no cameras" (`cameras: []` says none)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -333,10 +377,14 @@ def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple
     """Like load_config, plus the SHA-256 of the file's bytes (never of expanded secrets)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)  # never more: the file may be anything
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([SourceError(str(path), None, (), f"cannot read: {exc}")]) from None
+    if len(data) > MAX_BYTES:
+        message = f"larger than {MAX_BYTES // 2**20} MiB; a configuration may be at most that"
+        raise ConfigError([SourceError(str(path), None, (), message)])
     return parse_config(text, str(path), base_dir=path.parent, env=env), hashlib.sha256(data).hexdigest()
 
 
@@ -344,11 +392,19 @@ def parse_config(
     text: str, file: str, base_dir: Path = Path("."), env: Mapping[str, str] | None = None
 ) -> StreamsConfig:
     doc = parse_yaml(text, file, os.environ if env is None else env)
+    # Before any message is made: every secret in the file is masked from here on.
+    register_secrets(secret for value in _strings(doc.data) for secret in url_secrets(value))
     errors = list(doc.errors)
-    data = {} if doc.data is None else doc.data
+    if doc.data is None and not errors:
+        errors.append(SourceError(file, None, (), f"the file is empty (an interrupted save?); {_NO_CAMERAS_HINT}"))
+    data = doc.data
     if not isinstance(data, Mapping):
-        errors.append(SourceError(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
+        if data is not None:
+            errors.append(SourceError(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
         raise ConfigError(errors)
+    too_many = _too_many_cameras(data, doc, file)
+    if too_many is not None:
+        raise ConfigError([*errors, too_many])  # validating them all could take minutes
     errors += _duplicate_ids(doc, file)
     config = None
     try:
@@ -359,6 +415,31 @@ def parse_config(
     if errors or config is None:
         raise ConfigError(sorted(_unique(errors), key=lambda error: error.line or 0))
     return config
+
+
+_NO_CAMERAS_HINT = "write `cameras: []` to run no cameras"
+
+
+def _strings(data: Any) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, Mapping):
+        for value in data.values():
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+
+
+def _too_many_cameras(data: Mapping[str, Any], doc: YamlDocument, file: str) -> SourceError | None:
+    cameras, limits = data.get("cameras"), data.get("limits")
+    limit = limits.get("max_cameras") if isinstance(limits, Mapping) else None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = LimitsConfig().max_cameras  # a bad value is reported by the validation
+    if not isinstance(cameras, list) or len(cameras) <= limit:
+        return None
+    message = f"{len(cameras)} cameras, more than limits.max_cameras ({limit}) allows"
+    return SourceError(file, doc.line_of(("cameras",)), ("cameras",), message)
 
 
 def _duplicate_ids(doc: YamlDocument, file: str) -> list[SourceError]:
@@ -387,7 +468,10 @@ def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicate
         if skip_duplicates and "duplicate camera id" in error["msg"]:
             continue  # already reported per camera by _duplicate_ids
         path = _error_path(error, doc)
-        errors.append(SourceError(file, doc.line_of(path), path, _message(error)))
+        message = _message(error)
+        if path == ("cameras",) and error["type"] == "missing":
+            message += f" (an interrupted save?); {_NO_CAMERAS_HINT}"
+        errors.append(SourceError(file, doc.line_of(path), path, message))
     return errors
 
 
@@ -413,6 +497,7 @@ _MESSAGES = {
     "less_than": "must be < {lt}",
     "less_than_equal": "must be <= {le}",
     "missing": "is required",
+    "finite_number": "must be a finite number",
     "extra_forbidden": "unknown key",
     "string_pattern_mismatch": "must match {pattern}",
     "string_too_short": "must not be empty",

@@ -46,6 +46,17 @@ log = logging.getLogger(__name__)
 RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks")
 # How often the health loop wakes: event-loop lag probe, watchdog and STATUS.
 _TICK_S = 1.0
+# Pause before watching the configuration again after the watch itself failed.
+_REWATCH_S = 5.0
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written or replaced: inode, size, modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class Daemon:
@@ -189,40 +200,47 @@ class Daemon:
         """Re-read the config file and apply it; returns the result label."""
         if self.config_path is None or self.supervisor is None:
             return "unchanged"
-        path = self.config_path
         async with self._reload_lock:
             try:
-                new, sha256 = await run_in_thread(lambda: read_config(path), name="config-read")
-            except ConfigError as error:
-                log.error("reload (%s) rejected; the running configuration stays:", trigger)
-                for problem in error.errors:
-                    log.error("  %s", problem)
+                return await self._reload_locked(self.config_path, self.supervisor, trigger)
+            except Exception:
+                # A bug, not a bad file; whatever it was, the next edit must still apply.
+                log.exception("reload (%s) failed; the running configuration stays", trigger)
                 return self._reloaded("rejected")
-            if sha256 == self.config_sha256:
-                return self._reloaded("unchanged")
-            kept = {
-                name: getattr(self.config, name)
-                for name in RESTART_SECTIONS
-                if getattr(new, name) != getattr(self.config, name)
-            }
-            if new.postprocess != self.config.postprocess and isinstance(self.consumer, Detector):
-                self.consumer.update_postprocess(new.postprocess)
-            applied = new.model_copy(update=kept)
-            diff = await self.supervisor.apply(applied)
-            self.config, self.config_sha256 = applied, sha256
-            self.metrics.loaded_config(str(path), sha256)
-            log.info(
-                "reload (%s): %d camera(s) added, %d removed, %d changed, %d untouched",
-                trigger,
-                len(diff.added),
-                len(diff.removed),
-                len(diff.changed),
-                len(diff.unchanged),
-            )
-            if kept:
-                log.warning("reload: changes to %s need a restart and were not applied", ", ".join(kept))
-                return self._reloaded("restart_needed")
-            return self._reloaded("applied")
+
+    async def _reload_locked(self, path: Path, supervisor: Supervisor, trigger: str) -> str:
+        try:
+            new, sha256 = await run_in_thread(lambda: read_config(path), name="config-read")
+        except ConfigError as error:
+            log.error("reload (%s) rejected; the running configuration stays:", trigger)
+            for problem in error.errors:
+                log.error("  %s", problem)
+            return self._reloaded("rejected")
+        if sha256 == self.config_sha256:
+            return self._reloaded("unchanged")
+        kept = {
+            name: getattr(self.config, name)
+            for name in RESTART_SECTIONS
+            if getattr(new, name) != getattr(self.config, name)
+        }
+        if new.postprocess != self.config.postprocess and isinstance(self.consumer, Detector):
+            self.consumer.update_postprocess(new.postprocess)
+        applied = new.model_copy(update=kept)
+        diff = await supervisor.apply(applied)
+        self.config, self.config_sha256 = applied, sha256
+        self.metrics.loaded_config(str(path), sha256)
+        log.info(
+            "reload (%s): %d camera(s) added, %d removed, %d changed, %d untouched",
+            trigger,
+            len(diff.added),
+            len(diff.removed),
+            len(diff.changed),
+            len(diff.unchanged),
+        )
+        if kept:
+            log.warning("reload: changes to %s need a restart and were not applied", ", ".join(kept))
+            return self._reloaded("restart_needed")
+        return self._reloaded("applied")
 
     def _reloaded(self, result: str) -> str:
         self.metrics.config_reloads.labels(result).inc()
@@ -234,17 +252,36 @@ class Daemon:
         assert self.config_path is not None
         directory, name = self.config_path.parent, self.config_path.name
         # The directory, not the file: editors save by writing a new file and renaming
-        # it over the old one, which a watch on the old file's inode would miss.
-        try:
-            async for _ in watchfiles.awatch(
-                directory,
-                watch_filter=lambda _change, changed: Path(changed).name == name,
-                debounce=300,
-                recursive=False,
-            ):
-                await self.reload("file changed")
-        except Exception:
-            log.exception("watching %s failed; reload with SIGHUP (systemctl reload streamd)", self.config_path)
+        # it over the old one, which a watch on the old file's inode would miss. The
+        # watch itself is restarted if it ever fails: edits must never stop applying.
+        while True:
+            try:
+                async for _ in watchfiles.awatch(
+                    directory,
+                    watch_filter=lambda _change, changed: Path(changed).name == name,
+                    debounce=300,
+                    recursive=False,
+                ):
+                    await self._wait_until_settled(self.config_path)
+                    await self.reload("file changed")
+            except Exception:
+                log.exception("watching %s failed; watching again in %.0fs", self.config_path, _REWATCH_S)
+            await asyncio.sleep(_REWATCH_S)
+
+    async def _wait_until_settled(self, path: Path) -> None:
+        """Return once `path` has not changed for `reload.settle_s`.
+
+        A writer that pauses mid-save leaves a file that may even validate (the first
+        camera of two, a URL cut short); reading only a file that has stood still for the
+        settle window keeps such a save from ever being applied.
+        """
+        previous = _fingerprint(path)
+        while True:
+            await asyncio.sleep(self.config.reload.settle_s)
+            current = _fingerprint(path)
+            if current == previous:
+                return
+            previous = current
 
     # -- health --------------------------------------------------------------------------
 

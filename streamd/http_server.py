@@ -6,14 +6,15 @@ thread keeps that work off the event loop's critical path. Routes:
 - `/metrics`: Prometheus exposition;
 - `/healthz`: 200 while the process serves (liveness);
 - `/readyz`: 200 once the engine is loaded and enough cameras stream, else 503 and why;
-- `/status`: JSON per camera (state, reason, rates, last frame age, decoder), with
-  credentials redacted.
+- `/status`: JSON per camera (state, reason, rates, last frame age, decoder), every
+  string in it passed through the credential mask.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -21,6 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from streamd.redact import redact_data, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,9 @@ def make_app(registry: CollectorRegistry, health: HealthView | None) -> WsgiApp:
         if path == "/readyz" and health is not None:
             ready, why = health.ready()
             code = "200 OK" if ready else "503 Service Unavailable"
-            return _respond(start_response, code, (why + "\n").encode(), "text/plain")
+            return _respond(start_response, code, (redact_text(why) + "\n").encode(), "text/plain")
         if path == "/status" and health is not None:
-            body = json.dumps(health.status(), indent=2).encode()
+            body = json.dumps(redact_data(health.status()), indent=2).encode()
             return _respond(start_response, "200 OK", body, "application/json")
         if path in ("/", "/metrics"):
             exposition: Iterable[bytes] = metrics_app(environ, start_response)
@@ -67,6 +70,13 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("http: " + format, *args)
 
 
+def describe(exc: OSError) -> str:
+    """An OSError's reason without the errno noise; name lookups say that is what failed."""
+    if isinstance(exc, socket.gaierror):
+        return f"the host name does not resolve ({exc.strerror})"
+    return exc.strerror or str(exc)
+
+
 class MetricsServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthView | None = None) -> None:
         self.host = host
@@ -76,8 +86,14 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Bind and serve; raises OSError when the address is taken or invalid."""
-        self._server = make_server(self.host, self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        """Bind and serve; raises OSError naming the address when it is taken or invalid."""
+        try:
+            self._server = make_server(
+                self.host, self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
+            )
+        except OSError as exc:
+            where = f"{self.host}:{self.port}"
+            raise OSError(exc.errno, f"cannot listen on {where} (metrics.listen): {describe(exc)}") from exc
         self.port = self._server.server_port  # the real one when 0 was asked for
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()

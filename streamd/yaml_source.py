@@ -8,6 +8,11 @@ duplicate keys (PyYAML would silently keep the last) and expands `${...}` refere
 - `${credential:NAME}`: the file NAME in systemd's `$CREDENTIALS_DIRECTORY`
   (`LoadCredential=` in the unit), trailing newline stripped;
 - `$$`: a literal `$`.
+
+The file is untrusted input to a long-running process, so the walk is bounded before
+anything is built: aliases are refused (a few hundred bytes of nested aliases expand to
+gigabytes), nesting stops at `MAX_DEPTH` and the text at `MAX_BYTES`. Each limit is
+reported like any other error, at its line.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import yaml
 
 KeyPath = tuple[str | int, ...]
 
+MAX_BYTES = 4 * 1024 * 1024  # a 1000-camera file is about 150 KB
+MAX_DEPTH = 32  # streams.yaml needs 5 levels
 _REFERENCE = re.compile(r"\$\$|\$\{(?:(?P<kind>credential):)?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
@@ -88,6 +95,41 @@ def expand_references(value: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, value)
 
 
+class _LimitError(yaml.MarkedYAMLError):
+    """A limit of this module, raised where PyYAML raises its own errors so it is located alike."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and nesting beyond MAX_DEPTH while composing.
+
+    Composing recurses once per level, so the depth check also keeps a 10,000-deep
+    document from ending in RecursionError.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark  # the stubs' Mark union does not fit MarkedYAMLError
+        if isinstance(event, yaml.AliasEvent):
+            raise _LimitError(
+                problem=f"aliases (*{event.anchor}) are not allowed: they let a few bytes expand without "
+                "limit; write the value out, or put shared camera settings in `defaults`",
+                problem_mark=mark,
+            )
+        if not isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _LimitError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 class _Converter:
     def __init__(self, file: str, env: Mapping[str, str]) -> None:
         self.file = file
@@ -101,7 +143,7 @@ class _Converter:
     def construct_scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
             return self.loader.construct_object(node)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int of over 4300 digits
             self.error(node, path, f"cannot read value: {getattr(exc, 'problem', exc)}")
             return None
 
@@ -138,14 +180,23 @@ class _Converter:
 def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> YamlDocument:
     """Parse `text`; syntax problems come back in `errors`, never as exceptions."""
     converter = _Converter(file, os.environ if env is None else env)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        message = f"the file is {size / 2**20:.1f} MiB; a configuration may be at most {MAX_BYTES // 2**20} MiB"
+        converter.doc.errors.append(SourceError(file, None, (), message))
+        return converter.doc
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        converter.doc.errors.append(SourceError(file, line, (), f"invalid YAML: {problem}"))
+        prefix = "" if isinstance(exc, _LimitError) else "invalid YAML: "
+        converter.doc.errors.append(SourceError(file, line, (), f"{prefix}{problem}"))
         return converter.doc
+    finally:
+        loader.dispose()
     if node is not None:
         converter.doc.data = converter.convert(node, ())
     return converter.doc

@@ -33,8 +33,17 @@ def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert (camera.stall_timeout_s, camera.backoff.max_s) == (10.0, 30.0)
 
 
-def test_empty_file_is_a_valid_config_with_no_cameras(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, "# nothing yet\n"), env={}).cameras == []
+def test_an_empty_file_or_one_without_cameras_is_refused_and_cameras_empty_list_is_none(tmp_path: Path) -> None:
+    # An interrupted save leaves such files; read as "no cameras" they would stop them all.
+    empty = write(tmp_path, "# nothing yet\n")
+    assert errors_of(empty) == [
+        f"{empty}: the file is empty (an interrupted save?); write `cameras: []` to run no cameras"
+    ]
+    no_cameras = write(tmp_path, "metrics: {listen: 127.0.0.1:9108}\n")
+    assert errors_of(no_cameras) == [
+        f"{no_cameras}:1 cameras: is required (an interrupted save?); write `cameras: []` to run no cameras"
+    ]
+    assert load_config(write(tmp_path, "cameras: []\n"), env={}).cameras == []
 
 
 def test_defaults_apply_and_cameras_override_key_by_key(tmp_path: Path) -> None:
@@ -144,7 +153,7 @@ def test_bad_defaults_are_reported_once_at_the_defaults_line(tmp_path: Path) -> 
 
 
 def test_unknown_top_level_section_and_bad_listen(tmp_path: Path) -> None:
-    path = write(tmp_path, "metrics:\n  listen: localhost\nengines: {}\n")
+    path = write(tmp_path, "metrics:\n  listen: localhost\nengines: {}\ncameras: []\n")
     assert errors_of(path) == [
         f"{path}:2 metrics.listen: must be host:port with a port from 1 to 65535",
         f"{path}:3 engines: unknown key",

@@ -32,7 +32,7 @@ import av.error
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
-from streamd.camera.errors import Reason, SourceError, classify
+from streamd.camera.errors import Reason, SourceError, classify, explain_unreachable
 from streamd.camera.nvdec import DecoderChoice, nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.config import CameraConfig, DecodeMode
@@ -154,7 +154,7 @@ class DecodeSession:
             if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
                 error = SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
             else:
-                error = classify(exc, streaming=False)
+                error = explain_unreachable(self.camera.url, classify(exc, streaming=False))
             if hwaccel is not None and error.reason not in _NETWORK_REASONS:
                 # PyAV says "no stream is compatible" with a plain RuntimeError.
                 certain = isinstance(exc, (RuntimeError, NotImplementedError))

@@ -10,6 +10,8 @@ recorders come back by themselves.
 from __future__ import annotations
 
 import enum
+import socket
+from urllib.parse import urlsplit
 
 import av.error
 
@@ -72,3 +74,20 @@ def classify(exc: BaseException, streaming: bool) -> SourceError:
     if streaming and reason is Reason.timeout:
         reason = Reason.stalled
     return SourceError(reason, f"{type(exc).__name__}: {exc}")
+
+
+def explain_unreachable(url: str, error: SourceError) -> SourceError:
+    """A DNS failure reaches PyAV as a bare "Input/output error" (FFmpeg logs the real
+    reason, and PyAV silences FFmpeg's log): look the host up to say what went wrong."""
+    if error.reason is not Reason.unreachable:
+        return error
+    host = urlsplit(url).hostname
+    if not host:
+        return error
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        return SourceError(Reason.unreachable, f"cannot resolve host {host!r}: {exc.strerror}")
+    except (OSError, UnicodeError):
+        return error
+    return error

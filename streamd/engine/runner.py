@@ -26,10 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from streamd.engine.base import Engine
+from streamd.engine.base import Engine, EngineError
 from streamd.frame import Frame
+from streamd.memory import available_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
+
+# Share of the available memory the remaining engine instances may take at warm-up; the
+# rest is for decoding (about 15 MB per camera) and the page cache.
+_MEMORY_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -73,17 +78,41 @@ class EngineRunner:
         self._threads: list[threading.Thread] = []
 
     def warm_up(self) -> float:
-        """Run one full batch on every instance so no first real one is slow; returns the slowest seconds."""
+        """Run one full batch on every instance so no first real one is slow; returns the slowest seconds.
+
+        Each instance keeps what its first full batch allocated (ONNX Runtime's arena on
+        a CPU holds about 17 MB per 640x640 frame), so after the first instance the rest
+        are projected from what it took: a setting that would exhaust the machine's memory
+        is refused here with the numbers, instead of the kernel killing the daemon later.
+        """
         grey = np.full((self.engine.input_height, self.engine.input_width, 3), 114, np.uint8)
         slowest = 0.0
-        for engine in self.engines:
+        for number, engine in enumerate(self.engines):
+            before = rss_bytes()
             images = engine.new_input_buffer()
             for index in range(engine.max_batch):
                 engine.load(images, index, grey)
             start = time.perf_counter()
-            engine.infer(images)
+            try:
+                engine.infer(images)
+            except Exception as exc:  # ONNX Runtime's and TensorRT's own error types
+                raise EngineError(f"a batch of {engine.max_batch} failed on instance {number + 1}: {exc}") from exc
             slowest = max(slowest, time.perf_counter() - start)
+            if number == 0 and len(self.engines) > 1:
+                self._check_memory_for_the_rest(before, rss_bytes())
         return slowest
+
+    def _check_memory_for_the_rest(self, before: int | None, after: int | None) -> None:
+        available = available_bytes()
+        if before is None or after is None or available is None:
+            return
+        needed = (after - before) * (len(self.engines) - 1)
+        if needed > _MEMORY_SHARE * available:
+            raise EngineError(
+                f"{len(self.engines)} engine instances with batches of {self.engine.max_batch} need about "
+                f"{needed / 2**30:.1f} GiB more memory (the first took {(after - before) / 2**20:.0f} MiB) "
+                f"and {available / 2**30:.1f} GiB is available: lower engine.instances or batcher.max_batch"
+            )
 
     def start(self) -> None:
         threads = [

@@ -43,6 +43,15 @@ class JsonLinesSink:
         handle.flush()
         self._size += len(text)
 
+    def probe(self) -> None:
+        """Raise OSError unless `path` can be opened for appending; leaves no new file behind."""
+        existed = self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            self.path.unlink()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

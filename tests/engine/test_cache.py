@@ -29,7 +29,10 @@ def test_default_engine_cache_is_writable_under_the_shipped_unit() -> None:
     # What systemd gives the service for StateDirectory=streamd.
     state = Path("/var/lib") / service["StateDirectory"]
     config = parse_config(
-        "engine: {model: README.md}\n", str(config_path), base_dir=ROOT, env={"STATE_DIRECTORY": str(state)}
+        "engine: {model: README.md}\ncameras: []\n",
+        str(config_path),
+        base_dir=ROOT,
+        env={"STATE_DIRECTORY": str(state)},
     )
     assert config.engine is not None
     cache = Path(config.engine.cache_dir or "")
@@ -40,9 +43,11 @@ def test_default_engine_cache_is_writable_under_the_shipped_unit() -> None:
 
 def test_without_systemd_the_cache_sits_beside_the_file(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"")
-    config = parse_config("engine: {model: m.onnx}\n", "s.yaml", base_dir=tmp_path, env={})
+    config = parse_config("engine: {model: m.onnx}\ncameras: []\n", "s.yaml", base_dir=tmp_path, env={})
     assert config.engine is not None and config.engine.cache_dir == str(tmp_path / "engines" / "cache")
-    explicit = parse_config("engine: {model: m.onnx, cache_dir: /srv/engines}\n", "s.yaml", base_dir=tmp_path, env={})
+    explicit = parse_config(
+        "engine: {model: m.onnx, cache_dir: /srv/engines}\ncameras: []\n", "s.yaml", base_dir=tmp_path, env={}
+    )
     assert explicit.engine is not None and explicit.engine.cache_dir == "/srv/engines"
 
 
@@ -85,5 +90,5 @@ def test_timing_caches_are_kept_per_gpu_and_tensorrt_version(tmp_path: Path) -> 
 def test_a_batch_the_engine_profile_cannot_take_is_refused(tmp_path: Path, text: str, where: str) -> None:
     (tmp_path / "m.onnx").write_bytes(b"")
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, "s.yaml", base_dir=tmp_path, env={})
+        parse_config(text + "cameras: []\n", "s.yaml", base_dir=tmp_path, env={})
     assert str(caught.value).startswith(where) and "must lie within engine.profile" in str(caught.value)

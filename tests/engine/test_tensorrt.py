@@ -85,12 +85,12 @@ def tensorrt_missing() -> str | None:
 def test_backend_tensorrt_without_it_is_a_clear_error_and_auto_picks_onnxruntime(
     canonical_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(f"engine: {{model: {canonical_model}, backend: tensorrt}}", "s.yaml", env={})
+    config = parse_config(f"engine: {{model: {canonical_model}, backend: tensorrt}}\ncameras: []", "s.yaml", env={})
     assert config.engine is not None
     with pytest.raises(EngineError, match="tensorrt"):
         create_engines(config.engine, 1)
     caplog.set_level(logging.INFO)
-    auto = parse_config(f"engine: {{model: {canonical_model}}}", "s.yaml", env={})
+    auto = parse_config(f"engine: {{model: {canonical_model}}}\ncameras: []", "s.yaml", env={})
     assert auto.engine is not None
     engines = create_engines(auto.engine, 1)
     assert engines and all(engine.name == "onnxruntime" for engine in engines)

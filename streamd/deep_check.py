@@ -1,0 +1,88 @@
+"""`streamd check --deep`: what `run` does before its first camera, then undone.
+
+Binds the metrics listener, opens every sink for appending, loads the model and runs
+one full batch on every engine instance (with the same memory guard as `run`). Cameras
+are not opened: checking a file must not disturb the cameras it names. An operator runs
+it on the edited file before a reload, while the daemon holds the metrics address; that
+one case is recognised (the daemon's /status names the same file) and is not an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from streamd.config import MetricsConfig, StreamsConfig
+from streamd.engine.base import EngineError
+from streamd.engine.factory import create_engines
+from streamd.engine.runner import EngineRunner
+from streamd.http_server import MetricsServer, describe
+from streamd.sinks.jsonl import JsonLinesSink
+
+
+@dataclass
+class DeepCheck:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
+    result = DeepCheck()
+    _check_listener(config.metrics, path.resolve(), result)
+    for index, sink in enumerate(config.sinks):
+        try:
+            JsonLinesSink(Path(sink.path), None, rotate_daily=False).probe()
+        except OSError as exc:
+            result.problems.append(f"sinks[{index}].path: cannot write {sink.path}: {describe(exc)}")
+    if config.engine is not None:
+        _check_engine(config, result)
+    return result
+
+
+def _check_listener(metrics: MetricsConfig, path: Path, result: DeepCheck) -> None:
+    server = MetricsServer(metrics.host, metrics.port, CollectorRegistry())
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and _served_by_daemon_of(metrics, path):
+            result.notes.append(f"metrics.listen {metrics.listen}: held by the streamd running this file")
+        else:
+            result.problems.append(f"metrics.listen: {exc.strerror}")
+        return
+    server.stop()
+
+
+def _served_by_daemon_of(metrics: MetricsConfig, path: Path) -> bool:
+    """True when a streamd answers at the address and runs the file at `path`."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics.listen}/status", timeout=2) as response:
+            status = json.loads(response.read())
+        return bool(status["config"]["path"] == str(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _check_engine(config: StreamsConfig, result: DeepCheck) -> None:
+    assert config.engine is not None
+    try:
+        engines = create_engines(config.engine, config.batcher.max_batch)
+    except EngineError as exc:
+        result.problems.append(f"engine: {exc}")
+        return
+    try:
+        seconds = EngineRunner(engines, lambda _result: None, lambda: None).warm_up()
+    except EngineError as exc:
+        result.problems.append(f"engine: {exc}")
+        return
+    finally:
+        for engine in engines:
+            engine.close()
+    result.notes.append(
+        f"engine: {len(engines)} {engines[0].name} instance(s), a batch of {engines[0].max_batch} "
+        f"in {seconds * 1000:.0f} ms"
+    )

@@ -1,0 +1,26 @@
+"""How much memory this process holds and the machine has left (Linux /proc; None elsewhere)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def rss_bytes() -> int | None:
+    """Resident set size of this process now (not the peak)."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def available_bytes() -> int | None:
+    """MemAvailable: what can be allocated without swapping, page cache included."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
