@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,8 +144,11 @@ class _Converter:
     def construct_scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
             return self.loader.construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int of over 4300 digits
+        except yaml.YAMLError as exc:
             self.error(node, path, f"cannot read value: {getattr(exc, 'problem', exc)}")
+            return None
+        except ValueError:  # Python refuses to convert integers this long (CVE-2020-10735)
+            self.error(node, path, f"cannot read value: more than {sys.get_int_max_str_digits()} digits")
             return None
 
     def convert(self, node: yaml.Node, path: KeyPath) -> Any:

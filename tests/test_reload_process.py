@@ -137,3 +137,115 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
     assert process.returncode == 0
     assert f"{config}:" in stderr and "cameras[1].fps: must be > 0.0 (got -1)" in stderr
     assert "rejected; the running configuration stays" in stderr
+
+
+def block_config_text(port: int, cameras: dict[str, str]) -> str:
+    """Block style: cut anywhere after the first camera, it is still a valid file."""
+    lines = [f"metrics: {{listen: 127.0.0.1:{port}}}", "defaults: {backoff: {initial_s: 0.2, max_s: 1}}", "cameras:"]
+    for camera_id, url in cameras.items():
+        lines += [f"  - id: {camera_id}", f"    url: {url}"]
+    return "\n".join(lines) + "\n"
+
+
+def vm_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def reloads(port: int, result: str) -> float:
+    return sample(fetch(port, "/metrics"), "streamd_config_reloads_total", result=result) or 0.0
+
+
+def test_empty_camera_less_and_half_written_saves_are_never_applied(
+    gstreamer: None, test_video: Path, tmp_path: Path
+) -> None:
+    server = RtspTestServer({"cam1": test_video, "cam2": test_video})
+    server.start()
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    keep = {"keep": server.url("cam1")}
+    config.write_text(block_config_text(port, keep))
+    process = spawn_streamd(config)
+    try:
+        until(lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming"}, 30, "streaming", process)
+
+        config.write_text("")  # a zero-byte save
+        until(lambda: reloads(port, "rejected") == 1, 20, "the empty file's rejection", process)
+        config.write_text(f"metrics: {{listen: 127.0.0.1:{port}}}\n")  # a save without `cameras`
+        until(lambda: reloads(port, "rejected") == 2, 20, "the camera-less file's rejection", process)
+        assert cameras_in(fetch(port, "/status")) == {"keep": "streaming"}
+
+        # A slow writer: half the file (which would itself validate, with a URL cut
+        # short), a pause, then the rest.
+        final = block_config_text(port, {**keep, "add": server.url("cam2")})
+        half = final[: final.index("/cam2") + 3]
+        with config.open("w") as file:
+            file.write(half)
+            file.flush()
+            time.sleep(0.5)
+            file.write(final[len(half) :])
+        until(
+            lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming", "add": "streaming"},
+            20,
+            "the final file",
+            process,
+        )
+        time.sleep(1.5)  # any reload of the half file would have happened by now
+        metrics = fetch(port, "/metrics")
+        assert sample(metrics, "streamd_config_reloads_total", result="applied") == 1.0, "only the whole file"
+        assert sample(metrics, "streamd_config_reloads_total", result="rejected") == 2.0
+        assert sample(metrics, "streamd_reconnects_total", camera="keep") == 0.0
+        assert sample(metrics, "streamd_reconnects_total", camera="add") == 0.0, "never started with a cut URL"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            server.stop()
+    assert process.returncode == 0
+    assert "the file is empty (an interrupted save?)" in stderr
+    assert "cameras: is required" in stderr
+
+
+def test_yaml_bombs_saved_under_a_running_daemon_are_rejected_and_the_next_edit_applies(
+    gstreamer: None, test_video: Path, tmp_path: Path
+) -> None:
+    from tests.test_config_limits import ALIAS_BOMB, deep_nesting
+
+    server = RtspTestServer({"cam1": test_video})
+    server.start()
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(config_text(port, {"keep": server.url("cam1")}))
+    process = spawn_streamd(config)
+    try:
+        until(lambda: cameras_in(fetch(port, "/status")) == {"keep": "streaming"}, 30, "streaming", process)
+        rss_before = vm_rss_mb(process.pid)
+        for number, bomb in enumerate((ALIAS_BOMB, deep_nesting(10_000)), start=1):
+            write_atomically(config, bomb)
+            until(lambda n=number: reloads(port, "rejected") == n, 20, f"rejection {number}", process)  # type: ignore[misc]
+        growth = vm_rss_mb(process.pid) - rss_before
+        assert growth < 50, f"the daemon grew {growth:.0f} MB reading the bombs"
+
+        write_atomically(config, config_text(port, {"keep": server.url("cam1")}, fps="2"))
+        until(
+            lambda: [c["fps_target"] for c in json.loads(fetch(port, "/status"))["cameras"]] == [2],
+            20,
+            "the next valid edit",
+            process,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            server.stop()
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
+    assert "aliases (*a) are not allowed" in stderr and "nested more than 32 levels deep" in stderr
