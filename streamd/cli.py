@@ -69,7 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             return runner.run(daemon.run())
     except (OSError, EngineError) as error:
-        log.error("cannot start: %s", error)
+        # An OSError's own text is "[Errno 98] ..."; its strerror is the sentence.
+        log.error("cannot start: %s", getattr(error, "strerror", None) or error)
         return 1
 
 

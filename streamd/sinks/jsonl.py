@@ -8,6 +8,7 @@ follows `tail -F` conventions. Each group of records is flushed as one write.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class JsonLinesSink:
     def probe(self) -> None:
         """Raise OSError unless `path` can be opened for appending; leaves no new file behind."""
         existed = self.path.exists()
+        blocking = next((p for p in self.path.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():  # mkdir would only say "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, f"{blocking} is a file, not a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8"):
             pass

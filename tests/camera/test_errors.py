@@ -3,7 +3,7 @@ from __future__ import annotations
 import av.error
 import pytest
 
-from streamd.camera.errors import Reason, SourceError, classify
+from streamd.camera.errors import Reason, SourceError, classify, explain_unreachable
 
 
 def ffmpeg_error(kind: type[Exception], errno: int, text: str) -> Exception:
@@ -38,3 +38,16 @@ def test_permanent_reasons_are_not_retried() -> None:
     assert SourceError(Reason.nvdec_unavailable, "x").permanent
     assert not SourceError(Reason.unauthorized, "x").permanent
     assert not SourceError(Reason.stalled, "x").permanent
+
+
+def test_a_name_that_does_not_resolve_is_said_so_not_input_output_error() -> None:
+    url = "rtsp://viewer:pw-Qk@nosuchhost.invalid/x"
+    with pytest.raises(av.error.FFmpegError) as caught:
+        av.open(url, options={"rtsp_transport": "tcp"}, timeout=5)
+    vague = classify(caught.value, streaming=False)
+    assert vague.reason is Reason.unreachable and "Input/output error" in str(vague), "the premise"
+    clear = explain_unreachable(url, vague)
+    assert clear.reason is Reason.unreachable
+    assert str(clear).startswith("cannot resolve host 'nosuchhost.invalid': ")
+    reachable = explain_unreachable("rtsp://127.0.0.1/x", vague)
+    assert reachable is vague
