@@ -3,8 +3,10 @@
 Start-up: metrics listener first (so a scrape sees cameras starting), then the engine
 (loaded in a thread, warmed up), then cameras, then READY=1 to systemd.
 
-Reload (the file changed, or SIGHUP): the new file is read and validated off the loop;
-an invalid one is rejected with every error logged and the running set untouched. A
+Reload (the file changed and then stood still for `reload.settle_s`, or SIGHUP): the
+new file is read and validated off the loop; an invalid one is rejected with every error
+logged and the running set untouched. Nothing stops the watching: a failed reload is
+counted as rejected and the next edit is read as usual. A
 valid one is applied as a diff: cameras are added, removed or restarted, untouched
 ones keep streaming; `postprocess` and `health` apply at once; `metrics`, `engine`,
 `batcher` and `sinks` need a restart and are reported, not applied.
@@ -205,7 +207,7 @@ class Daemon:
                 return await self._reload_locked(self.config_path, self.supervisor, trigger)
             except Exception:
                 # A bug, not a bad file; whatever it was, the next edit must still apply.
-                log.exception("reload (%s) failed; the running configuration stays", trigger)
+                log.exception("reload (%s) failed; /status shows what runs now", trigger)
                 return self._reloaded("rejected")
 
     async def _reload_locked(self, path: Path, supervisor: Supervisor, trigger: str) -> str:
