@@ -27,6 +27,7 @@ from typing import Protocol
 
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
+from streamd.supervision import Failures
 from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class DynamicBatcher:
         sink: BatchSink,
         on_stale: Callable[[Frame], None],
         clock: Callable[[], float] = time.monotonic,
+        failures: Failures | None = None,
     ) -> None:
         self.policy = policy
+        self.failures = failures or Failures()
         self.sink = sink
         self.on_stale = on_stale
         self.clock = clock
@@ -108,7 +111,7 @@ class DynamicBatcher:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="batcher")
+            self._task = self.failures.watch(asyncio.create_task(self._run(), name="batcher"), "batcher")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -37,6 +37,7 @@ from streamd.metrics import Metrics
 from streamd.rate_log import RateLogger
 from streamd.redact import redact_url
 from streamd.sinks.factory import build_sinks
+from streamd.supervision import Failures
 from streamd.supervisor import FrameConsumer, Supervisor
 from streamd.systemd import Notifier
 from streamd.tasks import cancel_and_wait
@@ -78,6 +79,7 @@ class Daemon:
         self.config_path = config_path
         self.config_sha256 = config_sha256
         self.metrics = Metrics()
+        self.failures = Failures(lambda component: self.metrics.component_failures.labels(component).inc())
         self.consumer = consumer
         self.supervisor: Supervisor | None = None
         self.notifier = notifier or Notifier()
@@ -89,7 +91,7 @@ class Daemon:
             self.metrics.registry,
             health=self,
         )
-        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed)
+        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed, self.failures)
         self._stop_requested = asyncio.Event()
         self._signals = 0
         self._reload_lock = asyncio.Lock()
@@ -116,13 +118,14 @@ class Daemon:
             # Loading a model takes seconds: off the event loop.
             self.consumer = await run_in_thread(self._build_consumer, name="engine-load")
         await self.consumer.start()
-        self.supervisor = Supervisor(self.metrics, self.consumer)
+        self.supervisor = Supervisor(self.metrics, self.consumer, self.failures)
         self.metrics.watch_cameras(self.sources)
         await self.supervisor.apply(self.config)
         self.rate_log.start()
-        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        self._tasks.append(self.failures.watch(asyncio.create_task(self._health_loop(), name="health"), "health"))
         if self.watch_config:
-            self._tasks.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+            watch = asyncio.create_task(self._watch_config(), name="config-watch")
+            self._tasks.append(self.failures.watch(watch, "config-watch"))
         self._started = True
         log.info("streamd running with %d camera(s)", len(self.sources()))
         self.notifier.ready(self._status_line())
@@ -133,8 +136,10 @@ class Daemon:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return DiscardingConsumer()
         engines = create_engines(config.engine, config.batcher.max_batch)
-        sinks = build_sinks(config.sinks, self.metrics)
-        return Detector(engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup)
+        sinks = build_sinks(config.sinks, self.metrics, self.failures)
+        return Detector(
+            engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup, self.failures
+        )
 
     async def stop(self) -> None:
         """Shut down in phases; safe to call more than once."""
@@ -303,7 +308,10 @@ class Daemon:
                 self.notifier.status(self._status_line())
 
     def _pipeline_healthy(self) -> bool:
-        """False when the engine is stuck. Cameras being down is not the daemon's fault."""
+        """False when a component crashed or the engine is stuck. Cameras being down is
+        not the daemon's fault: a restart would not bring them back."""
+        if self.failures.failed:
+            return False
         stuck = self.consumer.engine_stuck_s() if self.consumer is not None else 0.0
         if stuck > self.config.health.engine_stuck_s:
             if not self._engine_stuck_logged:
@@ -324,6 +332,8 @@ class Daemon:
         """Engine loaded and at least `health.ready_share` of the cameras streaming."""
         if not self._started:
             return False, "starting"
+        if self.failures.failed:
+            return False, f"not ready: {self.failures.describe()}"
         sources = self.sources()
         streaming = sum(1 for s in sources if s.state == "streaming")
         share = streaming / len(sources) if sources else 1.0

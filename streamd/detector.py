@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from streamd.metrics import Metrics
 from streamd.postprocess import PostprocessSettings, postprocess
 from streamd.preprocess import Letterbox, letterbox
 from streamd.sinks.base import SinkRunner
+from streamd.supervision import Failures
 from streamd.threads import run_in_thread
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class Detector:
         sinks: list[SinkRunner],
         metrics: Metrics,
         warmup: bool = True,
+        failures: Failures | None = None,
     ) -> None:
         self.engines = engines
         self.engine = engine = engines[0]
@@ -52,13 +55,17 @@ class Detector:
         self.metrics = metrics
         self.warmup = warmup
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
-        self.runner = EngineRunner(engines, self._deliver, self._room_from_thread)
+        self.failures = failures or Failures()
+        self.runner = EngineRunner(engines, self._deliver, self._room_from_thread, self._engine_failed, self.failures)
         policy = BatchPolicy(
             min(batcher.max_batch, engine.max_batch), batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000
         )
-        self.batcher = DynamicBatcher(policy, self.runner, self._stale)
+        self.batcher = DynamicBatcher(policy, self.runner, self._stale, failures=self.failures)
         self.inferred = 0
+        # Written by the deliver thread, attached and detached from the loop.
         self.inferred_by_camera: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
+        self._postprocess_failure_logged = False
         # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
         # letterbox kernel can run; otherwise they come back to the host as usual.
         self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
@@ -97,19 +104,22 @@ class Detector:
         return self.runner.oldest_batch_age()
 
     def analysed(self, camera_id: str) -> int:
-        return self.inferred_by_camera.get(camera_id, 0)
+        with self._counts_lock:
+            return self.inferred_by_camera.get(camera_id, 0)
 
     def update_postprocess(self, post: PostprocessConfig) -> None:
         """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
-        self.inferred_by_camera.setdefault(camera_id, 0)
+        with self._counts_lock:
+            self.inferred_by_camera.setdefault(camera_id, 0)
         self.batcher.attach(camera_id, slot)
 
     async def detach(self, camera_id: str) -> None:
         self.batcher.detach(camera_id)
-        self.inferred_by_camera.pop(camera_id, None)
+        with self._counts_lock:
+            self.inferred_by_camera.pop(camera_id, None)
 
     def _room_from_thread(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -118,35 +128,63 @@ class Detector:
     def _stale(self, frame: Frame) -> None:
         self.metrics.frames_dropped.labels(frame.camera_id, "stale").inc()
 
+    def _engine_failed(self, frames: list[Frame]) -> None:
+        self._dropped(frames, "engine_error")
+
+    def _dropped(self, frames: list[Frame], reason: str) -> None:
+        with self._counts_lock:
+            known = [frame for frame in frames if frame.camera_id in self.inferred_by_camera]
+        for frame in known:
+            self.metrics.frames_dropped.labels(frame.camera_id, reason).inc()
+
     def _deliver(self, result: BatchResult) -> None:
-        # Runs in the engine's deliver thread.
+        # Runs in the engine's deliver thread. One frame that cannot be post-processed
+        # costs that frame (counted), not the rest of its batch.
         self.metrics.batch_size.observe(len(result.frames))
         self.metrics.inference_seconds.observe(result.inference_s)
         for frame, rows in zip(result.frames, result.rows, strict=True):
-            assert frame.letterbox is not None  # convert() always letterboxes
-            faces = postprocess(rows, frame.letterbox, self.settings)
-            latency = time.monotonic() - frame.captured_mono
-            record: dict[str, Any] = {
-                "camera": frame.camera_id,
-                "seq": frame.seq,
-                "frame_pts": round(frame.pts, 6),
-                "captured_at": round(frame.captured_at, 6),
-                "result_at": round(frame.captured_at + latency, 6),
-                "latency_s": round(latency, 6),
-                "width": frame.width,
-                "height": frame.height,
-                "faces": faces.as_records(),
-            }
+            try:
+                record, faces = self._record(frame, rows)
+            except Exception:
+                if not self._postprocess_failure_logged:
+                    log.exception(
+                        "postprocess failed for a frame of %s; such frames are counted as dropped "
+                        "(reason=postprocess_error), this is logged once",
+                        frame.camera_id,
+                    )
+                    self._postprocess_failure_logged = True
+                self._dropped([frame], "postprocess_error")
+                continue
             self.inferred += 1
-            if frame.camera_id in self.inferred_by_camera:
+            with self._counts_lock:
                 # Not for a camera removed while its frame was in the engine: its series
                 # are gone and must not come back. The record is still written.
-                self.inferred_by_camera[frame.camera_id] += 1
+                known = frame.camera_id in self.inferred_by_camera
+                if known:
+                    self.inferred_by_camera[frame.camera_id] += 1
+            if known:
                 self.metrics.frames_inferred.labels(frame.camera_id).inc()
-                self.metrics.faces_detected.labels(frame.camera_id).inc(len(faces))
-                self.metrics.latency.labels(frame.camera_id).observe(latency)
+                self.metrics.faces_detected.labels(frame.camera_id).inc(faces)
+                self.metrics.latency.labels(frame.camera_id).observe(record["latency_s"])
             for sink in self.sinks:
                 sink.offer(record)
+
+    def _record(self, frame: Frame, rows: Any) -> tuple[dict[str, Any], int]:
+        assert frame.letterbox is not None  # convert() always letterboxes
+        faces = postprocess(rows, frame.letterbox, self.settings)
+        latency = time.monotonic() - frame.captured_mono
+        record: dict[str, Any] = {
+            "camera": frame.camera_id,
+            "seq": frame.seq,
+            "frame_pts": round(frame.pts, 6),
+            "captured_at": round(frame.captured_at, 6),
+            "result_at": round(frame.captured_at + latency, 6),
+            "latency_s": round(latency, 6),
+            "width": frame.width,
+            "height": frame.height,
+            "faces": faces.as_records(),
+        }
+        return record, len(faces)
 
 
 def _gpu_letterbox() -> Any:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from streamd.redact import redact_text
@@ -39,6 +40,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception goes through this log (masked), not raw to stderr.
+    streamd's own threads are supervised; this catches the ones libraries start."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("streamd").error(
+        "thread %s crashed", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
+
+
 def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "json" if os.environ.get("JOURNAL_STREAM") else "text"
@@ -50,3 +62,4 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    threading.excepthook = _log_thread_crash

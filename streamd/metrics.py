@@ -103,6 +103,12 @@ class Metrics:
             ["camera"],
             registry=self.registry,
         )
+        self.component_failures = Counter(
+            "streamd_component_failures",
+            "Crashes of background tasks and threads, by component; any makes /readyz 503 and stops the watchdog.",
+            ["component"],
+            registry=self.registry,
+        )
         self.frames_dropped = Counter(
             "streamd_frames_dropped",
             "Sampled frames never analysed, by reason (replaced: a newer frame took its slot).",

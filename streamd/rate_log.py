@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streamd.camera.source import CameraSource
+from streamd.supervision import Failures
 from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class RateLogger:
         sources: Callable[[], Iterable[CameraSource]],
         interval_s: float = 10.0,
         analysed: Callable[[str], int] | None = None,
+        failures: Failures | None = None,
     ) -> None:
+        self.failures = failures or Failures()
         self.sources = sources
         self.interval_s = interval_s
         self.analysed = analysed or (lambda camera_id: 0)
@@ -47,7 +50,7 @@ class RateLogger:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rate-log")
+            self._task = self.failures.watch(asyncio.create_task(self._run(), name="rate-log"), "rate-log")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -20,6 +20,7 @@ from streamd.config import CameraConfig, StreamsConfig
 from streamd.frame import Frame
 from streamd.metrics import Metrics
 from streamd.preprocess import Letterbox
+from streamd.supervision import Failures
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ def diff_cameras(running: dict[str, CameraConfig], wanted: list[CameraConfig]) -
 
 
 class Supervisor:
-    def __init__(self, metrics: Metrics, consumer: FrameConsumer) -> None:
+    def __init__(self, metrics: Metrics, consumer: FrameConsumer, failures: Failures | None = None) -> None:
         self.metrics = metrics
         self.consumer = consumer
+        self.failures = failures or Failures()
         self._sources: dict[str, CameraSource] = {}
 
     def sources(self) -> list[CameraSource]:
@@ -102,7 +104,12 @@ class Supervisor:
     def _start_camera(self, camera: CameraConfig) -> None:
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
         source = CameraSource(
-            camera, slot, self.metrics.camera(camera.id), self.consumer.convert, keep_on_gpu=self.consumer.gpu_frames
+            camera,
+            slot,
+            self.metrics.camera(camera.id),
+            self.consumer.convert,
+            keep_on_gpu=self.consumer.gpu_frames,
+            failures=self.failures,
         )
         self._sources[camera.id] = source
         self.consumer.attach(camera.id, slot)

@@ -7,9 +7,13 @@ import contextlib
 
 
 async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
-    """Cancel `task` (if any) and wait until it has really finished."""
+    """Cancel `task` (if any) and wait until it has really finished.
+
+    A task that already ended with an exception does not raise it here: its crash was
+    reported when it happened (supervision), and a stop must go on to its next step.
+    """
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

@@ -54,6 +54,8 @@ Converter = Callable[[av.VideoFrame], tuple[Any, Letterbox | None]]
 ContainerOpener = Callable[[str, dict[str, str], tuple[float, float], HWAccel | None], Any]
 
 # Open errors that mean the camera or the network, whichever decoder was asked for.
+# What a camera, its network or its stream can raise; anything else is a bug of ours.
+_STREAM_ERRORS = (av.error.FFmpegError, OSError, EOFError)
 _NETWORK_REASONS = frozenset(
     {
         Reason.unauthorized,
@@ -159,12 +161,16 @@ class DecodeSession:
                 # PyAV says "no stream is compatible" with a plain RuntimeError.
                 certain = isinstance(exc, (RuntimeError, NotImplementedError))
                 raise NvdecFailure(f"cannot open the NVDEC decoder: {type(exc).__name__}: {exc}", certain) from exc
+            if not isinstance(exc, _STREAM_ERRORS):
+                raise  # a bug, not the camera: CameraSource reports it as a crash
             raise error from exc
         try:
             self._read(container)
         except (SourceError, NvdecFailure):
             raise
         except Exception as exc:
+            if not isinstance(exc, _STREAM_ERRORS):
+                raise  # a bug (say, in frame conversion), not the camera: reported as a crash
             if self._streaming and time.monotonic() - self._stall_baseline >= self.camera.stall_timeout_s * _TIMED_OUT:
                 raise SourceError(Reason.stalled, f"no frame for {self.camera.stall_timeout_s:g}s") from exc
             raise classify(exc, streaming=self._streaming) from exc

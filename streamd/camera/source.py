@@ -27,6 +27,7 @@ from streamd.config import CameraConfig
 from streamd.frame import Frame
 from streamd.metrics import CameraMetrics
 from streamd.redact import redact_url
+from streamd.supervision import Failures
 from streamd.threads import run_in_thread
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class CameraSource:
         metrics: CameraMetrics,
         convert: Converter = to_rgb,
         keep_on_gpu: bool = False,
+        failures: Failures | None = None,
     ) -> None:
         self.camera = camera
+        self.failures = failures or Failures()
         self.convert = convert
         self.keep_on_gpu = keep_on_gpu
         self.camera_id = camera.id
@@ -73,7 +76,8 @@ class CameraSource:
     def start(self) -> None:
         if self._task is None:
             self._loop = asyncio.get_running_loop()
-            self._task = asyncio.create_task(self._run(), name=f"camera-{self.camera_id}")
+            task = asyncio.create_task(self._run(), name=f"camera-{self.camera_id}")
+            self._task = self.failures.watch(task, f"camera-{self.camera_id}")
 
     async def stop(self) -> None:
         """Stop the camera and wait for its thread; safe to call more than once."""
@@ -89,6 +93,8 @@ class CameraSource:
         except TimeoutError:
             self.log.warning("decode thread did not stop within %.0fs; leaving it behind", bound)
             self._task.cancel()
+        except Exception:  # noqa: BLE001 - the crash was reported when it happened
+            pass
         self._set_state("stopped", None, None)
 
     @property
@@ -135,10 +141,11 @@ class CameraSource:
                 self.log.log(level, "%s (%s); reconnecting in %.1fs", error, error.reason.value, delay)
                 await self._sleep(delay)
                 continue
-            except Exception:
-                # A bug, not a camera problem: keep the daemon and the other cameras
-                # alive, say where it happened, and retry as after any failure.
-                self.log.exception("unexpected error in the decode session")
+            except Exception as error:  # noqa: BLE001 - reported as a crash
+                # A bug, not a camera problem: reported (logged once, counted, not ready,
+                # so systemd restarts the service); meanwhile the other cameras carry on
+                # and this one retries as after any failure.
+                self.failures.report(f"camera-{self.camera_id}", error)
                 self.metrics.connection_failed("error")
                 self._set_state("backoff", "error", "internal error, see the log")
                 await self._sleep(backoff.next_delay())

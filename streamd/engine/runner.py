@@ -16,6 +16,7 @@ frames then wait in their slots, where newer ones replace them (counted).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -29,6 +30,7 @@ import numpy as np
 from streamd.engine.base import Engine, EngineError
 from streamd.frame import Frame
 from streamd.memory import available_bytes, rss_bytes
+from streamd.supervision import Failures
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class EngineRunner:
         engines: list[Engine],
         deliver: Callable[[BatchResult], None],
         on_room: Callable[[], None],
+        on_failed: Callable[[list[Frame]], None] | None = None,
+        failures: Failures | None = None,
     ) -> None:
         if not engines:
             raise ValueError("at least one engine instance is needed")
@@ -59,6 +63,8 @@ class EngineRunner:
         self.engine = engines[0]
         self.deliver = deliver
         self.on_room = on_room
+        self.on_failed = on_failed or (lambda _frames: None)
+        self.failures = failures or Failures()
         self.buffers = len(engines) + 1
         # Buffers come from the engine: host memory for ONNX Runtime, device memory for
         # TensorRT (so GPU-letterboxed frames are copied device to device).
@@ -76,6 +82,7 @@ class EngineRunner:
         self._since: dict[int, float] = {}  # batch number -> when it was submitted
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._ended_infers = 0  # stop markers the deliver stage has seen
 
     def warm_up(self) -> float:
         """Run one full batch on every instance so no first real one is slow; returns the slowest seconds.
@@ -115,14 +122,17 @@ class EngineRunner:
             )
 
     def start(self) -> None:
-        threads = [
-            threading.Thread(target=self._assemble, name="engine-assemble", daemon=True),
-            threading.Thread(target=self._deliver, name="engine-deliver", daemon=True),
+        # A stage that crashes passes the stop marker on, so the stages after it finish
+        # what they hold and `stop` is not left waiting for a queue nobody feeds.
+        guard = self.failures.guard
+        stages = [
+            ("engine-assemble", guard("engine-assemble", self._assemble, self._end_assembled)),
+            ("engine-deliver", guard("engine-deliver", self._deliver, self._drain_results)),
         ]
-        threads += [
-            threading.Thread(target=self._infer, args=(engine,), name=f"engine-infer-{i}", daemon=True)
-            for i, engine in enumerate(self.engines)
-        ]
+        for i, engine in enumerate(self.engines):
+            infer = functools.partial(self._infer, engine)
+            stages.append((f"engine-infer-{i}", guard(f"engine-infer-{i}", infer, lambda: self._results.put(None))))
+        threads = [threading.Thread(target=target, name=name, daemon=True) for name, target in stages]
         for thread in threads:
             thread.start()
         self._threads = threads
@@ -162,13 +172,22 @@ class EngineRunner:
 
     # -- stages ------------------------------------------------------------------
 
+    def _end_assembled(self) -> None:
+        for _ in self.engines:
+            self._assembled.put(None)
+
+    def _drain_results(self) -> None:
+        """After a deliver crash: take results until every infer stage has ended, so none blocks."""
+        while self._ended_infers < len(self.engines):
+            if self._results.get() is None:
+                self._ended_infers += 1
+
     def _assemble(self) -> None:
         number = 0
         while True:
             frames = self._inbox.get()
             if frames is None:
-                for _ in self.engines:
-                    self._assembled.put(None)
+                self._end_assembled()
                 return
             buffer = self._free.get()
             for index, frame in enumerate(frames):
@@ -189,8 +208,9 @@ class EngineRunner:
                 rows = engine.infer(buffer[: len(frames)])
                 result = BatchResult(frames, rows, time.perf_counter() - start, time.monotonic())
             except Exception:
-                # The frames are lost but the pipeline is not: log it and go on.
+                # The frames are lost but the pipeline is not: log it, count them, go on.
                 log.exception("inference failed for a batch of %d", len(frames))
+                self.on_failed(frames)
             self._free.put(buffer)
             with self._lock:
                 self._in_flight -= 1
@@ -201,19 +221,23 @@ class EngineRunner:
     def _deliver(self) -> None:
         pending: dict[int, BatchResult | None] = {}
         next_number = 0
-        running = len(self.engines)
-        while running:
+        while self._ended_infers < len(self.engines):
             item = self._results.get()
             if item is None:
-                running -= 1
+                self._ended_infers += 1
                 continue
             pending[item[0]] = item[1]
             while next_number in pending:
-                result = pending.pop(next_number)
+                self._deliver_one(pending.pop(next_number))
                 next_number += 1
-                if result is None:
-                    continue
-                try:
-                    self.deliver(result)
-                except Exception:
-                    log.exception("delivering a batch of results failed")
+        # A crashed infer stage leaves a hole in the numbering: what came after it still goes out.
+        for number in sorted(pending):
+            self._deliver_one(pending[number])
+
+    def _deliver_one(self, result: BatchResult | None) -> None:
+        if result is None:
+            return
+        try:
+            self.deliver(result)
+        except Exception as error:  # noqa: BLE001 - reported: logged once, counted, not ready
+            self.failures.report("engine-deliver", error)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from streamd.supervision import Failures
+
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -37,12 +39,15 @@ class SinkRunner:
         queue_size: int,
         on_drop: Callable[[str, str], None],
         on_written: Callable[[int], None] | None = None,
+        failures: Failures | None = None,
     ) -> None:
         self.sink = sink
         self.on_drop = on_drop
         self.on_written = on_written
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        component = f"sink-{sink.name}"
+        run = (failures or Failures()).guard(component, self._run)
+        self._thread = threading.Thread(target=run, name=component, daemon=True)
         self._started = False
 
     def start(self) -> None:

@@ -9,11 +9,12 @@ from streamd.config import JsonlSinkConfig
 from streamd.metrics import Metrics
 from streamd.sinks.base import SinkRunner
 from streamd.sinks.jsonl import JsonLinesSink
+from streamd.supervision import Failures
 
 log = logging.getLogger(__name__)
 
 
-def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics) -> list[SinkRunner]:
+def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics, failures: Failures | None = None) -> list[SinkRunner]:
     runners = []
     for index, config in enumerate(configs):
         name = config.type if len(configs) == 1 else f"{config.type}-{index}"
@@ -25,6 +26,7 @@ def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics) -> list[SinkRu
                 config.queue,
                 on_drop=lambda sink, reason: metrics.sink_dropped.labels(sink, reason).inc(),
                 on_written=metrics.sink_records.labels(name).inc,
+                failures=failures,
             )
         )
         log.info("sink %s: %s", name, config.path)
