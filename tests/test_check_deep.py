@@ -91,6 +91,11 @@ def configs(model: Path, video: Path, workdir: Path) -> st.SearchStrategy[dict[s
     )
 
 
+def check_deep(path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "streamd", "--log-level", "ERROR", "check", "--deep", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deep")
@@ -152,12 +157,7 @@ def test_deep_check_reports_each_part_by_its_key(canonical_model: Path, tmp_path
             "cameras": [],
         }
         path = write(tmp_path / "streams.yaml", config)
-        result = subprocess.run(
-            [sys.executable, "-m", "streamd", "--log-level", "ERROR", "check", "--deep", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = check_deep(path)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert (
@@ -182,12 +182,7 @@ def test_deep_check_passes_a_good_file_and_leaves_nothing_behind(canonical_model
         "cameras": [],
     }
     path = write(tmp_path / "streams.yaml", config)
-    result = subprocess.run(
-        [sys.executable, "-m", "streamd", "--log-level", "ERROR", "check", "--deep", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = check_deep(path)
     assert result.returncode == 0, result.stderr
     assert f"{path}: engine: 2 onnxruntime instance(s), a batch of 2 in" in result.stdout
     assert f"{path}: OK, 0 camera(s), 0 enabled" in result.stdout

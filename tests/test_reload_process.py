@@ -53,6 +53,19 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def stop(process: subprocess.Popen[str], server: RtspTestServer) -> str:
+    """SIGTERM the daemon (killed if it does not exit), stop the server; the daemon's stderr."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        server.stop()
+    return stderr
+
+
 def config_text(port: int, cameras: dict[str, str], fps: str = "5") -> str:
     lines = [f"metrics: {{listen: 127.0.0.1:{port}}}", "defaults: {backoff: {initial_s: 0.2, max_s: 1}}", "cameras:"]
     lines += [f"  - {{id: {cid}, url: '{url}', fps: {fps}}}" for cid, url in cameras.items()]
@@ -127,13 +140,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
         )
         assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            server.stop()
+        stderr = stop(process, server)
     assert process.returncode == 0
     assert f"{config}:" in stderr and "cameras[1].fps: must be > 0.0 (got -1)" in stderr
     assert "rejected; the running configuration stays" in stderr
@@ -199,13 +206,7 @@ def test_empty_camera_less_and_half_written_saves_are_never_applied(
         assert sample(metrics, "streamd_reconnects_total", camera="keep") == 0.0
         assert sample(metrics, "streamd_reconnects_total", camera="add") == 0.0, "never started with a cut URL"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            server.stop()
+        stderr = stop(process, server)
     assert process.returncode == 0
     assert "the file is empty (an interrupted save?)" in stderr
     assert "cameras: is required" in stderr
@@ -239,13 +240,7 @@ def test_yaml_bombs_saved_under_a_running_daemon_are_rejected_and_the_next_edit_
             process,
         )
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            server.stop()
+        stderr = stop(process, server)
     assert process.returncode == 0
     assert "Traceback" not in stderr
     assert "aliases (*a) are not allowed" in stderr and "nested more than 32 levels deep" in stderr

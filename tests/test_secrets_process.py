@@ -93,6 +93,11 @@ def secret_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "CAM_PASSWORD": ENV_PASSWORD, "CREDENTIALS_DIRECTORY": str(credentials)}
 
 
+def check(config: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "streamd", "check", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, env=secret_env(tmp_path), timeout=60)
+
+
 def fetch(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         text: str = response.read().decode()
@@ -111,13 +116,7 @@ def test_check_names_the_bad_urls_and_prints_no_password(rtsp_server: RtspTestSe
     urls = camera_urls(rtsp_server, ACCEPTED + REFUSED)
     urls["typo"] = "rtsp//viewer:typo-Qk19@127.0.0.1/cam1"
     write_config(config, free_port(), urls)
-    result = subprocess.run(
-        [sys.executable, "-m", "streamd", "check", str(config)],
-        capture_output=True,
-        text=True,
-        env=secret_env(tmp_path),
-        timeout=60,
-    )
+    result = check(config, tmp_path)
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert_no_secret(output, "check")
@@ -128,13 +127,7 @@ def test_check_names_the_bad_urls_and_prints_no_password(rtsp_server: RtspTestSe
 
     # The accepted ones alone pass.
     write_config(config, free_port(), camera_urls(rtsp_server, ACCEPTED))
-    ok = subprocess.run(
-        [sys.executable, "-m", "streamd", "check", str(config)],
-        capture_output=True,
-        text=True,
-        env=secret_env(tmp_path),
-        timeout=60,
-    )
+    ok = check(config, tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert_no_secret(ok.stdout + ok.stderr, "check")
 
