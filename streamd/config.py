@@ -168,8 +168,8 @@ class EngineBackend(StrEnum):
     tensorrt = "tensorrt"
 
 
-# 64 frames of 640x640 take ONNX Runtime about 2 GB of activations on a CPU; 256 took 7 GB
-# and then failed. A GPU gains nothing past 32 at this model size.
+# 64 frames of 640x640 take ONNX Runtime about 1.1 GB per instance on a CPU (measured);
+# 256 took 7 GB and then failed. The default TensorRT profile tops out at 32.
 MAX_BATCH = 64
 
 

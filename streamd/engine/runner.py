@@ -35,7 +35,7 @@ from streamd.supervision import Failures
 log = logging.getLogger(__name__)
 
 # Share of the available memory the remaining engine instances may take at warm-up; the
-# rest is for decoding (about 15 MB per camera) and the page cache.
+# rest is for the decoders and the page cache.
 _MEMORY_SHARE = 0.7
 
 
@@ -124,15 +124,18 @@ class EngineRunner:
     def start(self) -> None:
         # A stage that crashes passes the stop marker on, so the stages after it finish
         # what they hold and `stop` is not left waiting for a queue nobody feeds.
-        guard = self.failures.guard
-        stages = [
-            ("engine-assemble", guard("engine-assemble", self._assemble, self._end_assembled)),
-            ("engine-deliver", guard("engine-deliver", self._deliver, self._drain_results)),
+        stages: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+            ("engine-assemble", self._assemble, self._end_assembled),
+            ("engine-deliver", self._deliver, self._drain_results),
         ]
-        for i, engine in enumerate(self.engines):
-            infer = functools.partial(self._infer, engine)
-            stages.append((f"engine-infer-{i}", guard(f"engine-infer-{i}", infer, lambda: self._results.put(None))))
-        threads = [threading.Thread(target=target, name=name, daemon=True) for name, target in stages]
+        stages += [
+            (f"engine-infer-{i}", functools.partial(self._infer, engine), functools.partial(self._results.put, None))
+            for i, engine in enumerate(self.engines)
+        ]
+        threads = [
+            threading.Thread(target=self.failures.guard(name, target, after_crash), name=name, daemon=True)
+            for name, target, after_crash in stages
+        ]
         for thread in threads:
             thread.start()
         self._threads = threads
