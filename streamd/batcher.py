@@ -8,7 +8,13 @@ clock is an argument) so each rule is tested with exact times:
    waiting goes: there is no minimum batch that may never come;
 3. nothing goes while the engine has no room (both buffers busy); frames keep waiting in
    their cameras' slots, where a newer frame replaces an older one;
-4. a frame older than `max_age` is dropped and counted as stale instead of analysed.
+4. a frame older than `max_age` is dropped and counted as stale instead of analysed;
+5. when more cameras wait than a batch holds, higher `priority` goes first, and among
+   equal priorities the camera served longest ago. Ordering by frame age instead would
+   starve a camera whose slot keeps getting a newer frame: it never holds the oldest
+   one (measured: 5.0 against 0.6 fps between two cameras of the same rate). Under
+   overload this shares the engine equally within a priority, and lower priorities get
+   what the higher ones leave.
 
 `DynamicBatcher` runs the policy on the event loop. Frames stay in their latest-frame
 slots until a batch takes them, so the slot's replace-and-count rule keeps holding
@@ -23,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
@@ -37,10 +43,21 @@ log = logging.getLogger(__name__)
 _CLOCK_SLACK_S = 1e-6
 
 
+class Waiting(NamedTuple):
+    """A camera with a frame waiting in its slot."""
+
+    key: str
+    arrived: float
+    """When the frame was captured (monotonic seconds)."""
+    priority: int = 0
+    served: float = float("-inf")
+    """When a frame of this camera was last taken into a batch."""
+
+
 @dataclass(frozen=True)
 class BatchDecision:
     take: list[str] = field(default_factory=list)
-    """Cameras whose frames form the batch to send now, oldest first."""
+    """Cameras whose frames form the batch to send now, in turn order (rule 5)."""
     stale: list[str] = field(default_factory=list)
     """Cameras whose frames are too old to analyse."""
     wake_at: float | None = None
@@ -55,18 +72,18 @@ class BatchPolicy:
         self.max_delay_s = max_delay_s
         self.max_age_s = max_age_s
 
-    def decide(self, waiting: Sequence[tuple[str, float]], now: float, engine_has_room: bool) -> BatchDecision:
-        """`waiting`: (camera id, frame arrival time) for every camera with a frame waiting."""
-        stale = [key for key, arrived in waiting if now - arrived > self.max_age_s]
-        fresh = sorted((arrived, key) for key, arrived in waiting if now - arrived <= self.max_age_s)
+    def decide(self, waiting: Sequence[Waiting], now: float, engine_has_room: bool) -> BatchDecision:
+        """`waiting`: every camera with a frame waiting."""
+        stale = [w.key for w in waiting if now - w.arrived > self.max_age_s]
+        fresh = [w for w in waiting if now - w.arrived <= self.max_age_s]
         if not fresh:
             return BatchDecision(stale=stale)
-        oldest = fresh[0][0]
-        expiry = oldest + self.max_age_s
+        oldest = min(w.arrived for w in fresh)
         if not engine_has_room:
-            return BatchDecision(stale=stale, wake_at=expiry)
+            return BatchDecision(stale=stale, wake_at=oldest + self.max_age_s)
         if len(fresh) >= self.max_batch or now - oldest >= self.max_delay_s - _CLOCK_SLACK_S:
-            return BatchDecision(take=[key for _, key in fresh[: self.max_batch]], stale=stale)
+            turns = sorted(fresh, key=lambda w: (-w.priority, w.served, w.arrived))
+            return BatchDecision(take=[w.key for w in turns[: self.max_batch]], stale=stale)
         return BatchDecision(stale=stale, wake_at=oldest + self.max_delay_s)
 
 
@@ -93,14 +110,19 @@ class DynamicBatcher:
         self.on_stale = on_stale
         self.clock = clock
         self._slots: dict[str, LatestFrameSlot[Frame]] = {}
+        self._priority: dict[str, int] = {}
+        self._served: dict[str, float] = {}
         self._news = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._slots[camera_id] = slot
+        self._priority[camera_id] = priority
         slot.on_ready = self.wake
 
     def detach(self, camera_id: str) -> None:
+        self._priority.pop(camera_id, None)
+        self._served.pop(camera_id, None)
         slot = self._slots.pop(camera_id, None)
         if slot is not None:
             slot.on_ready = None
@@ -123,14 +145,18 @@ class DynamicBatcher:
         for camera_id, slot in self._slots.items():
             frame = slot.peek()
             if frame is not None:
-                waiting.append((camera_id, frame.captured_mono))
-        decision = self.policy.decide(waiting, self.clock(), self.sink.has_room())
+                served = self._served.get(camera_id, float("-inf"))
+                waiting.append(Waiting(camera_id, frame.captured_mono, self._priority[camera_id], served))
+        now = self.clock()
+        decision = self.policy.decide(waiting, now, self.sink.has_room())
         for camera_id in decision.stale:
             frame = self._slots[camera_id].take()
             if frame is not None:
                 self.on_stale(frame)
         if decision.take:
             frames = [f for f in (self._slots[c].take() for c in decision.take) if f is not None]
+            for camera_id in decision.take:
+                self._served[camera_id] = now
             if frames:
                 self.sink.submit(frames)
         return decision

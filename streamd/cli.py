@@ -10,13 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamd import __version__
-from streamd.config import ConfigError, load_config, read_config
 from streamd.logs import setup_logging
+from streamd.signals import EarlySignals
 
 log = logging.getLogger("streamd")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from streamd.config import ConfigError, load_config
+
     failed = False
     for path in args.files:
         try:
@@ -54,6 +56,7 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from streamd.config import ConfigError, read_config
     from streamd.daemon import Daemon
     from streamd.engine.base import EngineError
 
@@ -64,7 +67,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in error.errors:
             log.error("%s", problem)
         return 2
-    daemon = Daemon(config, path.resolve(), sha256, rate_log_interval_s=args.rate_log_interval)
+    daemon = Daemon(
+        config, path.resolve(), sha256, rate_log_interval_s=args.rate_log_interval, early_signals=_EARLY_SIGNALS
+    )
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             return runner.run(daemon.run())
@@ -147,6 +152,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate_collect(args: argparse.Namespace) -> int:
     from streamd.calibration.collect import collect
+    from streamd.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
@@ -361,7 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EARLY_SIGNALS = EarlySignals()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if "run" in (sys.argv[1:] if argv is None else argv):
+        _EARLY_SIGNALS.install()  # first thing: a signal during start-up must not kill the daemon
     from streamd.dependencies import pyav_problem
 
     # Before the parser: building it imports the benchmarks, which import PyAV.

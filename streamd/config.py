@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from streamd.redact import redact_text, register_secrets, url_secrets
-from streamd.yaml_source import MAX_BYTES, KeyPath, SourceError, YamlDocument, parse_yaml
+from streamd.yaml_source import MAX_BYTES, ConfigProblem, KeyPath, YamlDocument, parse_yaml
 
 CAMERA_ID_PATTERN = r"^[a-z0-9_-]+$"
 _REPORT_AT = "report_at"  # context key of an error: the key paths to report it at, best first
@@ -78,6 +78,9 @@ class CameraSettings(StrictModel):
     """Reconnect when no frame arrives, or timestamps do not advance, for this long."""
     backoff: BackoffConfig = BackoffConfig()
     """Reconnect delays: exponential with full jitter."""
+    priority: int = Field(0, ge=0, le=9)
+    """Under overload, cameras of higher priority are analysed first and keep their rate;
+    lower ones give way. Cameras of equal priority share what is left equally."""
 
 
 class CameraConfig(CameraSettings):
@@ -274,6 +277,19 @@ class HealthConfig(StrictModel):
     """A batch in the engine for longer than this means a stuck engine: watchdog pings stop."""
 
 
+class OverloadConfig(StrictModel):
+    degrade: bool = False
+    """Under sustained overload, lower the sampled rate of the lowest-priority cameras
+    (never below `min_fps`) instead of decoding and converting frames that would be
+    dropped, and raise it again when the load allows. Off: frames are sampled at each
+    camera's `fps` and what the engine cannot take is dropped (counted)."""
+    min_fps: float = Field(1.0, gt=0, le=120)
+    """A degraded camera is still sampled at least this often (or its `fps`, if lower)."""
+    after_s: float = Field(10.0, ge=1, le=3600)
+    """Overload must last this long before a rate is lowered, and be gone this long
+    before one is raised again."""
+
+
 class LimitsConfig(StrictModel):
     max_cameras: int = Field(256, ge=1, le=4096)
     """Cameras one daemon accepts; a longer list is refused before it is validated."""
@@ -300,6 +316,8 @@ class StreamsConfig(StrictModel):
     """Readiness and the systemd watchdog."""
     reload: ReloadConfig = ReloadConfig()
     """How edits to this file are picked up."""
+    overload: OverloadConfig = OverloadConfig()
+    """What happens when cameras offer more frames than the engine can analyse."""
     limits: LimitsConfig = LimitsConfig()
     """Bounds on what one file may ask of the daemon."""
     defaults: CameraSettings = CameraSettings()
@@ -363,7 +381,7 @@ def _merge(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any
 class ConfigError(Exception):
     """The file is not a valid configuration; `errors` lists every problem."""
 
-    def __init__(self, errors: list[SourceError]) -> None:
+    def __init__(self, errors: list[ConfigProblem]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(error) for error in errors))
 
@@ -381,10 +399,10 @@ def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple
             data = file.read(MAX_BYTES + 1)  # never more: the file may be anything
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([SourceError(str(path), None, (), f"cannot read: {exc}")]) from None
+        raise ConfigError([ConfigProblem(str(path), None, (), f"cannot read: {exc}")]) from None
     if len(data) > MAX_BYTES:
         message = f"larger than {MAX_BYTES // 2**20} MiB; a configuration may be at most that"
-        raise ConfigError([SourceError(str(path), None, (), message)])
+        raise ConfigError([ConfigProblem(str(path), None, (), message)])
     return parse_config(text, str(path), base_dir=path.parent, env=env), hashlib.sha256(data).hexdigest()
 
 
@@ -396,11 +414,11 @@ def parse_config(
     register_secrets(secret for value in _strings(doc.data) for secret in url_secrets(value))
     errors = list(doc.errors)
     if doc.data is None and not errors:
-        errors.append(SourceError(file, None, (), f"the file is empty (an interrupted save?); {_NO_CAMERAS_HINT}"))
+        errors.append(ConfigProblem(file, None, (), f"the file is empty (an interrupted save?); {_NO_CAMERAS_HINT}"))
     data = doc.data
     if not isinstance(data, Mapping):
         if data is not None:
-            errors.append(SourceError(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
+            errors.append(ConfigProblem(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
         raise ConfigError(errors)
     too_many = _too_many_cameras(data, doc, file)
     if too_many is not None:
@@ -431,7 +449,7 @@ def _strings(data: Any) -> Iterator[str]:
             yield from _strings(value)
 
 
-def _too_many_cameras(data: Mapping[str, Any], doc: YamlDocument, file: str) -> SourceError | None:
+def _too_many_cameras(data: Mapping[str, Any], doc: YamlDocument, file: str) -> ConfigProblem | None:
     cameras, limits = data.get("cameras"), data.get("limits")
     limit = limits.get("max_cameras") if isinstance(limits, Mapping) else None
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -439,10 +457,10 @@ def _too_many_cameras(data: Mapping[str, Any], doc: YamlDocument, file: str) -> 
     if not isinstance(cameras, list) or len(cameras) <= limit:
         return None
     message = f"{len(cameras)} cameras, more than limits.max_cameras ({limit}) allows"
-    return SourceError(file, doc.line_of(("cameras",)), ("cameras",), message)
+    return ConfigProblem(file, doc.line_of(("cameras",)), ("cameras",), message)
 
 
-def _duplicate_ids(doc: YamlDocument, file: str) -> list[SourceError]:
+def _duplicate_ids(doc: YamlDocument, file: str) -> list[ConfigProblem]:
     """Duplicates are found on the raw data so they are reported with every other error."""
     cameras = doc.data.get("cameras") if isinstance(doc.data, Mapping) else None
     first_seen: dict[str, int] = {}
@@ -456,13 +474,13 @@ def _duplicate_ids(doc: YamlDocument, file: str) -> list[SourceError]:
             first = first_seen[camera_id]
             first_line = doc.line_of(("cameras", first, "id"))
             message = f"duplicate id '{camera_id}' (first used by cameras[{first}], line {first_line})"
-            errors.append(SourceError(file, doc.line_of(path), path, message))
+            errors.append(ConfigProblem(file, doc.line_of(path), path, message))
         else:
             first_seen[camera_id] = index
     return errors
 
 
-def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicates: bool) -> list[SourceError]:
+def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicates: bool) -> list[ConfigProblem]:
     errors = []
     for error in exc.errors(include_url=False):
         if skip_duplicates and "duplicate camera id" in error["msg"]:
@@ -471,7 +489,7 @@ def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicate
         message = _message(error)
         if path == ("cameras",) and error["type"] == "missing":
             message += f" (an interrupted save?); {_NO_CAMERAS_HINT}"
-        errors.append(SourceError(file, doc.line_of(path), path, message))
+        errors.append(ConfigProblem(file, doc.line_of(path), path, message))
     return errors
 
 
@@ -536,6 +554,6 @@ def _message(error: ErrorDetails) -> str:
     return redact_text(message)
 
 
-def _unique(errors: list[SourceError]) -> list[SourceError]:
+def _unique(errors: list[ConfigProblem]) -> list[ConfigProblem]:
     # A bad `defaults` value fails once per camera that inherits it; report it once.
     return list(dict.fromkeys(errors))

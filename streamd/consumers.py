@@ -32,17 +32,12 @@ class DiscardingConsumer:
     async def start(self) -> None:
         pass
 
-    def engine_stuck_s(self) -> float:
-        return 0.0
-
-    def analysed(self, camera_id: str) -> int:
-        return 0
-
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 0.0) -> bool:
         for camera_id in list(self._tasks):
             await self.detach(camera_id)
+        return True
 
-    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._drain(slot), name=f"drain-{camera_id}")
 
     async def detach(self, camera_id: str) -> None:

@@ -1,30 +1,38 @@
 """The daemon: wires configuration, cameras, the frame consumer and metrics together.
 
-Start-up: metrics listener first (so a scrape sees cameras starting), then the engine
-(loaded in a thread, warmed up), then cameras, then READY=1 to systemd.
+Start-up is a stack (`Lifecycle`): metrics listener first (so a scrape sees cameras
+starting), then the engine (loaded in a thread, warmed up), then cameras, then the
+background loops, then READY=1 to systemd. Each part pushes how to stop it, so a start
+that fails half way stops exactly what had started. A stop signal during start-up
+abandons the start at once (a model load or warm-up still running in its thread is left
+to the process exit): the daemon exits 0 within seconds and never sends READY.
 
 Reload (the file changed and then stood still for `reload.settle_s`, or SIGHUP): the
 new file is read and validated off the loop; an invalid one is rejected with every error
 logged and the running set untouched. Nothing stops the watching: a failed reload is
 counted as rejected and the next edit is read as usual. A
 valid one is applied as a diff: cameras are added, removed or restarted, untouched
-ones keep streaming; `postprocess` and `health` apply at once; `metrics`, `engine`,
-`batcher` and `sinks` need a restart and are reported, not applied.
+ones keep streaming; `postprocess`, `health` and `overload` apply at once; `metrics`,
+`engine`, `batcher` and `sinks` need a restart and are reported, not applied. Once
+stopping, reloads are ignored.
 
-Shutdown (SIGTERM/SIGINT), in phases, bounded as a whole: STOPPING=1, stop watching,
-stop the cameras, let the detector finish what the engine holds and flush the sinks,
-close the listener. A second signal exits at once. Signal handlers only set flags.
+Shutdown (SIGTERM/SIGINT): STOPPING=1, then the stack unwinds within one deadline
+(`shutdown_timeout_s`) shared out by phase: the background loops, the cameras (a camera
+stuck connecting is left behind at the end of its share), the detector (engine drain,
+then sink flush: the largest share, and whatever the earlier phases did not use), the
+listener. Exit 0 when every phase finished; 1 when one did not (records may be missing).
+A second signal while stopping exits at once (1); a signal after a clean stop is ignored.
+Signal handlers only set flags.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
 from streamd.camera.source import CameraSource
 from streamd.config import ConfigError, StreamsConfig, read_config
@@ -32,13 +40,16 @@ from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
 from streamd.engine.factory import create_engines
 from streamd.gpu_metrics import GpuCollector
+from streamd.health import Health
 from streamd.http_server import MetricsServer
+from streamd.lifecycle import Lifecycle
 from streamd.metrics import Metrics
+from streamd.overload import OverloadGovernor
 from streamd.rate_log import RateLogger
-from streamd.redact import redact_url
+from streamd.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
 from streamd.supervision import Failures
-from streamd.supervisor import FrameConsumer, Supervisor
+from streamd.supervisor import AnalysisStage, Supervisor
 from streamd.systemd import Notifier
 from streamd.tasks import cancel_and_wait
 from streamd.threads import run_in_thread
@@ -47,10 +58,14 @@ log = logging.getLogger(__name__)
 
 # Sections a running daemon cannot swap safely: they take a restart.
 RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks")
-# How often the health loop wakes: event-loop lag probe, watchdog and STATUS.
-_TICK_S = 1.0
 # Pause before watching the configuration again after the watch itself failed.
 _REWATCH_S = 5.0
+# Shares of the stop deadline. The detector's is the largest: the engine drain and the
+# sink flush are where records are lost if time runs out.
+_SHARE_LOOPS = 0.02
+_SHARE_CAMERAS = 0.2
+_SHARE_DETECTOR = 0.7
+_SHARE_LISTENER = 0.05
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
@@ -68,47 +83,68 @@ class Daemon:
         config: StreamsConfig,
         config_path: Path | None = None,
         config_sha256: str = "",
-        consumer: FrameConsumer | None = None,
+        consumer: AnalysisStage | None = None,
         metrics_port: int | None = None,
         rate_log_interval_s: float = 10.0,
         notifier: Notifier | None = None,
         shutdown_timeout_s: float = 30.0,
         watch_config: bool = True,
+        detector: Detector | None = None,
+        early_signals: EarlySignals | None = None,
     ) -> None:
+        """`detector` or another `consumer` of the frames may be given (tests, benchmarks);
+        otherwise the detector is built from the config's `engine` (none: frames are discarded)."""
         self.config = config
         self.config_path = config_path
         self.config_sha256 = config_sha256
         self.metrics = Metrics()
         self.failures = Failures(lambda component: self.metrics.component_failures.labels(component).inc())
-        self.consumer = consumer
+        self.detector = detector
+        self.consumer: AnalysisStage | None = detector or consumer
         self.supervisor: Supervisor | None = None
         self.notifier = notifier or Notifier()
         self.shutdown_timeout_s = shutdown_timeout_s
         self.watch_config = watch_config and config_path is not None
+        self.early_signals = early_signals or EarlySignals()
+        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed, self.failures)
+        self.health = Health(
+            lambda: (self.config, self.config_path, self.config_sha256),
+            self.sources,
+            self.rate_log,
+            self.metrics,
+            self.notifier,
+            self.failures,
+        )
+        self.overload = OverloadGovernor(
+            lambda: self.config.overload, self.sources, self._analysed, self.metrics, self.failures
+        )
         self.http = MetricsServer(
             config.metrics.host,
             config.metrics.port if metrics_port is None else metrics_port,
             self.metrics.registry,
-            health=self,
+            health=self.health,
         )
-        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed, self.failures)
+        self.lifecycle = Lifecycle()
         self._stop_requested = asyncio.Event()
         self._signals = 0
+        self._stopping = False
         self._reload_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._started = False
-        self._engine_stuck_logged = False
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._reload_pending = False
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []
 
     def _analysed(self, camera_id: str) -> int:
-        return self.consumer.analysed(camera_id) if self.consumer is not None else 0
+        return self.detector.analysed(camera_id) if self.detector is not None else 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start every part, each pushing its stop; `stop` undoes whatever got started."""
+        lifecycle = self.lifecycle
         self.http.start()
+        lifecycle.started("metrics listener", self._stop_listener, _SHARE_LISTENER)
         gpu = GpuCollector.create()
         if gpu is not None:
             self.metrics.registry.register(gpu)
@@ -116,49 +152,60 @@ class Daemon:
             self.metrics.loaded_config(str(self.config_path), self.config_sha256)
         if self.consumer is None:
             # Loading a model takes seconds: off the event loop.
-            self.consumer = await run_in_thread(self._build_consumer, name="engine-load")
+            self.detector = await run_in_thread(self._build_detector, name="engine-load")
+            self.consumer = self.detector or DiscardingConsumer()
+        self.health.detector = self.detector
         await self.consumer.start()
-        self.supervisor = Supervisor(self.metrics, self.consumer, self.failures)
+        lifecycle.started("detector" if self.detector else "frame consumer", self.consumer.stop, _SHARE_DETECTOR)
+        self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures)
+        lifecycle.started("cameras", supervisor.stop, _SHARE_CAMERAS)
         self.metrics.watch_cameras(self.sources)
-        await self.supervisor.apply(self.config)
-        self.rate_log.start()
-        self._tasks.append(self.failures.watch(asyncio.create_task(self._health_loop(), name="health"), "health"))
+        await supervisor.apply(self.config)
+        for name, part in (("rate log", self.rate_log), ("health", self.health), ("overload", self.overload)):
+            part.start()
+            lifecycle.started(name, part.stop, _SHARE_LOOPS)
         if self.watch_config:
-            watch = asyncio.create_task(self._watch_config(), name="config-watch")
-            self._tasks.append(self.failures.watch(watch, "config-watch"))
-        self._started = True
+            watch = self.failures.watch(asyncio.create_task(self._watch_config(), name="config-watch"), "config-watch")
+            lifecycle.started("config watch", lambda _timeout: self._cancelled(watch), _SHARE_LOOPS)
+        self.health.phase = "running"
         log.info("streamd running with %d camera(s)", len(self.sources()))
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self.health.status_line())
+        if self._reload_pending:
+            self._spawn_reload("SIGHUP")
 
-    def _build_consumer(self) -> FrameConsumer:
+    def _build_detector(self) -> Detector | None:
         config = self.config
         if config.engine is None:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
-            return DiscardingConsumer()
+            return None
         engines = create_engines(config.engine, config.batcher.max_batch)
         sinks = build_sinks(config.sinks, self.metrics, self.failures)
         return Detector(
             engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup, self.failures
         )
 
-    async def stop(self) -> None:
-        """Shut down in phases; safe to call more than once."""
-        if not self._started:
-            self.http.stop()
-            return
-        self._started = False
-        self.notifier.stopping()
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks.clear()
-        await self.rate_log.stop()
-        if self.supervisor is not None:
-            await self.supervisor.stop()
-        if self.consumer is not None:
-            await self.consumer.stop()
-        self.http.stop()
+    async def stop(self) -> bool:
+        """Stop what was started within `shutdown_timeout_s`; True when every part stopped
+        cleanly. Safe to call more than once."""
+        if not self._stopping:
+            self._stopping = True
+            self.health.phase = "stopping"
+            self.notifier.stopping()
+        for reload in list(self._reloads):
+            await cancel_and_wait(reload)
+        clean = await self.lifecycle.unwind(self.shutdown_timeout_s)
         self.notifier.close()
-        log.info("streamd stopped")
+        log.info("streamd stopped" if clean else "streamd stopped, but not every part in time (see above)")
+        return clean
+
+    async def _stop_listener(self, _timeout: float) -> bool:
+        await run_in_thread(self.http.stop, name="http-stop")
+        return True
+
+    @staticmethod
+    async def _cancelled(task: asyncio.Task[None]) -> bool:
+        await cancel_and_wait(task)
+        return True
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -172,26 +219,43 @@ class Daemon:
             log.warning("second stop signal: exiting without finishing")
             os._exit(1)
 
+    def _on_reload_signal(self) -> None:
+        if self._stopping or self._stop_requested.is_set():
+            log.info("SIGHUP ignored: stopping")
+        elif self.health.phase != "running":
+            log.info("SIGHUP while starting: the configuration is read again once running")
+            self._reload_pending = True
+        else:
+            self._spawn_reload("SIGHUP")
+
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_reload("SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        if self.early_signals.stop_requested:
+            self._on_stop_signal()  # it came while streamd was still importing and reading its file
+        starting = asyncio.create_task(self.start(), name="start")
+        stop_requested = asyncio.create_task(self._stop_requested.wait(), name="stop-requested")
         try:
-            await self.start()
-            await self._stop_requested.wait()
-            log.info("shutting down")
+            await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stop requested while starting: start abandoned")
+                with contextlib.suppress(asyncio.CancelledError):
+                    starting.cancel()
+                    await starting
+            else:
+                starting.result()  # a failed start raises here, after the stack has unwound
+                await stop_requested
+                log.info("shutting down")
         finally:
-            try:
-                await asyncio.wait_for(self.stop(), self.shutdown_timeout_s)
-            except TimeoutError:
-                log.error("shutdown took longer than %.0fs; exiting anyway", self.shutdown_timeout_s)
-                return 1
-            finally:
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(signum)
-        return 0
+            stop_requested.cancel()
+            clean = await self.stop()
+            for signum in (*STOP_SIGNALS, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            ignore_from_now_on()
+        return 0 if clean else 1
 
     # -- reload ------------------------------------------------------------------------
 
@@ -200,12 +264,12 @@ class Daemon:
             await self.reload(trigger)
 
         task = asyncio.create_task(reload_once(), name="reload")
-        self._tasks.append(task)
-        task.add_done_callback(lambda done: self._tasks.remove(done) if done in self._tasks else None)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def reload(self, trigger: str) -> str:
         """Re-read the config file and apply it; returns the result label."""
-        if self.config_path is None or self.supervisor is None:
+        if self.config_path is None or self.supervisor is None or self._stopping:
             return "unchanged"
         async with self._reload_lock:
             try:
@@ -230,8 +294,8 @@ class Daemon:
             for name in RESTART_SECTIONS
             if getattr(new, name) != getattr(self.config, name)
         }
-        if new.postprocess != self.config.postprocess and isinstance(self.consumer, Detector):
-            self.consumer.update_postprocess(new.postprocess)
+        if new.postprocess != self.config.postprocess and self.detector is not None:
+            self.detector.update_postprocess(new.postprocess)
         applied = new.model_copy(update=kept)
         diff = await supervisor.apply(applied)
         self.config, self.config_sha256 = applied, sha256
@@ -289,83 +353,3 @@ class Daemon:
             if current == previous:
                 return
             previous = current
-
-    # -- health --------------------------------------------------------------------------
-
-    async def _health_loop(self) -> None:
-        ping_every = self.notifier.watchdog_interval_s or 5.0
-        tick = min(_TICK_S, ping_every)
-        last_ping = 0.0
-        while True:
-            expected = time.monotonic() + tick
-            await asyncio.sleep(tick)
-            self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
-            now = time.monotonic()
-            if now - last_ping >= ping_every:
-                last_ping = now
-                if self._pipeline_healthy():
-                    self.notifier.watchdog()
-                self.notifier.status(self._status_line())
-
-    def _pipeline_healthy(self) -> bool:
-        """False when a component crashed or the engine is stuck. Cameras being down is
-        not the daemon's fault: a restart would not bring them back."""
-        if self.failures.failed:
-            return False
-        stuck = self.consumer.engine_stuck_s() if self.consumer is not None else 0.0
-        if stuck > self.config.health.engine_stuck_s:
-            if not self._engine_stuck_logged:
-                log.error("engine stuck: a batch has been running for %.0fs; watchdog pings stopped", stuck)
-                self._engine_stuck_logged = True
-            return False
-        self._engine_stuck_logged = False
-        return True
-
-    def _status_line(self) -> str:
-        sources = self.sources()
-        streaming = sum(1 for s in sources if s.state == "streaming")
-        return (
-            f"{streaming}/{len(sources)} cameras streaming, {self.rate_log.analysed_fps_total():.1f} frames/s analysed"
-        )
-
-    def ready(self) -> tuple[bool, str]:
-        """Engine loaded and at least `health.ready_share` of the cameras streaming."""
-        if not self._started:
-            return False, "starting"
-        if self.failures.failed:
-            return False, f"not ready: {self.failures.describe()}"
-        sources = self.sources()
-        streaming = sum(1 for s in sources if s.state == "streaming")
-        share = streaming / len(sources) if sources else 1.0
-        ready = share >= self.config.health.ready_share
-        return ready, f"{'ready' if ready else 'not ready'}: {streaming}/{len(sources)} cameras streaming"
-
-    def status(self) -> dict[str, Any]:
-        now = time.monotonic()
-        cameras = []
-        for source in self.sources():
-            rates = self.rate_log.rates.get(source.camera_id)
-            last = source.last_frame_mono
-            cameras.append(
-                {
-                    "id": source.camera_id,
-                    "url": redact_url(source.camera.url),
-                    "state": source.state,
-                    "reason": source.reason,
-                    "message": source.message,
-                    "decoder": source.decoder,
-                    "fps_target": source.camera.fps,
-                    "decoded_fps": rates.decoded_fps if rates else None,
-                    "sampled_fps": rates.sampled_fps if rates else None,
-                    "analysed_fps": rates.analysed_fps if rates else None,
-                    "last_frame_age_s": None if last is None else round(now - last, 3),
-                    "reconnects": source.metrics.reconnects,
-                }
-            )
-        ready, why = self.ready()
-        return {
-            "ready": ready,
-            "summary": why,
-            "config": {"path": str(self.config_path) if self.config_path else None, "sha256": self.config_sha256},
-            "cameras": cameras,
-        }

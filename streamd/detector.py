@@ -15,6 +15,7 @@ each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5]}` in the camer
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -90,15 +91,35 @@ class Detector:
             sink.start()
         self.batcher.start()
 
-    async def stop(self) -> None:
-        """Stop batching, finish and deliver what the engine holds, flush the sinks."""
+    async def stop(self, timeout: float = 30.0) -> bool:
+        """Stop batching, finish and deliver what the engine holds, flush the sinks.
+
+        Within `timeout`: the engine drain may take up to half of it, the sinks (flushed
+        side by side) have the rest, whatever the drain left. False when a part did not
+        finish in its time: records may be missing.
+        """
+        deadline = time.monotonic() + timeout
         await self.batcher.stop()
-        await run_in_thread(self.runner.stop, name="engine-stop")
-        for sink in self.sinks:
-            await run_in_thread(sink.stop, name=f"sink-stop-{sink.sink.name}")
-        log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
-        for engine in self.engines:
-            await run_in_thread(engine.close, name="engine-close")
+        drained = await run_in_thread(lambda: self.runner.stop(timeout / 2), name="engine-stop")
+        left = max(0.0, deadline - time.monotonic())
+        flushed = await asyncio.gather(
+            *(
+                run_in_thread(functools.partial(sink.stop, left), name=f"sink-stop-{sink.sink.name}")
+                for sink in self.sinks
+            )
+        )
+        if drained and all(flushed):
+            log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
+        else:
+            log.error("detector stopped: %d frames inferred, but not all were written in time", self.inferred)
+        if drained:  # an engine still running a batch is not closed under it
+            for engine in self.engines:
+                engine.close()
+        return drained and all(flushed)
+
+    def sink_problems(self) -> list[str]:
+        """Why sinks are not writing now (empty while all are)."""
+        return [problem for sink in self.sinks if (problem := sink.problem()) is not None]
 
     def engine_stuck_s(self) -> float:
         return self.runner.oldest_batch_age()
@@ -111,10 +132,10 @@ class Detector:
         """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
 
-    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         with self._counts_lock:
             self.inferred_by_camera.setdefault(camera_id, 0)
-        self.batcher.attach(camera_id, slot)
+        self.batcher.attach(camera_id, slot, priority)
 
     async def detach(self, camera_id: str) -> None:
         self.batcher.detach(camera_id)

@@ -25,10 +25,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamd.camera.state import CameraState
+
 # `*_created` series double the output and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-CAMERA_STATES = ("starting", "streaming", "backoff", "stopped", "failed")
 
 
 class CameraStatusView(Protocol):
@@ -45,6 +45,9 @@ class CameraStatusView(Protocol):
 
     @property
     def decoder(self) -> str: ...
+
+    @property
+    def sampling_fps(self) -> float: ...
 
 
 class CameraMetrics:
@@ -155,6 +158,12 @@ class Metrics:
         self.sink_records = Counter(
             "streamd_sink_records", "Records written by a sink.", ["sink"], registry=self.registry
         )
+        self.sink_up = Gauge(
+            "streamd_sink_up",
+            "1 while the sink writes, 0 while its writes fail (records are dropped, reason=write_error).",
+            ["sink"],
+            registry=self.registry,
+        )
         self.sink_dropped = Counter(
             "streamd_sink_dropped",
             "Records a sink lost, by reason (queue_full: it fell behind; write_error).",
@@ -180,6 +189,11 @@ class Metrics:
             registry=self.registry,
         )
         self.build_info.labels(**_build_versions()).set(1)
+        self.overload = Gauge(
+            "streamd_overload",
+            "1 while more than 5% of the sampled frames are not analysed (the engine cannot keep up).",
+            registry=self.registry,
+        )
         self.event_loop_lag = Gauge(
             "streamd_event_loop_lag_seconds",
             "How late the event loop ran a timer, last check.",
@@ -260,15 +274,21 @@ class _CameraStateCollector(Collector):
             "1 for the decoder the camera uses now (nvdec or cpu).",
             labels=["camera", "decoder"],
         )
+        sampling = GaugeMetricFamily(
+            "streamd_sampling_fps",
+            "The rate the camera is sampled at now: its fps, unless overload.degrade lowered it.",
+            labels=["camera"],
+        )
         now = time.monotonic()
         for camera in self._cameras():
-            up.add_metric([camera.camera_id], 1.0 if camera.state == "streaming" else 0.0)
-            for name in CAMERA_STATES:
+            up.add_metric([camera.camera_id], 1.0 if camera.state == CameraState.streaming else 0.0)
+            for name in CameraState:
                 state.add_metric([camera.camera_id, name], 1.0 if camera.state == name else 0.0)
             if camera.last_frame_mono is not None:
                 age.add_metric([camera.camera_id], now - camera.last_frame_mono)
             decoder.add_metric([camera.camera_id, camera.decoder], 1.0)
-        yield from (up, state, age, decoder)
+            sampling.add_metric([camera.camera_id], camera.sampling_fps)
+        yield from (up, state, age, decoder, sampling)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -52,9 +52,10 @@ class RateLogger:
         if self._task is None:
             self._task = self.failures.watch(asyncio.create_task(self._run(), name="rate-log"), "rate-log")
 
-    async def stop(self) -> None:
+    async def stop(self, _timeout: float = 0.0) -> bool:
         await cancel_and_wait(self._task)
         self._task = None
+        return True
 
     def analysed_fps_total(self) -> float:
         return sum(rates.analysed_fps for rates in self.rates.values())

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class FrameConsumer(Protocol):
-    """The stage that takes frames out of the cameras' slots."""
+    """What the supervisor needs of the stage that takes frames out of the cameras' slots."""
 
     gpu_frames: bool
     """Whether NVDEC frames should stay in GPU memory for `convert` (is_hw_owned)."""
@@ -35,21 +35,19 @@ class FrameConsumer(Protocol):
         """The pixels this consumer needs from a sampled frame (runs in decode threads)."""
         ...
 
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def engine_stuck_s(self) -> float:
-        """Seconds the oldest batch has been in the engine; 0 when none or no engine."""
-        ...
-
-    def analysed(self, camera_id: str) -> int:
-        """Frames of this camera analysed so far."""
-        ...
-
-    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None: ...
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None: ...
 
     async def detach(self, camera_id: str) -> None: ...
+
+
+class AnalysisStage(FrameConsumer, Protocol):
+    """A frame consumer with a life of its own: the daemon starts and stops it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout: float) -> bool:
+        """Finish within `timeout`; False when something was lost."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,11 @@ class Supervisor:
             )
         return diff
 
-    async def stop(self) -> None:
-        await asyncio.gather(*(self._stop_camera(cid, forget=False) for cid in list(self._sources)))
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Stop every camera, side by side, within `timeout` (a camera still busy
+        connecting is left behind: it has no frames to lose)."""
+        await asyncio.gather(*(self._stop_camera(cid, forget=False, timeout=timeout) for cid in list(self._sources)))
+        return True
 
     def _start_camera(self, camera: CameraConfig) -> None:
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
@@ -112,12 +113,12 @@ class Supervisor:
             failures=self.failures,
         )
         self._sources[camera.id] = source
-        self.consumer.attach(camera.id, slot)
+        self.consumer.attach(camera.id, slot, camera.priority)
         source.start()
 
-    async def _stop_camera(self, camera_id: str, forget: bool = True) -> None:
+    async def _stop_camera(self, camera_id: str, forget: bool = True, timeout: float | None = None) -> None:
         source = self._sources.pop(camera_id)
-        await source.stop()
+        await source.stop(timeout)
         await self.consumer.detach(camera_id)
         if forget:
             self.metrics.forget_camera(camera_id)

@@ -24,6 +24,7 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC", "")
         self.watchdog_interval_s = int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 else None
         self._socket: socket.socket | None = None
+        self._stopping = False
         if self._address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
@@ -42,7 +43,8 @@ class Notifier:
             log.debug("sd_notify failed: %s", error)
 
     def ready(self, status: str) -> None:
-        self.send(READY="1", STATUS=status)
+        if not self._stopping:  # READY after STOPPING would tell systemd a stopping service is up
+            self.send(READY="1", STATUS=status)
 
     def watchdog(self) -> None:
         self.send(WATCHDOG="1")
@@ -51,6 +53,7 @@ class Notifier:
         self.send(STATUS=text)
 
     def stopping(self) -> None:
+        self._stopping = True
         self.send(STOPPING="1", STATUS="stopping")
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ _REFERENCE = re.compile(r"\$\$|\$\{(?:(?P<kind>credential):)?(?P<name>[A-Za-z_][
 
 
 @dataclass(frozen=True)
-class SourceError:
+class ConfigProblem:
     """One problem in a source file, at a line and key path."""
 
     file: str
@@ -55,7 +55,7 @@ class YamlDocument:
 
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
-    errors: list[SourceError] = field(default_factory=list)
+    errors: list[ConfigProblem] = field(default_factory=list)
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of `path`, or of its nearest ancestor that exists."""
@@ -139,7 +139,7 @@ class _Converter:
         self.doc = YamlDocument(data=None)
 
     def error(self, node: yaml.Node, path: KeyPath, message: str) -> None:
-        self.doc.errors.append(SourceError(self.file, node.start_mark.line + 1, path, message))
+        self.doc.errors.append(ConfigProblem(self.file, node.start_mark.line + 1, path, message))
 
     def construct_scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
@@ -187,7 +187,7 @@ def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Ya
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         message = f"the file is {size / 2**20:.1f} MiB; a configuration may be at most {MAX_BYTES // 2**20} MiB"
-        converter.doc.errors.append(SourceError(file, None, (), message))
+        converter.doc.errors.append(ConfigProblem(file, None, (), message))
         return converter.doc
     loader = _BoundedLoader(text)
     try:
@@ -197,7 +197,7 @@ def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Ya
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         prefix = "" if isinstance(exc, _LimitError) else "invalid YAML: "
-        converter.doc.errors.append(SourceError(file, line, (), f"{prefix}{problem}"))
+        converter.doc.errors.append(ConfigProblem(file, line, (), f"{prefix}{problem}"))
         return converter.doc
     finally:
         loader.dispose()

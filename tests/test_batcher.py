@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from streamd.batcher import BatchPolicy, DynamicBatcher
+from streamd.batcher import BatchPolicy, DynamicBatcher, Waiting
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
 from tests.conftest import run
@@ -20,14 +20,16 @@ def policy(max_batch: int = 4) -> BatchPolicy:
 
 
 def test_full_batch_goes_at_once_oldest_first() -> None:
-    waiting = [("c", 100.003), ("a", 100.001), ("d", 100.004), ("b", 100.002), ("e", 100.005)]
+    waiting = [
+        Waiting(k, t) for k, t in [("c", 100.003), ("a", 100.001), ("d", 100.004), ("b", 100.002), ("e", 100.005)]
+    ]
     decision = policy(4).decide(waiting, now=100.005, engine_has_room=True)
     assert decision.take == ["a", "b", "c", "d"]  # e waits for the next batch
     assert decision.stale == []
 
 
 def test_partial_batch_waits_until_the_oldest_frame_reaches_max_delay() -> None:
-    waiting = [("a", 100.000), ("b", 100.004)]
+    waiting = [Waiting("a", 100.000), Waiting("b", 100.004)]
     early = policy().decide(waiting, now=100.005, engine_has_room=True)
     assert early.take == [] and early.wake_at == pytest.approx(100.010)
     on_time = policy().decide(waiting, now=100.010, engine_has_room=True)
@@ -36,19 +38,19 @@ def test_partial_batch_waits_until_the_oldest_frame_reaches_max_delay() -> None:
 
 def test_an_idle_engine_never_waits_for_a_minimum_batch() -> None:
     # One camera only: a batch of one goes as soon as its delay has passed.
-    decision = policy(32).decide([("only", 50.0)], now=50.0 + DELAY, engine_has_room=True)
+    decision = policy(32).decide([Waiting("only", 50.0)], now=50.0 + DELAY, engine_has_room=True)
     assert decision.take == ["only"]
 
 
 def test_nothing_goes_while_the_engine_has_no_room_even_a_full_batch() -> None:
-    waiting = [(c, 10.0) for c in "abcd"]
+    waiting = [Waiting(c, 10.0) for c in "abcd"]
     decision = policy(4).decide(waiting, now=10.5, engine_has_room=False)
     assert decision.take == []
     assert decision.wake_at == pytest.approx(10.0 + AGE)  # wake in time to drop them when stale
 
 
 def test_frames_older_than_max_age_are_dropped_not_batched() -> None:
-    waiting = [("old", 0.0), ("new", 1.2)]
+    waiting = [Waiting("old", 0.0), Waiting("new", 1.2)]
     decision = policy().decide(waiting, now=1.2 + DELAY, engine_has_room=True)
     assert decision.stale == ["old"] and decision.take == ["new"]
     busy = policy().decide(waiting, now=1.5, engine_has_room=False)

@@ -44,7 +44,7 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
         daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
         await daemon.start()
         try:
-            detector = daemon.consumer
+            detector = daemon.detector
             await wait_for(lambda: getattr(detector, "inferred", 0) >= 20, 60, "20 analysed frames")
             await asyncio.sleep(0.5)
         finally:

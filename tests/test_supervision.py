@@ -248,7 +248,7 @@ def test_a_crash_in_the_daemon_makes_it_unready_stops_the_pings_and_it_still_sto
             code = await asyncio.to_thread(readyz, daemon.http.port)
             pings = notifier.pings()
             await asyncio.sleep(1.0)  # five watchdog intervals
-            return code, pings, notifier.pings(), daemon.ready()[1]
+            return code, pings, notifier.pings(), daemon.health.ready()[1]
         finally:
             await daemon.stop()
 

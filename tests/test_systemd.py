@@ -102,7 +102,7 @@ def test_ready_watchdog_only_while_healthy_and_stopping(
     ]:
         metrics = Metrics()
         detector = Detector([engine], config.batcher, config.postprocess, [], metrics)
-        daemon = Daemon(config, consumer=detector, metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
+        daemon = Daemon(config, detector=detector, metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
         await daemon.start()
         started = drain(listener)
         await asyncio.sleep(1.2)

@@ -52,17 +52,12 @@ class _Collector:
     async def start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 0.0) -> bool:
         for camera_id in list(self._tasks):
             await self.detach(camera_id)
+        return True
 
-    def engine_stuck_s(self) -> float:
-        return 0.0
-
-    def analysed(self, camera_id: str) -> int:
-        return 0
-
-    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
+    def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._take(camera_id, slot), name=f"collect-{camera_id}")
 
     async def detach(self, camera_id: str) -> None:

@@ -6,7 +6,7 @@ decode in parallel. Only sampled frames are converted out of YUV, the expensive 
 after decoding itself.
 
 A session ends by returning (stop requested, or the end of a local file) or by raising
-SourceError with the reason; the CameraSource decides what happens next.
+CameraError with the reason; the CameraSource decides what happens next.
 
 NVDEC, per camera (`decode: auto`): a connection tries NVDEC first, unless the process
 has no NVDEC at all or this camera's NVDEC already failed. Until its first frame is
@@ -32,9 +32,10 @@ import av.error
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
-from streamd.camera.errors import Reason, SourceError, classify, explain_unreachable
-from streamd.camera.nvdec import DecoderChoice, nvdec_unavailable_reason
+from streamd.camera.errors import CameraError, Reason, classify, explain_unreachable
+from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
+from streamd.camera.state import CameraRun, Decoder
 from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
 from streamd.metrics import CameraMetrics
@@ -99,7 +100,7 @@ class DecodeSession:
         stop: threading.Event,
         on_streaming: Callable[[], None],
         convert: Converter = to_rgb,
-        choice: DecoderChoice | None = None,
+        camera_run: CameraRun | None = None,
         log: Callable[[str], None] | None = None,
         keep_on_gpu: bool = False,
         opener: ContainerOpener = open_container,
@@ -110,17 +111,16 @@ class DecodeSession:
         self.stop = stop
         self.on_streaming = on_streaming
         self.convert = convert
-        self.seq = 0
-        self.choice = choice or DecoderChoice()
+        # What outlives this connection: frame numbers, the decoder verdict, the rate.
+        self.camera_run = camera_run or CameraRun(camera.fps)
         self.keep_on_gpu = keep_on_gpu
         self.log = log or (lambda message: None)
         self.opener = opener
-        self.last_decoded_mono: float | None = None
         self._suspected_nvdec: str | None = None
         self._reset_connection(nvdec=False)
 
     def _reset_connection(self, nvdec: bool) -> None:
-        self.sampler = FrameSampler(self.camera.fps)
+        self.sampler = FrameSampler(self.camera_run.fps)
         self._stall_baseline = 0.0
         self._last_pts: float | None = None
         self._last_pts_mono = 0.0
@@ -138,7 +138,7 @@ class DecodeSession:
         except NvdecFailure as failure:
             if self.camera.decode is DecodeMode.nvdec:
                 if failure.certain:
-                    raise SourceError(Reason.nvdec_unavailable, f"NVDEC failed: {failure}") from failure
+                    raise CameraError(Reason.nvdec_unavailable, f"NVDEC failed: {failure}") from failure
                 raise classify(failure.__cause__ or failure, streaming=False) from failure
             # Blamed only once the CPU streams where NVDEC did not (see the module doc).
             self._suspected_nvdec = str(failure)
@@ -146,15 +146,15 @@ class DecodeSession:
 
     def _connect(self, hwaccel: HWAccel | None) -> None:
         self._reset_connection(nvdec=hwaccel is not None)
-        self.choice.decoder = "cpu" if hwaccel is None else "nvdec"
+        self.camera_run.decoder = Decoder.cpu if hwaccel is None else Decoder.nvdec
         started = time.monotonic()
         try:
             container = self._open(hwaccel)
-        except SourceError:
+        except CameraError:
             raise
         except Exception as exc:
             if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
-                error = SourceError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
+                error = CameraError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
             else:
                 error = explain_unreachable(self.camera.url, classify(exc, streaming=False))
             if hwaccel is not None and error.reason not in _NETWORK_REASONS:
@@ -166,13 +166,13 @@ class DecodeSession:
             raise error from exc
         try:
             self._read(container)
-        except (SourceError, NvdecFailure):
+        except (CameraError, NvdecFailure):
             raise
         except Exception as exc:
             if not isinstance(exc, _STREAM_ERRORS):
                 raise  # a bug (say, in frame conversion), not the camera: reported as a crash
             if self._streaming and time.monotonic() - self._stall_baseline >= self.camera.stall_timeout_s * _TIMED_OUT:
-                raise SourceError(Reason.stalled, f"no frame for {self.camera.stall_timeout_s:g}s") from exc
+                raise CameraError(Reason.stalled, f"no frame for {self.camera.stall_timeout_s:g}s") from exc
             raise classify(exc, streaming=self._streaming) from exc
         finally:
             container.close()
@@ -182,10 +182,10 @@ class DecodeSession:
         mode = self.camera.decode
         if mode is DecodeMode.cpu:
             return None
-        reason = nvdec_unavailable_reason() or self.choice.nvdec_failure
+        reason = nvdec_unavailable_reason() or self.camera_run.nvdec_failure
         if reason is not None:
             if mode is DecodeMode.nvdec:
-                raise SourceError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
+                raise CameraError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
             self._say_why_cpu(reason)
             return None
         # With a GPU engine the frames stay on the device (the consumer letterboxes them
@@ -193,15 +193,15 @@ class DecodeSession:
         return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=self.keep_on_gpu)
 
     def _say_why_cpu(self, reason: str) -> None:
-        if not self.choice.fallback_logged:
+        if not self.camera_run.fallback_logged:
             self.log(f"decode auto: NVDEC not used ({reason}); decoding on the CPU")
-            self.choice.fallback_logged = True
+            self.camera_run.fallback_logged = True
 
     def _mark_streaming(self) -> None:
         self._streaming = True
         if self._suspected_nvdec is not None:
-            self.choice.nvdec_failure, self._suspected_nvdec = self._suspected_nvdec, None
-            self._say_why_cpu(self.choice.nvdec_failure)
+            self.camera_run.nvdec_failure, self._suspected_nvdec = self._suspected_nvdec, None
+            self._say_why_cpu(self.camera_run.nvdec_failure)
         self.on_streaming()
 
     def _open(self, hwaccel: HWAccel | None) -> Any:
@@ -217,7 +217,7 @@ class DecodeSession:
         container = self.opener(self.camera.url, options, timeout, hwaccel)
         if not container.streams.video:
             container.close()
-            raise SourceError(Reason.no_video, "the stream has no video track")
+            raise CameraError(Reason.no_video, "the stream has no video track")
         return container
 
     def _read(self, container: Any) -> None:
@@ -238,7 +238,7 @@ class DecodeSession:
                 self.metrics.decode_error()
                 consecutive_errors += 1
                 if consecutive_errors >= _MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise SourceError(
+                    raise CameraError(
                         Reason.invalid_data, f"{consecutive_errors} packets in a row failed to decode: {exc}"
                     ) from exc
                 continue
@@ -254,15 +254,17 @@ class DecodeSession:
                 self._on_frame(frame)
             self._check_stall()
         if not self.camera.is_file:
-            raise SourceError(Reason.end_of_stream, "the server ended the stream")
+            raise CameraError(Reason.end_of_stream, "the server ended the stream")
 
     def _on_frame(self, frame: av.VideoFrame) -> None:
         now = time.monotonic()
-        self.last_decoded_mono = self._stall_baseline = now
+        self.camera_run.last_decoded_mono = self._stall_baseline = now
         self.metrics.frame_decoded()
         if not self._streaming and not self._nvdec_trial:
             self._mark_streaming()
         timestamp = self._timestamp(frame, now)
+        if self.sampler.fps != self.camera_run.fps:
+            self.sampler.set_fps(self.camera_run.fps)  # lowered or restored under overload
         if timestamp is None or not self.sampler.take(timestamp):
             return
         self.metrics.frame_sampled()
@@ -275,7 +277,7 @@ class DecodeSession:
         self.deliver(
             Frame(
                 camera_id=self.camera.id,
-                seq=self.seq,
+                seq=self.camera_run.seq,
                 pts=timestamp,
                 captured_at=time.time(),
                 captured_mono=now,
@@ -285,7 +287,7 @@ class DecodeSession:
                 letterbox=box,
             )
         )
-        self.seq += 1
+        self.camera_run.seq += 1
         if self._nvdec_trial:
             self._nvdec_trial = False  # NVDEC has delivered a frame: it works for this camera
             self._mark_streaming()
@@ -301,7 +303,7 @@ class DecodeSession:
         if self._last_pts is None or pts > self._last_pts:
             self._last_advance_mono = now
         elif now - self._last_advance_mono > self.camera.stall_timeout_s:
-            raise SourceError(
+            raise CameraError(
                 Reason.frozen_timestamps, f"timestamps stuck at {pts:.3f}s for {now - self._last_advance_mono:.1f}s"
             )
         self._last_pts, self._last_pts_mono = pts, now
@@ -310,7 +312,7 @@ class DecodeSession:
     def _check_stall(self) -> None:
         silent = time.monotonic() - self._stall_baseline
         if silent > self.camera.stall_timeout_s:
-            raise SourceError(Reason.stalled, f"no frame decoded for {silent:.1f}s")
+            raise CameraError(Reason.stalled, f"no frame decoded for {silent:.1f}s")
 
 
 class _RealTimePacer:

@@ -1,6 +1,6 @@
 """Why a camera is not streaming, in words an operator can act on.
 
-Every failure of a connection ends as a SourceError with a short machine-readable
+Every failure of a connection ends as a CameraError with a short machine-readable
 reason (a metric label) and a message (the log line, credentials redacted). Permanent
 ones (no video in the stream, a codec we cannot decode, NVDEC demanded but missing) put
 the camera in `failed`; everything else is retried with backoff, because cameras and
@@ -38,7 +38,7 @@ class Reason(enum.StrEnum):
 PERMANENT = frozenset({Reason.no_video, Reason.unsupported_codec, Reason.nvdec_unavailable})
 
 
-class SourceError(Exception):
+class CameraError(Exception):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(redact_text(message))
         self.reason = reason
@@ -66,17 +66,17 @@ _CLASSIFICATION: tuple[tuple[type[BaseException], Reason], ...] = (
 )
 
 
-def classify(exc: BaseException, streaming: bool) -> SourceError:
-    """Turn what PyAV raised into a SourceError; `streaming` tells open from read."""
-    if isinstance(exc, SourceError):
+def classify(exc: BaseException, streaming: bool) -> CameraError:
+    """Turn what PyAV raised into a CameraError; `streaming` tells open from read."""
+    if isinstance(exc, CameraError):
         return exc
     reason = next((r for kind, r in _CLASSIFICATION if isinstance(exc, kind)), Reason.error)
     if streaming and reason is Reason.timeout:
         reason = Reason.stalled
-    return SourceError(reason, f"{type(exc).__name__}: {exc}")
+    return CameraError(reason, f"{type(exc).__name__}: {exc}")
 
 
-def explain_unreachable(url: str, error: SourceError) -> SourceError:
+def explain_unreachable(url: str, error: CameraError) -> CameraError:
     """A DNS failure reaches PyAV as a bare "Input/output error" (FFmpeg logs the real
     reason, and PyAV silences FFmpeg's log): look the host up to say what went wrong."""
     if error.reason is not Reason.unreachable:
@@ -87,7 +87,7 @@ def explain_unreachable(url: str, error: SourceError) -> SourceError:
     try:
         socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
-        return SourceError(Reason.unreachable, f"cannot resolve host {host!r}: {exc.strerror}")
+        return CameraError(Reason.unreachable, f"cannot resolve host {host!r}: {exc.strerror}")
     except (OSError, UnicodeError):
         return error
     return error

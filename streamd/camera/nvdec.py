@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
 
 from av.codec.hwaccel import hwdevices_available
 
@@ -35,15 +34,3 @@ def nvdec_unavailable_reason() -> str | None:
             " in a container, add the `video` driver capability)"
         )
     return None
-
-
-@dataclass
-class DecoderChoice:
-    """One camera's decoder state, kept across its reconnects."""
-
-    decoder: str = "cpu"
-    """The decoder of the current connection: `nvdec` or `cpu`."""
-    nvdec_failure: str | None = None
-    """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
-    it is not tried again until the camera restarts."""
-    fallback_logged: bool = False

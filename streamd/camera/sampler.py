@@ -17,11 +17,16 @@ _BACKWARD_JUMP_S = 1.0
 
 class FrameSampler:
     def __init__(self, fps: float) -> None:
-        if fps <= 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        self.interval = 1.0 / fps
         self._next_due: float | None = None
         self._last: float | None = None
+        self.set_fps(fps)
+
+    def set_fps(self, fps: float) -> None:
+        """Sample at `fps` from the next due frame on (overload lowers and restores it)."""
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.fps = fps
+        self.interval = 1.0 / fps
 
     def reset(self) -> None:
         self._next_due = None

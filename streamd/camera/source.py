@@ -6,7 +6,9 @@ latest-frame slot. When an attempt ends in error the camera waits out a backoff 
 (full jitter) and tries again; permanent errors stop it in `failed`. A run of healthy
 streaming longer than `backoff.reset_after_s` forgives earlier failures.
 
-States: starting -> streaming -> backoff -> starting ... ; stopped; failed.
+States (`CameraState`): starting -> streaming -> backoff -> starting ... ; stopped;
+failed. What outlives a connection (frame numbers, the decoder verdict, the sampled
+rate) is kept in one `CameraRun`, shared with each connection's DecodeSession.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Any
 
 from streamd.camera.backoff import Backoff
 from streamd.camera.decoder import Converter, DecodeSession, to_rgb
-from streamd.camera.errors import SourceError
-from streamd.camera.nvdec import DecoderChoice
+from streamd.camera.errors import CameraError
 from streamd.camera.slot import LatestFrameSlot
+from streamd.camera.state import CameraRun, CameraState, Decoder
 from streamd.config import CameraConfig
 from streamd.frame import Frame
 from streamd.metrics import CameraMetrics
@@ -60,13 +62,8 @@ class CameraSource:
         self.slot = slot
         self.metrics = metrics
         self.log = CameraLog(log, {"camera": camera.id})
-        self.state = "stopped"
-        self.reason: str | None = None
-        self.message: str | None = None
-        self.decoder_choice = DecoderChoice()
+        self.run = CameraRun(camera.fps)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: DecodeSession | None = None
-        self._streaming_since: float | None = None
         self._thread_stop = threading.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,33 +76,56 @@ class CameraSource:
             task = asyncio.create_task(self._run(), name=f"camera-{self.camera_id}")
             self._task = self.failures.watch(task, f"camera-{self.camera_id}")
 
-    async def stop(self) -> None:
-        """Stop the camera and wait for its thread; safe to call more than once."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the camera and wait for its thread, at most `timeout`; safe to call more than once.
+
+        A thread blocked in connecting or in a network read notices the flag only when
+        FFmpeg's timeout interrupts it; by default it is given that long. A thread still
+        busy at the end is left behind (a daemon thread: it has no frames to lose and the
+        camera's slot is no longer read).
+        """
         self._thread_stop.set()
         self._stopping.set()
         if self._task is None:
             return
-        # A thread blocked in a network read notices the flag only when the read times
-        # out; give it that long, then stop waiting (it is a daemon thread).
         bound = max(self.camera.open_timeout_s, self.camera.stall_timeout_s) + 1.0
+        if timeout is not None:
+            bound = min(bound, timeout)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), bound)
         except TimeoutError:
-            self.log.warning("decode thread did not stop within %.0fs; leaving it behind", bound)
+            self.log.warning("decode thread did not stop within %.1fs; leaving it behind", bound)
             self._task.cancel()
         except Exception:  # noqa: BLE001 - the crash was reported when it happened
             pass
-        self._set_state("stopped", None, None)
+        self._set_state(CameraState.stopped, None, None)
 
     @property
-    def decoder(self) -> str:
-        """The decoder of the current connection: `nvdec` or `cpu`."""
-        return self.decoder_choice.decoder
+    def state(self) -> CameraState:
+        return self.run.state
+
+    @property
+    def reason(self) -> str | None:
+        return self.run.reason
+
+    @property
+    def message(self) -> str | None:
+        return self.run.message
+
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder of the current connection."""
+        return self.run.decoder
+
+    @property
+    def sampling_fps(self) -> float:
+        """The rate sampled now: `fps`, unless overload lowered it."""
+        return self.run.fps
 
     @property
     def last_frame_mono(self) -> float | None:
         """time.monotonic() of the last decoded frame, or None before the first."""
-        return self._session.last_decoded_mono if self._session else None
+        return self.run.last_decoded_mono
 
     @property
     def running(self) -> bool:
@@ -122,14 +142,14 @@ class CameraSource:
                 self.metrics.reconnecting()
             attempt += 1
             # Keep the last failure's reason while retrying: it is why we are not streaming.
-            self._set_state("starting", self.reason, self.message)
+            self._set_state(CameraState.starting, self.reason, self.message)
             try:
                 await run_in_thread(self._new_session().run, name=f"decode-{self.camera_id}")
-            except SourceError as error:
+            except CameraError as error:
                 self._record_streaming(backoff)
                 self.metrics.connection_failed(error.reason.value)
                 if error.permanent:
-                    self._set_state("failed", error.reason.value, str(error))
+                    self._set_state(CameraState.failed, error.reason.value, str(error))
                     self.log.error("failed: %s (%s); not retrying", error, error.reason.value)
                     return
                 if self._stopping.is_set():
@@ -137,7 +157,7 @@ class CameraSource:
                 delay = backoff.next_delay()
                 # The first failure of a kind is news; the same one again is not.
                 level = logging.INFO if error.reason.value == self.reason else logging.WARNING
-                self._set_state("backoff", error.reason.value, str(error))
+                self._set_state(CameraState.backoff, error.reason.value, str(error))
                 self.log.log(level, "%s (%s); reconnecting in %.1fs", error, error.reason.value, delay)
                 await self._sleep(delay)
                 continue
@@ -147,31 +167,26 @@ class CameraSource:
                 # and this one retries as after any failure.
                 self.failures.report(f"camera-{self.camera_id}", error)
                 self.metrics.connection_failed("error")
-                self._set_state("backoff", "error", "internal error, see the log")
+                self._set_state(CameraState.backoff, "error", "internal error, see the log")
                 await self._sleep(backoff.next_delay())
                 continue
             self._record_streaming(backoff)
             if self.camera.is_file and not self._stopping.is_set():
                 attempt = 0  # a replayed file loops; that is not a reconnect
-        self._set_state("stopped", None, None)
+        self._set_state(CameraState.stopped, None, None)
 
     def _new_session(self) -> DecodeSession:
-        previous = self._session
-        self._session = DecodeSession(
+        return DecodeSession(
             self.camera,
             deliver=self._deliver,
             metrics=self.metrics,
             stop=self._thread_stop,
             on_streaming=self._on_streaming_from_thread,
             convert=self.convert,
-            choice=self.decoder_choice,
+            camera_run=self.run,
             log=self.log.info,
             keep_on_gpu=self.keep_on_gpu,
         )
-        if previous is not None:
-            self._session.seq = previous.seq
-            self._session.last_decoded_mono = previous.last_decoded_mono
-        return self._session
 
     def _deliver(self, frame: Frame) -> None:
         # Runs in the decode thread.
@@ -179,22 +194,23 @@ class CameraSource:
             self.metrics.frame_replaced()
 
     def _on_streaming_from_thread(self) -> None:
-        self._streaming_since = time.monotonic()
+        self.run.streaming_since = time.monotonic()
         assert self._loop is not None  # set by start(), before any thread exists
-        self._loop.call_soon_threadsafe(self._set_state, "streaming", None, None)
+        self._loop.call_soon_threadsafe(self._set_state, CameraState.streaming, None, None)
 
     def _record_streaming(self, backoff: Backoff) -> None:
-        if self._streaming_since is not None:
-            backoff.streamed_for(time.monotonic() - self._streaming_since)
-            self._streaming_since = None
+        if self.run.streaming_since is not None:
+            backoff.streamed_for(time.monotonic() - self.run.streaming_since)
+            self.run.streaming_since = None
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _set_state(self, state: str, reason: str | None, message: str | None) -> None:
-        if state != self.state:
-            self.log.debug("state %s -> %s", self.state, state)
-            if state == "streaming":
+    def _set_state(self, state: CameraState, reason: str | None, message: str | None) -> None:
+        run = self.run
+        if state != run.state:
+            self.log.debug("state %s -> %s", run.state, state)
+            if state is CameraState.streaming:
                 self.log.info("streaming")
-        self.state, self.reason, self.message = state, reason, message
+        run.state, run.reason, run.message = state, reason, message

@@ -1,8 +1,15 @@
 """The sink contract and the thread that keeps a slow sink off the inference path.
 
 A sink only writes records. SinkRunner gives it a bounded queue and a thread: `offer`
-never blocks (a full queue drops the record and counts it), a write error is logged and
-counted and the sink goes on with the next record, and `stop` flushes what is queued.
+never blocks (a full queue drops the record and counts it), and `stop` flushes what is
+queued within the time it is given.
+
+A failing sink (a full disk, a directory gone) fails every write for a while: that is
+one failure episode, not thousands of errors. Its start is logged once (with the
+traceback only when the error is not the operating system's), a summary follows every
+`summary_every_s` while it lasts, and its end is logged with the total dropped. Every
+record of a failed write is counted as dropped (`write_error`), each exactly once.
+While an episode lasts the sink is unhealthy: `problem()` says why, for `/readyz`.
 """
 
 from __future__ import annotations
@@ -40,10 +47,16 @@ class SinkRunner:
         on_drop: Callable[[str, str], None],
         on_written: Callable[[int], None] | None = None,
         failures: Failures | None = None,
+        on_health: Callable[[bool], None] | None = None,
+        summary_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.on_drop = on_drop
         self.on_written = on_written
+        self.on_health = on_health or (lambda _up: None)
+        self.on_health(True)
+        self.episode = _Episode(sink.name, summary_every_s, clock)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         component = f"sink-{sink.name}"
         run = (failures or Failures()).guard(component, self._run)
@@ -63,19 +76,27 @@ class SinkRunner:
             return False
         return True
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, close the sink."""
+    def problem(self) -> str | None:
+        """Why the sink is not writing now, or None while it is."""
+        return self.episode.describe()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Write what is queued and close the sink within `timeout`; False if it could not."""
         if not self._started:
-            return
+            return True
+        self._started = False
         deadline = time.monotonic() + timeout
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
-            log.warning("sink %s: queue still full at shutdown", self.sink.name)
+            log.error("sink %s: queue still full after %.1fs at shutdown", self.sink.name, timeout)
+            return False
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("sink %s did not finish within %.0fs", self.sink.name, timeout)
-        self._started = False
+            log.error("sink %s did not finish writing within %.1fs", self.sink.name, timeout)
+            return False
+        self.episode.close()
+        return True
 
     def _run(self) -> None:
         try:
@@ -101,10 +122,90 @@ class SinkRunner:
     def _write(self, records: list[Record]) -> None:
         try:
             self.sink.write(records)
-        except Exception:
-            log.exception("sink %s: writing %d record(s) failed; they are lost", self.sink.name, len(records))
+        except Exception as error:  # noqa: BLE001 - counted and logged as an episode
             for _ in records:
                 self.on_drop(self.sink.name, "write_error")
+            if self.episode.failed(error, len(records)):
+                self.on_health(False)
             return
         if self.on_written is not None:
             self.on_written(len(records))
+        if self.episode.end():
+            self.on_health(True)
+
+
+class _Episode:
+    """A run of failed writes: logged when it starts, summarised while it lasts, closed once."""
+
+    def __init__(self, sink: str, summary_every_s: float, clock: Callable[[], float]) -> None:
+        self.sink = sink
+        self.summary_every_s = summary_every_s
+        self.clock = clock
+        self._lock = threading.Lock()  # `describe` is read from other threads
+        self._error: str | None = None
+        self._since = self._last_summary = 0.0
+        self._dropped = self._dropped_since_summary = 0
+
+    def failed(self, error: Exception, records: int) -> bool:
+        """A write of `records` failed with `error`; True when this starts an episode."""
+        now = self.clock()
+        text = f"{type(error).__name__}: {error}"
+        with self._lock:
+            starts = self._error is None
+            if starts:
+                self._since = self._last_summary = now
+                self._dropped = self._dropped_since_summary = 0
+            self._error = text
+            self._dropped += records
+            self._dropped_since_summary += records
+        if starts:
+            # An OSError is the machine's (a full disk, a missing directory); anything
+            # else is a bug in the sink and the traceback is what fixes it.
+            log.error(
+                "sink %s: writing failed (%s); records are dropped and counted until it works again, "
+                "summarised every %.0fs",
+                self.sink,
+                text,
+                self.summary_every_s,
+                exc_info=None if isinstance(error, OSError) else error,
+            )
+        elif now - self._last_summary >= self.summary_every_s:
+            log.warning(
+                "sink %s: still failing (%s): %d record(s) dropped in the last %.0fs, %d since it started %.0fs ago",
+                self.sink,
+                text,
+                self._dropped_since_summary,
+                now - self._last_summary,
+                self._dropped,
+                now - self._since,
+            )
+            with self._lock:
+                self._last_summary, self._dropped_since_summary = now, 0
+        return starts
+
+    def end(self) -> bool:
+        """A write succeeded (or the sink stopped); True when that ends an episode."""
+        with self._lock:
+            if self._error is None:
+                return False
+            self._error = None
+        log.warning(
+            "sink %s: writing again after %.0fs; %d record(s) were dropped meanwhile",
+            self.sink,
+            self.clock() - self._since,
+            self._dropped,
+        )
+        return True
+
+    def close(self) -> None:
+        """The sink stopped; an episode still open is summed up."""
+        with self._lock:
+            if self._error is None:
+                return
+        log.warning("%s when it stopped; %d record(s) dropped in all", self.describe(), self._dropped)
+
+    def describe(self) -> str | None:
+        with self._lock:
+            if self._error is None:
+                return None
+            return f"sink {self.sink} failing for {self.clock() - self._since:.0f}s ({self._error})"

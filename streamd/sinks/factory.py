@@ -27,6 +27,7 @@ def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics, failures: Fail
                 on_drop=lambda sink, reason: metrics.sink_dropped.labels(sink, reason).inc(),
                 on_written=metrics.sink_records.labels(name).inc,
                 failures=failures,
+                on_health=metrics.sink_up.labels(name).set,
             )
         )
         log.info("sink %s: %s", name, config.path)

@@ -3,19 +3,30 @@
 The current file is `path`; on rotation it is renamed to `<stem>-<YYYYmmdd-HHMMSS><suffix>`
 (the time the file was started) and a new `path` is opened, so a reader tailing `path`
 follows `tail -F` conventions. Each group of records is flushed as one write.
+
+What the sink does when the file system misbehaves:
+- the file was deleted or renamed away by someone else (logrotate without
+  `copytruncate`, an operator clearing a directory): the next write notices that `path`
+  is no longer the open file and opens a new one, recreating the directory;
+- a write fails half way (a full disk): the file is cut back to where the group
+  started, so no torn line is left and the whole group counts as dropped, never half.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from streamd.sinks.base import Record
+
+log = logging.getLogger(__name__)
 
 
 class JsonLinesSink:
@@ -32,17 +43,24 @@ class JsonLinesSink:
         self.path = path
         self.rotate_bytes = rotate_bytes
         self.rotate_daily = rotate_daily
-        self._file: IO[str] | None = None
+        self._file: io.FileIO | None = None
         self._started: dt.datetime | None = None
         self._size = 0
 
     def write(self, records: list[Record]) -> None:
-        text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
-        self._rotate_if_due(len(text))
+        data = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records).encode()
+        self._rotate_if_due(len(data))
         handle = self._open()
-        handle.write(text)
-        handle.flush()
-        self._size += len(text)
+        start = os.fstat(handle.fileno()).st_size
+        try:
+            view = memoryview(data)
+            while view:  # a raw write may write only part: go on until all or an error
+                view = view[handle.write(view) or 0 :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle.fileno(), start)
+            raise
+        self._size = start + len(data)
 
     def probe(self) -> None:
         """Raise OSError unless `path` can be opened for appending; leaves no new file behind."""
@@ -61,13 +79,26 @@ class JsonLinesSink:
             self._file.close()
             self._file = None
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.FileIO:
+        if self._file is not None and not self._still_at_path(self._file):
+            log.warning("sink %s: %s was removed or replaced; writing to a new file there", self.name, self.path)
+            self.close()
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-            self._size = self.path.stat().st_size
+            # Unbuffered: what `write` returns is on its way to the disk, and a failure
+            # is seen by the write that caused it, not by a later flush.
+            self._file = io.FileIO(self.path, "a")
+            self._size = os.fstat(self._file.fileno()).st_size
             self._started = self.clock()
         return self._file
+
+    def _still_at_path(self, handle: io.FileIO) -> bool:
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(handle.fileno())
+        return (at_path.st_dev, at_path.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _rotate_if_due(self, incoming: int) -> None:
         if self._file is None or self._started is None:

@@ -10,7 +10,7 @@ import av
 import pytest
 
 from streamd.camera.decoder import DecodeSession
-from streamd.camera.errors import Reason, SourceError
+from streamd.camera.errors import CameraError, Reason
 from streamd.config import CameraConfig
 from streamd.frame import Frame
 from streamd.metrics import Metrics
@@ -52,7 +52,7 @@ def test_frozen_timestamps_end_the_session_after_the_stall_timeout() -> None:
     decode, _ = session(stall_timeout_s=0.3)
     decode._on_frame(frame(100))
     start = time.monotonic()
-    with pytest.raises(SourceError) as caught:
+    with pytest.raises(CameraError) as caught:
         while time.monotonic() - start < 2:
             decode._on_frame(frame(100))
             time.sleep(0.02)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import av.error
 import pytest
 
-from streamd.camera.errors import Reason, SourceError, classify, explain_unreachable
+from streamd.camera.errors import CameraError, Reason, classify, explain_unreachable
 
 
 def ffmpeg_error(kind: type[Exception], errno: int, text: str) -> Exception:
@@ -34,10 +34,10 @@ def test_classify(error: Exception, streaming: bool, reason: Reason) -> None:
 
 
 def test_permanent_reasons_are_not_retried() -> None:
-    assert SourceError(Reason.unsupported_codec, "x").permanent
-    assert SourceError(Reason.nvdec_unavailable, "x").permanent
-    assert not SourceError(Reason.unauthorized, "x").permanent
-    assert not SourceError(Reason.stalled, "x").permanent
+    assert CameraError(Reason.unsupported_codec, "x").permanent
+    assert CameraError(Reason.nvdec_unavailable, "x").permanent
+    assert not CameraError(Reason.unauthorized, "x").permanent
+    assert not CameraError(Reason.stalled, "x").permanent
 
 
 def test_a_name_that_does_not_resolve_is_said_so_not_input_output_error() -> None:

@@ -24,8 +24,8 @@ from av.codec.hwaccel import HWAccel
 
 import streamd.camera.decoder as decoder_module
 from streamd.camera.decoder import DecodeSession, open_container
-from streamd.camera.errors import Reason, SourceError
-from streamd.camera.nvdec import DecoderChoice
+from streamd.camera.errors import CameraError, Reason
+from streamd.camera.state import CameraRun
 from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
 from streamd.metrics import Metrics
@@ -61,7 +61,7 @@ class Recorder:
 
     def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto) -> None:
         self.camera = CameraConfig(id="cam", url=str(url), decode=mode, fps=5)
-        self.choice = DecoderChoice()
+        self.camera_run = CameraRun(self.camera.fps)
         self.said: list[str] = []
         self.frames: list[Frame] = []
         self.hardware_asked: list[bool] = []
@@ -87,7 +87,7 @@ class Recorder:
             stop,
             lambda: None,
             convert=convert or (lambda frame: letterbox(frame, 64, 64)),
-            choice=self.choice,
+            camera_run=self.camera_run,
             log=self.said.append,
             opener=recording_opener,
         ).run()
@@ -126,8 +126,8 @@ def rejects_packets(url: str, options: dict[str, str], timeout: tuple[float, flo
 
 
 def assert_fell_back_once(recorder: Recorder, why: str) -> None:
-    assert recorder.choice.decoder == "cpu"
-    assert recorder.choice.nvdec_failure is not None and why in recorder.choice.nvdec_failure
+    assert recorder.camera_run.decoder == "cpu"
+    assert recorder.camera_run.nvdec_failure is not None and why in recorder.camera_run.nvdec_failure
     assert len(recorder.frames) >= 3, "the camera streams on the CPU"
     assert recorder.hardware_asked == [True, False], "NVDEC once, then at once the CPU, in the same session"
     assert len(recorder.said) == 1 and "NVDEC not used" in recorder.said[0] and why in recorder.said[0]
@@ -173,11 +173,11 @@ def test_network_errors_are_not_blamed_on_nvdec() -> None:
     from tests.conftest import free_port
 
     recorder = Recorder(f"rtsp://127.0.0.1:{free_port()}/cam")  # nobody listens
-    with pytest.raises(SourceError) as caught:
+    with pytest.raises(CameraError) as caught:
         recorder.run(impossible_device)
     # The network fails before any decoder exists: no CPU attempt, nothing blamed.
     assert caught.value.reason is Reason.connection_refused
-    assert recorder.hardware_asked == [True] and recorder.choice.nvdec_failure is None and recorder.said == []
+    assert recorder.hardware_asked == [True] and recorder.camera_run.nvdec_failure is None and recorder.said == []
 
 
 def test_nvdec_is_not_blamed_when_the_cpu_fails_too(test_video: Path) -> None:
@@ -190,22 +190,22 @@ def test_nvdec_is_not_blamed_when_the_cpu_fails_too(test_video: Path) -> None:
             return impossible_device(str(test_video), {}, timeout, hw)
         return open_container(url, options, timeout, None)  # a real refused connection
 
-    with pytest.raises(SourceError) as caught:
+    with pytest.raises(CameraError) as caught:
         recorder.run(both_fail)
     assert caught.value.reason is Reason.connection_refused
     assert recorder.hardware_asked == [True, False]
-    assert recorder.choice.nvdec_failure is None and recorder.said == [], "NVDEC is tried again next time"
+    assert recorder.camera_run.nvdec_failure is None and recorder.said == [], "NVDEC is tried again next time"
 
 
 def test_decode_nvdec_fails_the_camera_only_when_nvdec_is_at_fault(ffv1_video: Path, test_video: Path) -> None:
     certain = Recorder(ffv1_video, DecodeMode.nvdec)
-    with pytest.raises(SourceError) as caught:
+    with pytest.raises(CameraError) as caught:
         certain.run()
     assert caught.value.reason is Reason.nvdec_unavailable and caught.value.permanent
     assert certain.hardware_asked == [True], "nvdec mode never tries the CPU"
 
     maybe_network = Recorder(test_video, DecodeMode.nvdec)
-    with pytest.raises(SourceError) as caught:
+    with pytest.raises(CameraError) as caught:
         maybe_network.run(impossible_device)
     assert not caught.value.permanent, "an error the network could also cause is retried"
 

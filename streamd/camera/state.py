@@ -1,0 +1,49 @@
+"""What one camera is doing, kept in one place that outlives its connections.
+
+A camera's run (from `start` to `stop`) spans many connections: each reconnect is a new
+DecodeSession, but the frame numbering, the time of the last frame, the decoder verdict
+and the rate it is sampled at belong to the camera and carry on. A restart (a changed
+config) begins a new run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class CameraState(StrEnum):
+    starting = "starting"
+    """Connecting (again, after `backoff`); `reason` keeps the last failure's."""
+    streaming = "streaming"
+    backoff = "backoff"
+    """Waiting before the next attempt after a failure."""
+    stopped = "stopped"
+    failed = "failed"
+    """A permanent error (a missing file, NVDEC demanded and absent): not retried."""
+
+
+class Decoder(StrEnum):
+    cpu = "cpu"
+    nvdec = "nvdec"
+
+
+@dataclass
+class CameraRun:
+    fps: float
+    """The rate frames are sampled at now: the configured one, unless overload lowered it."""
+    state: CameraState = CameraState.stopped
+    reason: str | None = None
+    """Why the camera is not streaming (a `Reason` value), or None."""
+    message: str | None = None
+    decoder: Decoder = Decoder.cpu
+    """The decoder of the current connection."""
+    nvdec_failure: str | None = None
+    """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
+    it is not tried again until the camera restarts."""
+    fallback_logged: bool = False
+    seq: int = 0
+    """The next sampled frame's number: frames are numbered across reconnects."""
+    last_decoded_mono: float | None = None
+    """time.monotonic() of the last decoded frame, or None before the first."""
+    streaming_since: float | None = None

@@ -1,0 +1,146 @@
+"""Health: readiness, `/status`, the systemd watchdog and STATUS line, event-loop lag.
+
+Ready (`/readyz` 200) means: started, not stopping, no component crashed, every sink
+writing, and at least `health.ready_share` of the cameras streaming. The watchdog is
+pinged only while the pipeline itself is healthy (no crash, the engine not stuck):
+cameras being down or a sink failing is not the daemon's fault and a restart would not
+fix it, so those make `/readyz` 503 without stopping the pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamd.camera.source import CameraSource
+from streamd.camera.state import CameraState
+from streamd.config import StreamsConfig
+from streamd.detector import Detector
+from streamd.metrics import Metrics
+from streamd.rate_log import RateLogger
+from streamd.redact import redact_url
+from streamd.supervision import Failures
+from streamd.systemd import Notifier
+from streamd.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+# How often the health loop wakes: event-loop lag probe, watchdog and STATUS.
+_TICK_S = 1.0
+
+
+class Health:
+    def __init__(
+        self,
+        config: Callable[[], tuple[StreamsConfig, Path | None, str]],
+        sources: Callable[[], list[CameraSource]],
+        rate_log: RateLogger,
+        metrics: Metrics,
+        notifier: Notifier,
+        failures: Failures,
+    ) -> None:
+        self.config = config
+        self.sources = sources
+        self.rate_log = rate_log
+        self.metrics = metrics
+        self.notifier = notifier
+        self.failures = failures
+        self.detector: Detector | None = None
+        self.phase = "starting"
+        """`starting`, `running` or `stopping`."""
+        self._task: asyncio.Task[None] | None = None
+        self._engine_stuck_logged = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = self.failures.watch(asyncio.create_task(self._loop(), name="health"), "health")
+
+    async def stop(self, _timeout: float = 0.0) -> bool:
+        await cancel_and_wait(self._task)
+        self._task = None
+        return True
+
+    async def _loop(self) -> None:
+        ping_every = self.notifier.watchdog_interval_s or 5.0
+        tick = min(_TICK_S, ping_every)
+        last_ping = 0.0
+        while True:
+            expected = time.monotonic() + tick
+            await asyncio.sleep(tick)
+            self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
+            now = time.monotonic()
+            if now - last_ping >= ping_every:
+                last_ping = now
+                if self.pipeline_healthy():
+                    self.notifier.watchdog()
+                self.notifier.status(self.status_line())
+
+    def pipeline_healthy(self) -> bool:
+        """False when a component crashed or the engine is stuck: what a restart fixes."""
+        if self.failures.failed:
+            return False
+        stuck = self.detector.engine_stuck_s() if self.detector is not None else 0.0
+        if stuck > self.config()[0].health.engine_stuck_s:
+            if not self._engine_stuck_logged:
+                log.error("engine stuck: a batch has been running for %.0fs; watchdog pings stopped", stuck)
+                self._engine_stuck_logged = True
+            return False
+        self._engine_stuck_logged = False
+        return True
+
+    def status_line(self) -> str:
+        sources = self.sources()
+        streaming = sum(1 for s in sources if s.state is CameraState.streaming)
+        analysed = self.rate_log.analysed_fps_total()
+        return f"{streaming}/{len(sources)} cameras streaming, {analysed:.1f} frames/s analysed"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.phase != "running":
+            return False, self.phase
+        if self.failures.failed:
+            return False, f"not ready: {self.failures.describe()}"
+        sinks = self.detector.sink_problems() if self.detector is not None else []
+        if sinks:
+            return False, f"not ready: {'; '.join(sinks)}"
+        sources = self.sources()
+        streaming = sum(1 for s in sources if s.state is CameraState.streaming)
+        share = streaming / len(sources) if sources else 1.0
+        ready = share >= self.config()[0].health.ready_share
+        return ready, f"{'ready' if ready else 'not ready'}: {streaming}/{len(sources)} cameras streaming"
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        cameras = []
+        for source in self.sources():
+            rates = self.rate_log.rates.get(source.camera_id)
+            last = source.last_frame_mono
+            cameras.append(
+                {
+                    "id": source.camera_id,
+                    "url": redact_url(source.camera.url),
+                    "state": source.state.value,
+                    "reason": source.reason,
+                    "message": source.message,
+                    "decoder": source.decoder.value,
+                    "priority": source.camera.priority,
+                    "fps_target": source.camera.fps,
+                    "fps_sampling": source.run.fps,
+                    "decoded_fps": rates.decoded_fps if rates else None,
+                    "sampled_fps": rates.sampled_fps if rates else None,
+                    "analysed_fps": rates.analysed_fps if rates else None,
+                    "last_frame_age_s": None if last is None else round(now - last, 3),
+                    "reconnects": source.metrics.reconnects,
+                }
+            )
+        ready, why = self.ready()
+        _, path, sha256 = self.config()
+        return {
+            "ready": ready,
+            "summary": why,
+            "config": {"path": str(path) if path else None, "sha256": sha256},
+            "cameras": cameras,
+        }
