@@ -72,11 +72,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-            return runner.run(daemon.run())
+            code = runner.run(daemon.run())
     except (OSError, EngineError) as error:
         # An OSError's own text is "[Errno 98] ..."; its strerror is the sentence.
         log.error("cannot start: %s", getattr(error, "strerror", None) or error)
-        return 1
+        code = 1
+    _exit_past_left_threads(code)
+    return code
+
+
+def _exit_past_left_threads(code: int) -> None:
+    """Exit now, without the interpreter's teardown, if a thread was left behind.
+
+    A stop abandons threads that cannot be interrupted: a model load or warm-up inside
+    ONNX Runtime, a camera blocked connecting inside FFmpeg. The interpreter's normal
+    exit runs the native libraries' static destructors under them, and ONNX Runtime
+    then aborts the process (measured: SIGABRT, "terminate called without an active
+    exception"), turning a clean stop into a crash. Everything of ours has stopped and
+    been flushed by now; only the log streams are left to flush.
+    """
+    import os
+    import threading
+
+    if threading.active_count() > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _cmd_testserver(args: argparse.Namespace) -> int:
