@@ -244,6 +244,8 @@ def test_a_camera_stuck_connecting_does_not_hold_the_drain_and_every_inferred_fr
     records = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(records) == int(match.group(1))
     assert {json.loads(line)["camera"] for line in records} == {"cam1"}
+    messages = drain(listener)
+    assert len(readies(messages)) == 1 and messages[-1] == {"STOPPING": "1", "STATUS": "stopping"}
 
 
 def wait_for_records(path: Path, count: int, exited: Callable[[], int | None]) -> None:

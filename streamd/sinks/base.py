@@ -62,6 +62,9 @@ class SinkRunner:
         run = (failures or Failures()).guard(component, self._run)
         self._thread = threading.Thread(target=run, name=component, daemon=True)
         self._started = False
+        # Each count has one writer: `offer` runs in the engine's deliver thread, `_write`
+        # in the sink's own.
+        self.written = self.dropped_queue_full = self.dropped_write_error = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -72,6 +75,7 @@ class SinkRunner:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
+            self.dropped_queue_full += 1
             self.on_drop(self.sink.name, "queue_full")
             return False
         return True
@@ -96,6 +100,14 @@ class SinkRunner:
             log.error("sink %s did not finish writing within %.1fs", self.sink.name, timeout)
             return False
         self.episode.close()
+        log.info(
+            "sink %s stopped: %d record(s) written, %d dropped (%d queue_full, %d write_error)",
+            self.sink.name,
+            self.written,
+            self.dropped_queue_full + self.dropped_write_error,
+            self.dropped_queue_full,
+            self.dropped_write_error,
+        )
         return True
 
     def _run(self) -> None:
@@ -123,11 +135,13 @@ class SinkRunner:
         try:
             self.sink.write(records)
         except Exception as error:  # noqa: BLE001 - counted and logged as an episode
+            self.dropped_write_error += len(records)
             for _ in records:
                 self.on_drop(self.sink.name, "write_error")
             if self.episode.failed(error, len(records)):
                 self.on_health(False)
             return
+        self.written += len(records)
         if self.on_written is not None:
             self.on_written(len(records))
         if self.episode.end():
