@@ -226,11 +226,19 @@ class DecodeSession:
         # cameras, and frame threading would add a frame of latency per thread.
         stream.codec_context.thread_count = 1
         pacer = _RealTimePacer() if self.camera.is_file else None
-        self._stall_baseline = self._last_advance_mono = time.monotonic()
+        self._stall_baseline = self._last_advance_mono = waiting_since = time.monotonic()
         consecutive_errors = 0
         for packet in container.demux(stream):
             if self.stop.is_set():
                 return
+            # When PyAV's read timeout interrupts a silent RTSP stream, FFmpeg first hands
+            # out the packets it held back (its reordering queue) instead of an error, and
+            # only the next full timeout ends the read: a stall was declared after twice
+            # `stall_timeout_s` (measured: 4.0 s for 2). A packet that took the whole
+            # timeout to come is that flush: the stream has stalled now.
+            waited = time.monotonic() - waiting_since
+            if waited >= self.camera.stall_timeout_s * _TIMED_OUT:
+                raise CameraError(Reason.stalled, f"no data for {waited:.1f}s")
             try:
                 frames = packet.decode()
                 consecutive_errors = 0
@@ -241,6 +249,7 @@ class DecodeSession:
                     raise CameraError(
                         Reason.invalid_data, f"{consecutive_errors} packets in a row failed to decode: {exc}"
                     ) from exc
+                waiting_since = time.monotonic()
                 continue
             except Exception as exc:
                 # Not bad data but a decoder that cannot work (a CUDA error, a missing
@@ -253,6 +262,7 @@ class DecodeSession:
                     pacer.wait_until(frame.time, self.stop)
                 self._on_frame(frame)
             self._check_stall()
+            waiting_since = time.monotonic()
         if not self.camera.is_file:
             raise CameraError(Reason.end_of_stream, "the server ended the stream")
 
