@@ -5,7 +5,7 @@ so a start that fails or is cancelled half way stops exactly what it had started
 normal stop is the same walk. One deadline covers the whole stop: each step gets the
 time left times its share of the shares still to come, so a step that finishes early
 leaves its time to the later ones (the engine drain and the sink flush), and a step that
-hangs is abandoned at the end of its share, never eating theirs. A step that fails or
+hangs is abandoned at the end of its share (and a short grace), not eating theirs. A step that fails or
 overruns is logged and the walk goes on: every step is always tried.
 """
 
@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+_GRACE_S = 0.25
 
 StopStep = Callable[[float], Awaitable[bool]]
 """Stops a part within the seconds given; False when it stopped but lost something."""
@@ -57,8 +59,9 @@ class Lifecycle:
     @staticmethod
     async def _stop_one(step: _Started, budget: float) -> bool:
         try:
-            # The step is told its budget and should keep to it; this is the backstop.
-            return await asyncio.wait_for(step.stop(budget), budget + 0.5)
+            # The step is told its budget and keeps to it; this is the backstop for one
+            # that does not, with a grace so one that returns right at the end is not cut.
+            return await asyncio.wait_for(step.stop(budget), budget + _GRACE_S)
         except TimeoutError:
             log.error("stopping %s took longer than its %.1fs; going on without it", step.name, budget)
         except Exception:

@@ -12,8 +12,10 @@ could not take (never below `min_fps`), moving up a priority only when the lower
 are all at their floor. The analysed rate seen during overload is remembered as the
 engine's capacity; when nothing has been lost for `after_s` and raising a rate would
 fit under that capacity, the highest-priority lowered cameras get part of their rate
-back. Each camera's current rate is `streamd_sampling_fps` and `fps_sampling` in
-`/status`; `streamd_overload` is 1 while frames are being lost.
+back; after three times `after_s` of calm the capacity is measured afresh by raising
+anyway (if that overloads again, the rate comes down again). Each camera's current
+rate is `streamd_sampling_fps` and `fps_sampling` in `/status`; `streamd_overload` is 1
+while frames are being lost.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from streamd.camera.source import CameraSource
-from streamd.config import OverloadConfig
+from streamd.camera.state import CameraRun
+from streamd.config import CameraConfig, OverloadConfig
 from streamd.metrics import Metrics
 from streamd.supervision import Failures
 from streamd.tasks import cancel_and_wait
@@ -43,6 +46,28 @@ _SHED_MARGIN = 1.1
 _RAISE_HEADROOM = 0.9
 # Each raise gives a lowered camera back this share of its configured rate.
 _RAISE_STEP = 0.25
+# Calm for this many `after_s` and the measured capacity is no longer trusted.
+_PROBE_AFTER = 3
+
+
+class _SampledCount(Protocol):
+    sampled: int
+
+
+class GovernedCamera(Protocol):
+    """What the governor reads and sets of a camera (a CameraSource)."""
+
+    @property
+    def camera_id(self) -> str: ...
+
+    @property
+    def camera(self) -> CameraConfig: ...
+
+    @property
+    def run(self) -> CameraRun: ...
+
+    @property
+    def metrics(self) -> _SampledCount: ...
 
 
 @dataclass
@@ -56,7 +81,7 @@ class OverloadGovernor:
     def __init__(
         self,
         settings: Callable[[], OverloadConfig],
-        sources: Callable[[], list[CameraSource]],
+        sources: Callable[[], Sequence[GovernedCamera]],
         analysed: Callable[[str], int],
         metrics: Metrics,
         failures: Failures | None = None,
@@ -111,11 +136,15 @@ class OverloadGovernor:
         elif lost < _CALM_SHARE:
             self._overloaded_since = None
             self._calm_since = self._calm_since or now
-            if now - self._calm_since >= settings.after_s:
-                self._raise(sources, sampled_fps)
+            calm_for = now - self._calm_since
+            if calm_for >= _PROBE_AFTER * settings.after_s:
+                # The capacity seen during overload may be stale (the engine got faster,
+                # a camera went away): try a raise; if it overloads, it is measured again.
+                self.capacity_fps = None
+            if calm_for >= settings.after_s and self._raise(sources, sampled_fps):
                 self._calm_since = now
 
-    def _measure(self, sources: list[CameraSource], now: float) -> tuple[float, float]:
+    def _measure(self, sources: Sequence[GovernedCamera], now: float) -> tuple[float, float]:
         """Sampled and analysed frames per second over the last tick, all cameras together."""
         sampled = analysed = 0
         span = 0.0
@@ -133,18 +162,18 @@ class OverloadGovernor:
             return 0.0, 0.0
         return sampled / span, analysed / span
 
-    def _lower(self, sources: list[CameraSource], settings: OverloadConfig, lost_fps: float) -> None:
+    def _lower(self, sources: Sequence[GovernedCamera], settings: OverloadConfig, lost_fps: float) -> None:
         shed = lost_fps * _SHED_MARGIN
         for priority in sorted({s.camera.priority for s in sources}):
             if shed <= 0:
                 return
             level = [s for s in sources if s.camera.priority == priority]
-            room = {s: s.run.fps - min(settings.min_fps, s.camera.fps) for s in level}
-            available = sum(r for r in room.values() if r > 0)
+            room = [(s, s.run.fps - min(settings.min_fps, s.camera.fps)) for s in level]
+            available = sum(spare for _, spare in room if spare > 0)
             if available <= 0:
                 continue
             cut = min(shed, available)
-            for source, spare in room.items():
+            for source, spare in room:
                 if spare > 0:
                     source.run.fps -= spare * cut / available
             shed -= cut
@@ -157,16 +186,18 @@ class OverloadGovernor:
                 ", ".join(f"{s.camera_id} {s.run.fps:.2f}" for s in level),
             )
 
-    def _raise(self, sources: list[CameraSource], sampled_fps: float) -> None:
+    def _raise(self, sources: Sequence[GovernedCamera], sampled_fps: float) -> bool:
+        """Give the highest-priority lowered cameras part of their rate back, if it fits."""
         lowered = [s for s in sources if s.run.fps < s.camera.fps]
         if not lowered:
-            return
+            return False
         top = max(s.camera.priority for s in lowered)
         level = [s for s in lowered if s.camera.priority == top]
-        steps = {s: min(s.camera.fps - s.run.fps, s.camera.fps * _RAISE_STEP) for s in level}
-        if self.capacity_fps is not None and sampled_fps + sum(steps.values()) > _RAISE_HEADROOM * self.capacity_fps:
-            return  # it would only overload the engine again
-        for source, step in steps.items():
+        steps = [(s, min(s.camera.fps - s.run.fps, s.camera.fps * _RAISE_STEP)) for s in level]
+        wanted = sampled_fps + sum(step for _, step in steps)
+        if self.capacity_fps is not None and wanted > _RAISE_HEADROOM * self.capacity_fps:
+            return False  # it would only overload the engine again
+        for source, step in steps:
             source.run.fps += step
         log.info(
             "overload eased: sampling of %d camera(s) of priority %d raised (now %s fps)",
@@ -174,8 +205,9 @@ class OverloadGovernor:
             top,
             ", ".join(f"{s.camera_id} {s.run.fps:.2f}" for s in level),
         )
+        return True
 
     @staticmethod
-    def _restore_all(sources: list[CameraSource]) -> None:
+    def _restore_all(sources: Sequence[GovernedCamera]) -> None:
         for source in sources:
             source.run.fps = source.camera.fps
