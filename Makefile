@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest int8-report gpu-check install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload int8-report gpu-check install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: system-deps $(STAMP)
 ## make bench-ingest: decode rate per core, sampled-rate accuracy, CPU per frame against raw PyAV
 bench-ingest: system-deps $(STAMP)
 	$(BIN)/streamd bench ingest --cameras 3 --seconds 20
+
+## make bench-overload: 12 cameras on a deliberately small engine for a minute: fairness and priorities
+bench-overload: system-deps $(STAMP)
+	$(BIN)/streamd --log-level WARNING bench overload
 
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
 int8-report: system-deps $(STAMP)

@@ -258,6 +258,12 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return ingest.main(args)
 
 
+def _cmd_bench_overload(args: argparse.Namespace) -> int:
+    from streamd.bench import overload
+
+    return overload.main(args)
+
+
 def _cmd_gpu_check(args: argparse.Namespace) -> int:
     from streamd.bench import gpu_check
 
@@ -381,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect_bench = benches.add_parser("detect", help="detection throughput: engine alone, streamd, naive")
     bench_detect.add_arguments(detect_bench)
     detect_bench.set_defaults(func=_cmd_bench_detect)
+    from streamd.bench import overload as bench_overload
+
+    overload = benches.add_parser("overload", help="a real overload shared between cameras and priorities")
+    bench_overload.add_arguments(overload)
+    overload.set_defaults(func=_cmd_bench_overload)
     from streamd.bench import gpu_check as bench_gpu
 
     gpu = benches.add_parser("gpu-check", help="prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)")

@@ -77,6 +77,9 @@ class RecordingEngine:
     def has_room(self) -> bool:
         return self.room
 
+    def idle(self) -> bool:
+        return self.room and not self.batches
+
     def submit(self, frames: list[Frame]) -> None:
         self.batches.append([f.camera_id for f in frames])
 

@@ -75,6 +75,9 @@ class SimEngine:
     def has_room(self) -> bool:
         return len(self.finishing) < 2
 
+    def idle(self) -> bool:
+        return not self.finishing
+
     def submit(self, frames: list[Frame]) -> None:
         start = max([self.now[0]] + [done for done, _ in self.finishing])
         self.finishing.append((start + self.per_frame_s * len(frames), frames))
@@ -178,17 +181,23 @@ def test_equal_cameras_share_a_1_5x_overload_within_10_percent_for_a_minute() ->
     assert min(rates) >= 0.9 * mean, rates
 
 
-def test_high_priority_keeps_its_rate_and_low_priority_gives_way() -> None:
+@pytest.mark.parametrize("engine_fps", [40, 24])
+def test_high_priority_keeps_its_rate_and_low_priority_gives_way(engine_fps: float) -> None:
+    # 20 frames/s of high priority and 40 of low, offered to 40 (1.5x) and to 24 (2.5x:
+    # the high ones alone nearly fill the engine).
     high, low = cameras(4, priority=1, prefix="high"), cameras(8, priority=0, prefix="low")
-    outcome = simulate(high + low, engine_fps=40, seconds=60)
+    outcome = simulate(high + low, engine_fps=engine_fps, seconds=60)
     high_rates = [outcome.analysed_fps(c.id, 60) for c in high]
     low_rates = [outcome.analysed_fps(c.id, 60) for c in low]
-    assert min(high_rates) >= 0.97 * 5, high_rates
+    assert min(high_rates) >= 0.95 * 5, high_rates
     low_mean = sum(low_rates) / len(low_rates)
-    assert low_mean == pytest.approx((40 - 20) / 8, rel=0.1)
+    assert low_mean == pytest.approx((engine_fps - 20) / 8, rel=0.15, abs=0.05), "low ones get the rest"
     assert min(low_rates) >= 0.9 * low_mean, low_rates
     lost = sum(s.metrics.replaced + s.metrics.stale for s in outcome.cameras.values() if s.camera.priority == 0)
-    assert lost > 0 and all(outcome.cameras[c.id].metrics.replaced <= 2 for c in high)
+    assert lost > 0
+    for camera in high:
+        counts = outcome.cameras[camera.id].metrics
+        assert counts.replaced + counts.stale <= 0.05 * counts.sampled, counts
 
 
 def test_degradation_lowers_the_low_priority_sampling_and_restores_it_when_load_eases() -> None:

@@ -24,6 +24,8 @@ class LatestFrameSlot(Generic[T]):
         self._loop = loop
         self._lock = threading.Lock()
         self._item: T | None = None
+        self.replaced = 0
+        """Frames replaced before they were taken, so far (the batcher watches it)."""
         self._ready = asyncio.Event()
         self.on_ready: Callable[[], None] | None = None
         """Called on the event loop when an empty slot receives a frame."""
@@ -33,6 +35,7 @@ class LatestFrameSlot(Generic[T]):
         with self._lock:
             replaced = self._item is not None
             self._item = item
+            self.replaced += replaced
         if not replaced:
             # RuntimeError: the loop is closed, the daemon is exiting and nobody will read.
             with contextlib.suppress(RuntimeError):

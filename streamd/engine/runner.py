@@ -144,6 +144,10 @@ class EngineRunner:
         with self._lock:
             return self._in_flight < self.buffers
 
+    def idle(self) -> bool:
+        with self._lock:
+            return self._in_flight == 0
+
     def submit(self, frames: list[Frame]) -> None:
         if len(frames) > self.engine.max_batch:
             raise ValueError(f"batch of {len(frames)} exceeds the engine's max batch {self.engine.max_batch}")
