@@ -71,7 +71,12 @@ class SinkRunner:
         self._started = True
 
     def offer(self, record: Record) -> bool:
-        """Queue `record` for writing; False (and counted) when the sink is behind."""
+        """Queue `record` for writing; False (and counted) when the sink is behind or stopped."""
+        if not self._started:
+            # Only when the engine drain overran its share of the stop deadline: a record
+            # that comes after the sink's last write is counted, not silently queued.
+            self.on_drop(self.sink.name, "shutdown")
+            return False
         try:
             self._queue.put_nowait(record)
         except queue.Full:
