@@ -26,7 +26,7 @@ from tests.test_ingest import silent_tcp_listener
 from tests.test_systemd import drain
 
 
-class Daemon:
+class DaemonProcess:
     """`streamd run` with its log in a file (read while it runs) and a notify socket."""
 
     def __init__(self, config: Path, notify: str) -> None:
@@ -101,7 +101,7 @@ def test_sigterm_during_model_load_exits_0_at_once_and_never_sends_ready(
     # Sixteen instances load one after the other (about 40 ms each here): the signal
     # is sent as soon as the daemon says it is loading them.
     config = engine_config(tmp_path, canonical_model, "instances: 16, threads: 1")
-    daemon = Daemon(config, address)
+    daemon = DaemonProcess(config, address)
     at_signal = daemon.wait_for_log(r"16 engine instance\(s\)", 60)
     sent = daemon.signal(signal.SIGTERM)
     status = daemon.wait(10)
@@ -124,7 +124,7 @@ def test_sigterm_during_warm_up_exits_0_at_once_and_never_sends_ready(
     # Two instances warming up batches of 64 on one thread each: about 10 s here.
     config = engine_config(tmp_path, canonical_model, "instances: 2, threads: 1, profile: {max: 64}")
     config.write_text(config.read_text() + "batcher: {max_batch: 64}\n")
-    daemon = Daemon(config, address)
+    daemon = DaemonProcess(config, address)
     daemon.wait_for_log("onnxruntime engine:", 60, count=2)
     time.sleep(0.5)
     sent = daemon.signal(signal.SIGTERM)
@@ -148,7 +148,7 @@ def test_sighup_at_start_is_harmless_and_rereads_the_file_once_running(
 ) -> None:
     listener, address = notify
     config = file_camera_config(tmp_path, test_video, free_port())
-    daemon = Daemon(config, address)
+    daemon = DaemonProcess(config, address)
     time.sleep(0.15)  # still importing: before the loop can take signals
     daemon.signal(signal.SIGHUP)
     time.sleep(0.3)
@@ -174,7 +174,7 @@ def test_sighup_during_shutdown_starts_nothing_and_a_stuck_camera_is_left_behind
             f"  - {{id: loop, url: '{test_video}', fps: 5}}\n"
             f"  - {{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 60}}\n"
         )
-        daemon = Daemon(config, address)
+        daemon = DaemonProcess(config, address)
         daemon.wait_for_log(r"\[loop\] streaming", 30)
         sent = daemon.signal(signal.SIGTERM)
         daemon.wait_for_log("shutting down", 5)
@@ -228,7 +228,7 @@ def test_a_camera_stuck_connecting_does_not_hold_the_drain_and_every_inferred_fr
                 f"  - {{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 60}}\n"
             )
             config = engine_config(tmp_path, canonical_model, "threads: 1", cameras)
-            daemon = Daemon(config, address)
+            daemon = DaemonProcess(config, address)
             daemon.wait_for_log(r"\[cam1\] streaming", 60)
             wait_for_records(tmp_path / "out.jsonl", 10, daemon.process.poll)
             sent = daemon.signal(signal.SIGTERM)
