@@ -215,6 +215,8 @@ class DynamicBatcher:
                 self.on_stale(frame)
         if decision.take:
             frames = [f for f in (self._slots[c].take() for c in decision.take) if f is not None]
+            for frame in frames:
+                frame.times.taken_mono = now
             for camera_id in decision.take:
                 self._served[camera_id] = now
                 turns = self._turns[camera_id] = self._turns_of(camera_id) + 1

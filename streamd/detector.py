@@ -67,6 +67,7 @@ class Detector:
         self.inferred_by_camera: dict[str, int] = {}
         self._counts_lock = threading.Lock()
         self._postprocess_failure_logged = False
+        self._stages = StageTimers(metrics)
         # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
         # letterbox kernel can run; otherwise they come back to the host as usual.
         self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
@@ -187,8 +188,12 @@ class Detector:
                 self.metrics.frames_inferred.labels(frame.camera_id).inc()
                 self.metrics.faces_detected.labels(frame.camera_id).inc(faces)
                 self.metrics.latency.labels(frame.camera_id).observe(record["latency_s"])
+            postprocessed = time.monotonic()
             for sink in self.sinks:
                 sink.offer(record)
+            # From the end of its batch: the wait for earlier batches' delivery and for the
+            # frames before it in this one counts as postprocess, so the stages add up.
+            self._stages.observe(frame, result, postprocessed - result.finished_mono, time.monotonic() - postprocessed)
 
     def _record(self, frame: Frame, rows: Any) -> tuple[dict[str, Any], int]:
         assert frame.letterbox is not None  # convert() always letterboxes
@@ -206,6 +211,27 @@ class Detector:
             "faces": faces.as_records(),
         }
         return record, len(faces)
+
+
+class StageTimers:
+    """`streamd_stage_seconds{stage}` for one analysed frame: six observations, children
+    looked up once (a labelled lookup per observation would cost more than the timing)."""
+
+    STAGES = ("decode", "slot", "batch", "inference", "postprocess", "sink")
+
+    def __init__(self, metrics: Metrics) -> None:
+        children = [metrics.stage_seconds.labels(stage) for stage in self.STAGES]
+        self._decode, self._slot, self._batch, self._inference, self._postprocess, self._sink = children
+
+    def observe(self, frame: Frame, result: BatchResult, postprocess_s: float, sink_s: float) -> None:
+        times = frame.times
+        if times.ready_mono and times.taken_mono:  # frames made outside a camera have no times
+            self._decode.observe(times.decode_s)
+            self._slot.observe(times.taken_mono - times.ready_mono)
+            self._batch.observe(max(0.0, result.started_mono - times.taken_mono))
+        self._inference.observe(result.inference_s)
+        self._postprocess.observe(postprocess_s)
+        self._sink.observe(sink_s)
 
 
 def _gpu_letterbox() -> Any:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamd.preprocess import Letterbox
+
+
+@dataclass(slots=True)
+class StageTimes:
+    """When a frame passed each stage, for `streamd_stage_seconds` (monotonic seconds)."""
+
+    decode_s: float = 0.0
+    """Decoding its packet and converting it, in the camera's thread."""
+    ready_mono: float = 0.0
+    """Put into the camera's slot."""
+    taken_mono: float = 0.0
+    """Taken from the slot into a batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +39,4 @@ class Frame:
     NVDEC frame was letterboxed on the GPU. The model input when letterboxed."""
     letterbox: Letterbox | None = None
     """How `image` was letterboxed from the camera's picture; None: full picture."""
+    times: StageTimes = field(default_factory=StageTimes)

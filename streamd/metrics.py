@@ -148,6 +148,15 @@ class Metrics:
         self.faces_detected = Counter(
             "streamd_faces_detected", "Faces found in analysed frames.", ["camera"], registry=self.registry
         )
+        self.stage_seconds = Histogram(
+            "streamd_stage_seconds",
+            "Time each analysed frame spent in each stage: decode (and convert), slot (waiting in its "
+            "camera's slot), batch (taken until its batch starts in the engine), inference, postprocess "
+            "(from its batch's end to its record), sink (handing the record to the sinks).",
+            ["stage"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "streamd_latency_seconds",
             "Capture (decode) to detection result, per analysed frame.",

@@ -32,6 +32,8 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
     server = RtspTestServer({"group9": video})
     server.start()
 
+    stages: dict[str, tuple[float, float]] = {}
+
     async def scenario() -> int:
         config = StreamsConfig.model_validate(
             {
@@ -49,13 +51,32 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
             await asyncio.sleep(0.5)
         finally:
             await daemon.stop()
-        counter = daemon.metrics.registry.get_sample_value("streamd_frames_inferred_total", {"camera": "group9"})
+        registry = daemon.metrics.registry
+        for stage in ("decode", "slot", "batch", "inference", "postprocess", "sink"):
+            labels = {"stage": stage}
+            count = registry.get_sample_value("streamd_stage_seconds_count", labels) or 0.0
+            stages[stage] = (count, registry.get_sample_value("streamd_stage_seconds_sum", labels) or 0.0)
+        camera = {"camera": "group9"}
+        stages["latency"] = (
+            registry.get_sample_value("streamd_latency_seconds_count", camera) or 0.0,
+            registry.get_sample_value("streamd_latency_seconds_sum", camera) or 0.0,
+        )
+        counter = registry.get_sample_value("streamd_frames_inferred_total", {"camera": "group9"})
         return int(counter or 0)
 
     try:
         inferred = run(scenario())
     finally:
         server.stop()
+
+    # Every analysed frame was timed in every stage, and the stages explain its latency:
+    # from the frame's decode (before its conversion) to its record, the stages after
+    # decoding add up to no more than the latency, and with decoding to no less.
+    assert {stage: count for stage, (count, _) in stages.items()} == dict.fromkeys(stages, float(inferred))
+    mean = {stage: total / inferred for stage, (_, total) in stages.items()}
+    after_decode = mean["slot"] + mean["batch"] + mean["inference"] + mean["postprocess"]
+    assert mean["inference"] > 0 and mean["decode"] > 0
+    assert after_decode <= mean["latency"] <= after_decode + mean["decode"] + 0.001, mean
 
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == inferred, "every inferred frame has its record after shutdown"

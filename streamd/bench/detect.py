@@ -139,6 +139,22 @@ def engine_limit(model: Path, max_batch: int, frame: av.VideoFrame, seconds: flo
     return rates
 
 
+def stage_timer_cost_us(frames: int = 20000) -> float:
+    """What `streamd_stage_seconds` costs per analysed frame (its six observations), in us."""
+    from streamd.detector import StageTimers
+    from streamd.engine.runner import BatchResult
+    from streamd.frame import Frame, StageTimes
+    from streamd.metrics import Metrics
+
+    timers = StageTimers(Metrics())
+    frame = Frame("c", 0, 0.0, 0.0, 1.0, 2, 2, None, times=StageTimes(0.004, 1.001, 1.01))
+    result = BatchResult([frame], np.zeros((1, 1, 15), np.float32), 0.02, 1.05, 1.03)
+    start = time.perf_counter()
+    for _ in range(frames):
+        timers.observe(frame, result, 0.001, 0.0001)
+    return (time.perf_counter() - start) / frames * 1e6
+
+
 # -- (b) streamd ------------------------------------------------------------------
 
 
@@ -270,6 +286,12 @@ def main(args: argparse.Namespace) -> int:
     print("engine alone (frames/s): " + "; ".join(f"{k}: {r:.1f}" for k, r in rates.items()))
     print(f"limit: {limit:.1f} frames/s ({max(rates, key=rates.__getitem__)})")
 
+    timers_us = stage_timer_cost_us()
+    print(
+        f"stage timers: {timers_us:.1f} us per analysed frame "
+        f"({timers_us / 1e6 * limit * 100:.3f}% of a frame's engine time at the limit)"
+    )
+
     figures: list[RunFigures] = []
     names_all = [f"cam{i + 1}" for i in range(max(counts))]
     with RtspTestServer(dict.fromkeys(names_all, video)) as server:
@@ -292,7 +314,11 @@ def main(args: argparse.Namespace) -> int:
     plot = args.out / "bench-detect.png"
     _plot(figures, limit, plot)
     (args.out / "bench-detect.json").write_text(
-        json.dumps({"limit": rates, "runs": [f.__dict__ for f in figures]}, indent=2, default=str)
+        json.dumps(
+            {"limit": rates, "stage_timers_us_per_frame": timers_us, "runs": [f.__dict__ for f in figures]},
+            indent=2,
+            default=str,
+        )
     )
     print(f"plot: {plot}")
     vs_naive = streamd_top.throughput / naive_top.throughput

@@ -37,7 +37,7 @@ from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.camera.state import CameraRun, Decoder
 from streamd.config import CameraConfig, DecodeMode
-from streamd.frame import Frame
+from streamd.frame import Frame, StageTimes
 from streamd.metrics import CameraMetrics
 from streamd.preprocess import Letterbox
 
@@ -240,7 +240,9 @@ class DecodeSession:
             if waited >= self.camera.stall_timeout_s * _TIMED_OUT:
                 raise CameraError(Reason.stalled, f"no data for {waited:.1f}s")
             try:
+                decode_start = time.monotonic()
                 frames = packet.decode()
+                decode_s = time.monotonic() - decode_start
                 consecutive_errors = 0
             except av.error.InvalidDataError as exc:
                 self.metrics.decode_error()
@@ -260,13 +262,13 @@ class DecodeSession:
             for frame in frames:
                 if pacer is not None and frame.time is not None:
                     pacer.wait_until(frame.time, self.stop)
-                self._on_frame(frame)
+                self._on_frame(frame, decode_s)
             self._check_stall()
             waiting_since = time.monotonic()
         if not self.camera.is_file:
             raise CameraError(Reason.end_of_stream, "the server ended the stream")
 
-    def _on_frame(self, frame: av.VideoFrame) -> None:
+    def _on_frame(self, frame: av.VideoFrame, decode_s: float = 0.0) -> None:
         now = time.monotonic()
         self.camera_run.last_decoded_mono = self._stall_baseline = now
         self.metrics.frame_decoded()
@@ -284,6 +286,7 @@ class DecodeSession:
             if self._nvdec_trial:
                 raise NvdecFailure(f"cannot convert its frames: {type(exc).__name__}: {exc}", certain=True) from exc
             raise
+        ready = time.monotonic()
         self.deliver(
             Frame(
                 camera_id=self.camera.id,
@@ -295,6 +298,7 @@ class DecodeSession:
                 height=frame.height,
                 image=image,
                 letterbox=box,
+                times=StageTimes(decode_s=decode_s + (ready - now), ready_mono=ready),
             )
         )
         self.camera_run.seq += 1

@@ -46,6 +46,8 @@ class BatchResult:
     """The engine's [B, N, 15] output for `frames`."""
     inference_s: float
     finished_mono: float
+    started_mono: float = 0.0
+    """When the engine began this batch (monotonic)."""
 
 
 class EngineRunner:
@@ -209,11 +211,11 @@ class EngineRunner:
                 self._results.put(None)
                 return
             number, frames, buffer = item
-            start = time.perf_counter()
+            started_mono, start = time.monotonic(), time.perf_counter()
             result = None
             try:
                 rows = engine.infer(buffer[: len(frames)])
-                result = BatchResult(frames, rows, time.perf_counter() - start, time.monotonic())
+                result = BatchResult(frames, rows, time.perf_counter() - start, time.monotonic(), started_mono)
             except Exception:
                 # The frames are lost but the pipeline is not: log it, count them, go on.
                 log.exception("inference failed for a batch of %d", len(frames))
