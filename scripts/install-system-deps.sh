@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages streamd's set-up needs: venv support for the project's own
-# environment, and GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
-# demo cameras and the tests. Installs only what is missing; needs root for that.
+# environment, GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
+# demo cameras and the tests, and Prometheus (with promtool) for the tests of the alert
+# rules and the dashboard. Installs only what is missing; needs root for that.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad
   curl
+  prometheus
 )
 
 missing=()

@@ -154,7 +154,9 @@ class Daemon:
             # Loading a model takes seconds: off the event loop.
             self.detector = await run_in_thread(self._build_detector, name="engine-load")
             self.consumer = self.detector or DiscardingConsumer()
-        self.health.detector = self.detector
+        self.health.detector = detector = self.detector
+        if detector is not None:
+            self.metrics.engine_busy.set_function(detector.engine_stuck_s)
         await self.consumer.start()
         lifecycle.started("detector" if self.detector else "frame consumer", self.consumer.stop, _SHARE_DETECTOR)
         self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures)

@@ -47,6 +47,9 @@ class CameraStatusView(Protocol):
     def decoder(self) -> str: ...
 
     @property
+    def target_fps(self) -> float: ...
+
+    @property
     def sampling_fps(self) -> float: ...
 
 
@@ -198,6 +201,12 @@ class Metrics:
             registry=self.registry,
         )
         self.build_info.labels(**_build_versions()).set(1)
+        self.engine_busy = Gauge(
+            "streamd_engine_busy_seconds",
+            "How long the oldest batch still in the engine has been there (0 when none); "
+            "past health.engine_stuck_s the engine counts as stuck.",
+            registry=self.registry,
+        )
         self.overload = Gauge(
             "streamd_overload",
             "1 while more than 5% of the sampled frames are not analysed (the engine cannot keep up).",
@@ -283,6 +292,9 @@ class _CameraStateCollector(Collector):
             "1 for the decoder the camera uses now (nvdec or cpu).",
             labels=["camera", "decoder"],
         )
+        target = GaugeMetricFamily(
+            "streamd_camera_target_fps", "The camera's configured analysis rate (`fps`).", labels=["camera"]
+        )
         sampling = GaugeMetricFamily(
             "streamd_sampling_fps",
             "The rate the camera is sampled at now: its fps, unless overload.degrade lowered it.",
@@ -296,8 +308,9 @@ class _CameraStateCollector(Collector):
             if camera.last_frame_mono is not None:
                 age.add_metric([camera.camera_id], now - camera.last_frame_mono)
             decoder.add_metric([camera.camera_id, camera.decoder], 1.0)
+            target.add_metric([camera.camera_id], camera.target_fps)
             sampling.add_metric([camera.camera_id], camera.sampling_fps)
-        yield from (up, state, age, decoder, sampling)
+        yield from (up, state, age, decoder, target, sampling)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

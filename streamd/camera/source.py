@@ -118,6 +118,10 @@ class CameraSource:
         return self.run.decoder
 
     @property
+    def target_fps(self) -> float:
+        return self.camera.fps
+
+    @property
     def sampling_fps(self) -> float:
         """The rate sampled now: `fps`, unless overload lowered it."""
         return self.run.fps
