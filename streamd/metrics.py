@@ -188,6 +188,9 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Every result at 0 from the start: `increase()` and alerts see a series, not nothing.
+        for result in ("applied", "unchanged", "rejected", "restart_needed"):
+            self.config_reloads.labels(result)
         self.config_info = Gauge(
             "streamd_config_info",
             "The loaded streams.yaml: its path and SHA-256.",

@@ -20,6 +20,8 @@ def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics, failures: Fail
         name = config.type if len(configs) == 1 else f"{config.type}-{index}"
         rotate_bytes = int(config.rotate_mb * 1_000_000) if config.rotate_mb else None
         writer = JsonLinesSink(Path(config.path), rotate_bytes, config.rotate_daily, name=name)
+        for reason in ("queue_full", "write_error", "shutdown"):
+            metrics.sink_dropped.labels(name, reason)  # at 0 from the start, for rate() and alerts
         runners.append(
             SinkRunner(
                 writer,
