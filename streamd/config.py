@@ -15,10 +15,20 @@ import re
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from streamd.redact import redact_text, register_secrets, url_secrets
@@ -270,6 +280,44 @@ class JsonlSinkConfig(StrictModel):
         return str(_resolve_path(path, info))
 
 
+class RedisSinkConfig(StrictModel):
+    type: Literal["redis"]
+    """Redis Streams: one entry per analysed frame (XADD)."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """redis:// or rediss:// URL; a password belongs in `${credential:NAME}` or `${ENV}`."""
+    stream: str = Field("streamd:{camera}", min_length=1, max_length=256)
+    """Stream key; `{camera}` is replaced by the camera id (one stream per camera), without
+    it all cameras share one stream."""
+    maxlen: int = Field(100_000, ge=1, le=1_000_000_000)
+    """Entries kept per stream, approximately (`XADD MAXLEN ~`: up to one node more)."""
+    queue: int = Field(10000, ge=1, le=1_000_000)
+    """Records kept while Redis is unreachable; beyond, the newest are dropped and counted."""
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    """Connect and command timeout."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if urlsplit(url).scheme.lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
+
+def _sink_type(value: Any) -> str:
+    found = value.get("type", "jsonl") if isinstance(value, Mapping) else getattr(value, "type", "jsonl")
+    return str(found)
+
+
+SinkConfig = Annotated[
+    Annotated[JsonlSinkConfig, Tag("jsonl")] | Annotated[RedisSinkConfig, Tag("redis")],
+    Discriminator(_sink_type),
+]
+
+
+def _default_sinks() -> list[SinkConfig]:
+    return [JsonlSinkConfig()]
+
+
 class HealthConfig(StrictModel):
     ready_share: float = Field(0.5, ge=0, le=1)
     """/readyz answers 200 once the engine is loaded and this share of cameras streams."""
@@ -310,7 +358,7 @@ class StreamsConfig(StrictModel):
     """How frames from all cameras are batched for the engine."""
     postprocess: PostprocessConfig = PostprocessConfig()
     """Score threshold, NMS and the cap on faces per frame."""
-    sinks: list[JsonlSinkConfig] = Field(default_factory=lambda: [JsonlSinkConfig()])
+    sinks: list[SinkConfig] = Field(default_factory=lambda: _default_sinks())
     """Where detections go (default: one JSON Lines file)."""
     health: HealthConfig = HealthConfig()
     """Readiness and the systemd watchdog."""
@@ -502,6 +550,10 @@ def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
     # anything that is not a real key. A camera key that the camera does not set came
     # from `defaults`: point there, where the operator must fix it.
     path = tuple(part for part in error["loc"] if isinstance(part, int) or not part.startswith("_"))
+    if len(path) >= 3 and path[0] == "sinks" and path[2] in _SINK_TYPES:
+        path = (*path[:2], *path[3:])  # the tagged union's tag is not a key of the file
+    if error["type"] == "union_tag_invalid":
+        path = (*path, "type")
     if len(path) >= 3 and path[0] == "cameras" and path not in doc.lines:
         from_defaults = ("defaults", *path[2:])
         if from_defaults in doc.lines:
@@ -509,7 +561,10 @@ def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
     return path
 
 
+_SINK_TYPES = ("jsonl", "redis")
+
 _MESSAGES = {
+    "union_tag_invalid": "unknown sink type {tag!r}: one of {expected_tags}",
     "greater_than": "must be > {gt}",
     "greater_than_equal": "must be >= {ge}",
     "less_than": "must be < {lt}",

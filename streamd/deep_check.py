@@ -17,12 +17,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streamd.config import MetricsConfig, StreamsConfig
+from streamd.config import MetricsConfig, RedisSinkConfig, StreamsConfig
 from streamd.engine.base import EngineError
 from streamd.engine.factory import create_engines
 from streamd.engine.runner import EngineRunner
 from streamd.http_server import MetricsServer, describe
 from streamd.sinks.jsonl import JsonLinesSink
+from streamd.sinks.redis_streams import RedisStreamSink
 
 
 @dataclass
@@ -35,6 +36,13 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
     result = DeepCheck()
     _check_listener(config.metrics, path.resolve(), result)
     for index, sink in enumerate(config.sinks):
+        if isinstance(sink, RedisSinkConfig):
+            # Not a problem: `run` starts without Redis and keeps records until it answers.
+            try:
+                RedisStreamSink(sink.url, sink.stream, sink.maxlen, min(sink.timeout_s, 3.0)).ping()
+            except OSError as exc:
+                result.notes.append(f"sinks[{index}]: Redis does not answer now ({exc}); records will wait for it")
+            continue
         try:
             JsonLinesSink(Path(sink.path), None, rotate_daily=False).probe()
         except OSError as exc:

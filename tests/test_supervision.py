@@ -145,6 +145,7 @@ class RaisingCounter:
 
 class MemorySink:
     name = "memory"
+    retries = False
 
     def __init__(self) -> None:
         self.records: list[Record] = []

@@ -10,6 +10,14 @@ traceback only when the error is not the operating system's), a summary follows 
 `summary_every_s` while it lasts, and its end is logged with the total dropped. Every
 record of a failed write is counted as dropped (`write_error`), each exactly once.
 While an episode lasts the sink is unhealthy: `problem()` says why, for `/readyz`.
+
+What a failed write costs depends on the sink. A file sink (`retries = False`) drops the
+group (counted, `write_error`): retrying a full disk only delays the next records. A
+broker sink (`retries = True`) keeps the group and retries it with a growing pause while
+new records wait in the bounded queue: an outage shorter than the queue loses nothing,
+and beyond the queue's bound the newest records are dropped and counted (`queue_full`).
+At stop, what a retrying sink has not written by the deadline is dropped and counted
+(`shutdown`), so the stop stays bounded and the counts exact.
 """
 
 from __future__ import annotations
@@ -27,10 +35,19 @@ log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 _STOP = object()
+# Past its stop deadline a sink drops what it holds at once; this is the time that takes.
+_STOP_GRACE_S = 1.0
+
+
+# Pauses between retries of a failed group (retrying sinks): from the first, doubling.
+_RETRY_FIRST_S = 0.2
+_RETRY_MAX_S = 5.0
 
 
 class Sink(Protocol):
     name: str
+    retries: bool
+    """True: a failed write is retried (the records kept); False: the records are dropped."""
 
     def write(self, records: list[Record]) -> None:
         """Write a group of records; raise on failure."""
@@ -56,15 +73,15 @@ class SinkRunner:
         self.on_written = on_written
         self.on_health = on_health or (lambda _up: None)
         self.on_health(True)
-        self.episode = _Episode(sink.name, summary_every_s, clock)
+        self.episode = _Episode(sink.name, summary_every_s, clock, sink.retries, queue_size)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         component = f"sink-{sink.name}"
         run = (failures or Failures()).guard(component, self._run)
         self._thread = threading.Thread(target=run, name=component, daemon=True)
         self._started = False
-        # Each count has one writer: `offer` runs in the engine's deliver thread, `_write`
-        # in the sink's own.
-        self.written = self.dropped_queue_full = self.dropped_write_error = 0
+        self._stop_by: float | None = None  # the stop's deadline, once stopping
+        self._count_lock = threading.Lock()
+        self.written = self.dropped_queue_full = self.dropped_write_error = self.dropped_shutdown = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -75,13 +92,12 @@ class SinkRunner:
         if not self._started:
             # Only when the engine drain overran its share of the stop deadline: a record
             # that comes after the sink's last write is counted, not silently queued.
-            self.on_drop(self.sink.name, "shutdown")
+            self._drop([record], "shutdown")
             return False
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self.dropped_queue_full += 1
-            self.on_drop(self.sink.name, "queue_full")
+            self._drop([record], "queue_full")
             return False
         return True
 
@@ -94,24 +110,28 @@ class SinkRunner:
         if not self._started:
             return True
         self._started = False
-        deadline = time.monotonic() + timeout
+        deadline = self._stop_by = time.monotonic() + timeout
         try:
-            self._queue.put(_STOP, timeout=timeout)
+            # A retrying sink that is failing gives up at the deadline and empties its
+            # queue at once (counted): there is room for the marker just after it.
+            self._queue.put(_STOP, timeout=timeout + _STOP_GRACE_S)
         except queue.Full:
             log.error("sink %s: queue still full after %.1fs at shutdown", self.sink.name, timeout)
             return False
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline + _STOP_GRACE_S - time.monotonic()))
         if self._thread.is_alive():
             log.error("sink %s did not finish writing within %.1fs", self.sink.name, timeout)
             return False
         self.episode.close()
+        dropped = self.dropped_queue_full + self.dropped_write_error + self.dropped_shutdown
         log.info(
-            "sink %s stopped: %d record(s) written, %d dropped (%d queue_full, %d write_error)",
+            "sink %s stopped: %d record(s) written, %d dropped (%d queue_full, %d write_error, %d shutdown)",
             self.sink.name,
             self.written,
-            self.dropped_queue_full + self.dropped_write_error,
+            dropped,
             self.dropped_queue_full,
             self.dropped_write_error,
+            self.dropped_shutdown,
         )
         return True
 
@@ -137,27 +157,63 @@ class SinkRunner:
                 log.exception("sink %s: close failed", self.sink.name)
 
     def _write(self, records: list[Record]) -> None:
-        try:
-            self.sink.write(records)
-        except Exception as error:  # noqa: BLE001 - counted and logged as an episode
-            self.dropped_write_error += len(records)
-            for _ in records:
-                self.on_drop(self.sink.name, "write_error")
-            if self.episode.failed(error, len(records)):
-                self.on_health(False)
-            return
+        pause = _RETRY_FIRST_S
+        while True:
+            if self._past_stop_deadline():
+                self._drop(records, "shutdown")
+                return
+            try:
+                self.sink.write(records)
+                break
+            except Exception as error:  # noqa: BLE001 - counted and logged as an episode
+                retry = self.sink.retries
+                if not retry:
+                    self._drop(records, "write_error")
+                if self.episode.failed(error, 0 if retry else len(records)):
+                    self.on_health(False)
+                if not retry:
+                    return
+            time.sleep(min(pause, self._until_stop_deadline()))
+            pause = min(pause * 2, _RETRY_MAX_S)
         self.written += len(records)
         if self.on_written is not None:
             self.on_written(len(records))
         if self.episode.end():
             self.on_health(True)
 
+    def _drop(self, records: list[Record], reason: str) -> None:
+        with self._count_lock:  # `offer` (deliver thread) and `_write` (sink thread) both drop
+            self._count_dropped(records, reason)
+        for _ in records:
+            self.on_drop(self.sink.name, reason)
+
+    def _count_dropped(self, records: list[Record], reason: str) -> None:
+        if reason == "queue_full":
+            self.dropped_queue_full += len(records)
+        elif reason == "write_error":
+            self.dropped_write_error += len(records)
+        else:
+            self.dropped_shutdown += len(records)
+
+    def _past_stop_deadline(self) -> bool:
+        return self._stop_by is not None and time.monotonic() >= self._stop_by
+
+    def _until_stop_deadline(self) -> float:
+        return float("inf") if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
+
 
 class _Episode:
     """A run of failed writes: logged when it starts, summarised while it lasts, closed once."""
 
-    def __init__(self, sink: str, summary_every_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, sink: str, summary_every_s: float, clock: Callable[[], float], retries: bool, queue_size: int
+    ) -> None:
         self.sink = sink
+        self.consequence = (
+            f"the records are kept and retried, up to {queue_size} waiting; beyond, the newest are dropped and counted"
+            if retries
+            else "records are dropped and counted until it works again"
+        )
         self.summary_every_s = summary_every_s
         self.clock = clock
         self._lock = threading.Lock()  # `describe` is read from other threads
@@ -181,10 +237,10 @@ class _Episode:
             # An OSError is the machine's (a full disk, a missing directory); anything
             # else is a bug in the sink and the traceback is what fixes it.
             log.error(
-                "sink %s: writing failed (%s); records are dropped and counted until it works again, "
-                "summarised every %.0fs",
+                "sink %s: writing failed (%s); %s; summarised every %.0fs",
                 self.sink,
                 text,
+                self.consequence,
                 self.summary_every_s,
                 exc_info=None if isinstance(error, OSError) else error,
             )

@@ -5,21 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from streamd.config import JsonlSinkConfig
+from streamd.config import RedisSinkConfig, SinkConfig
 from streamd.metrics import Metrics
-from streamd.sinks.base import SinkRunner
+from streamd.redact import redact_url
+from streamd.sinks.base import Sink, SinkRunner
 from streamd.sinks.jsonl import JsonLinesSink
+from streamd.sinks.redis_streams import RedisStreamSink
 from streamd.supervision import Failures
 
 log = logging.getLogger(__name__)
 
 
-def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics, failures: Failures | None = None) -> list[SinkRunner]:
+def build_sinks(configs: list[SinkConfig], metrics: Metrics, failures: Failures | None = None) -> list[SinkRunner]:
     runners = []
     for index, config in enumerate(configs):
         name = config.type if len(configs) == 1 else f"{config.type}-{index}"
-        rotate_bytes = int(config.rotate_mb * 1_000_000) if config.rotate_mb else None
-        writer = JsonLinesSink(Path(config.path), rotate_bytes, config.rotate_daily, name=name)
+        writer = _writer(config, name)
         for reason in ("queue_full", "write_error", "shutdown"):
             metrics.sink_dropped.labels(name, reason)  # at 0 from the start, for rate() and alerts
         runners.append(
@@ -32,5 +33,18 @@ def build_sinks(configs: list[JsonlSinkConfig], metrics: Metrics, failures: Fail
                 on_health=metrics.sink_up.labels(name).set,
             )
         )
-        log.info("sink %s: %s", name, config.path)
+        log.info("sink %s: %s", name, _where(config))
     return runners
+
+
+def _writer(config: SinkConfig, name: str) -> Sink:
+    if isinstance(config, RedisSinkConfig):
+        return RedisStreamSink(config.url, config.stream, config.maxlen, config.timeout_s, name=name)
+    rotate_bytes = int(config.rotate_mb * 1_000_000) if config.rotate_mb else None
+    return JsonLinesSink(Path(config.path), rotate_bytes, config.rotate_daily, name=name)
+
+
+def _where(config: SinkConfig) -> str:
+    if isinstance(config, RedisSinkConfig):
+        return f"{redact_url(config.url)} stream {config.stream}"
+    return config.path

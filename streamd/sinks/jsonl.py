@@ -39,6 +39,7 @@ class JsonLinesSink:
         clock: Callable[[], dt.datetime] = dt.datetime.now,
     ) -> None:
         self.name = name
+        self.retries = False  # a full disk is not fixed by trying again at once
         self.clock = clock
         self.path = path
         self.rotate_bytes = rotate_bytes

@@ -31,6 +31,7 @@ class BrokenDisk:
     """A sink whose writes fail while `broken` is set (the edge: a disk, not the runner)."""
 
     name = "disk"
+    retries = False
 
     def __init__(self) -> None:
         self.broken = False

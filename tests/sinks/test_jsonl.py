@@ -56,6 +56,7 @@ class StuckSink:
     """A sink whose disk hangs until released."""
 
     name = "stuck"
+    retries = False
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -71,6 +72,7 @@ class StuckSink:
 
 class FailingSink:
     name = "failing"
+    retries = False
 
     def __init__(self) -> None:
         self.calls = 0
