@@ -2,8 +2,8 @@
 # Debian/Ubuntu packages streamd's set-up needs: venv support for the project's own
 # environment, GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
 # demo cameras and the tests, Prometheus (with promtool) for the tests of the alert
-# rules and the dashboard, and redis-server for the Redis sink's tests (the tests start
-# their own servers on free ports; nothing here is started as a service). Installs only what is missing; needs root for that.
+# rules and the dashboard, and redis-server and mosquitto for the broker sinks' tests (the
+# tests start their own servers on free ports; nothing here is started as a service). Installs only what is missing; needs root for that.
 set -euo pipefail
 
 packages=(
@@ -17,6 +17,7 @@ packages=(
   curl
   prometheus
   redis-server
+  mosquitto
 )
 
 missing=()

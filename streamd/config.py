@@ -303,13 +303,50 @@ class RedisSinkConfig(StrictModel):
         return url
 
 
+class MqttSinkConfig(StrictModel):
+    type: Literal["mqtt"]
+    """MQTT: one message per analysed frame on `<prefix>/<camera>/faces`, retained
+    `<prefix>/available` (online/offline, with a Last Will) and `<prefix>/<camera>/state`."""
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("streamd", pattern=r"^[^#+\s]+$", max_length=128)
+    """Topic prefix (no wildcards)."""
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    """Default: streamd-<host name>-<process id>."""
+    username: str | None = None
+    password: str | None = None
+    """Through `${credential:NAME}` or `${ENV}`, not in the file."""
+    tls: bool = False
+    ca_file: str | None = None
+    """CA certificates for TLS; default: the system's."""
+    qos: int = Field(1, ge=0, le=2)
+    retain: bool = False
+    """Retain the last `faces` message of each camera."""
+    only_faces: bool = False
+    """Publish only frames with at least one face."""
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    """The broker declares streamd gone (Last Will: `offline`) after 1.5 times this."""
+    queue: int = Field(10000, ge=1, le=1_000_000)
+    """Records kept while the broker is unreachable; beyond, the newest are dropped and counted."""
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """A group of messages not acknowledged within this long is retried."""
+
+    @model_validator(mode="after")
+    def _password_is_a_secret(self) -> MqttSinkConfig:
+        if self.password:
+            register_secrets([self.password])
+        return self
+
+
 def _sink_type(value: Any) -> str:
     found = value.get("type", "jsonl") if isinstance(value, Mapping) else getattr(value, "type", "jsonl")
     return str(found)
 
 
 SinkConfig = Annotated[
-    Annotated[JsonlSinkConfig, Tag("jsonl")] | Annotated[RedisSinkConfig, Tag("redis")],
+    Annotated[JsonlSinkConfig, Tag("jsonl")]
+    | Annotated[RedisSinkConfig, Tag("redis")]
+    | Annotated[MqttSinkConfig, Tag("mqtt")],
     Discriminator(_sink_type),
 ]
 
@@ -561,7 +598,7 @@ def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
     return path
 
 
-_SINK_TYPES = ("jsonl", "redis")
+_SINK_TYPES = ("jsonl", "redis", "mqtt")
 
 _MESSAGES = {
     "union_tag_invalid": "unknown sink type {tag!r}: one of {expected_tags}",

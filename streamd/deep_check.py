@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import errno
 import json
+import socket
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streamd.config import MetricsConfig, RedisSinkConfig, StreamsConfig
+from streamd.config import MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
 from streamd.engine.base import EngineError
 from streamd.engine.factory import create_engines
 from streamd.engine.runner import EngineRunner
@@ -42,6 +43,12 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
                 RedisStreamSink(sink.url, sink.stream, sink.maxlen, min(sink.timeout_s, 3.0)).ping()
             except OSError as exc:
                 result.notes.append(f"sinks[{index}]: Redis does not answer now ({exc}); records will wait for it")
+            continue
+        if isinstance(sink, MqttSinkConfig):
+            try:
+                socket.create_connection((sink.host, sink.port), timeout=3.0).close()
+            except OSError as exc:
+                result.notes.append(f"sinks[{index}]: the MQTT broker does not answer now ({exc}); records will wait")
             continue
         try:
             JsonLinesSink(Path(sink.path), None, rotate_daily=False).probe()

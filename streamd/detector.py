@@ -118,6 +118,11 @@ class Detector:
                 engine.close()
         return drained and all(flushed)
 
+    def camera_states(self, states: dict[str, str]) -> None:
+        """Hand the cameras' states to the sinks that publish them (event loop thread)."""
+        for sink in self.sinks:
+            sink.camera_states(states)
+
     def sink_problems(self) -> list[str]:
         """Why sinks are not writing now (empty while all are)."""
         return [problem for sink in self.sinks if (problem := sink.problem()) is not None]

@@ -68,10 +68,15 @@ class Health:
         ping_every = self.notifier.watchdog_interval_s or 5.0
         tick = min(_TICK_S, ping_every)
         last_ping = 0.0
+        states: dict[str, str] = {}
         while True:
             expected = time.monotonic() + tick
             await asyncio.sleep(tick)
             self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
+            now_states = {s.camera_id: s.state.value for s in self.sources()}
+            if now_states != states and self.detector is not None:
+                self.detector.camera_states(now_states)
+            states = now_states
             now = time.monotonic()
             if now - last_ping >= ping_every:
                 last_ping = now

@@ -101,6 +101,12 @@ class SinkRunner:
             return False
         return True
 
+    def camera_states(self, states: dict[str, str]) -> None:
+        """Every camera's state, for sinks that publish it (MQTT); others ignore it."""
+        publish = getattr(self.sink, "camera_states", None)
+        if publish is not None and self._started:
+            publish(states)
+
     def problem(self) -> str | None:
         """Why the sink is not writing now, or None while it is."""
         return self.episode.describe()

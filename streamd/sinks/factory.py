@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from streamd.config import RedisSinkConfig, SinkConfig
+from streamd.config import MqttSinkConfig, RedisSinkConfig, SinkConfig
 from streamd.metrics import Metrics
 from streamd.redact import redact_url
 from streamd.sinks.base import Sink, SinkRunner
 from streamd.sinks.jsonl import JsonLinesSink
+from streamd.sinks.mqtt import MqttSink
 from streamd.sinks.redis_streams import RedisStreamSink
 from streamd.supervision import Failures
 
@@ -38,6 +39,8 @@ def build_sinks(configs: list[SinkConfig], metrics: Metrics, failures: Failures 
 
 
 def _writer(config: SinkConfig, name: str) -> Sink:
+    if isinstance(config, MqttSinkConfig):
+        return MqttSink(config, name=name)
     if isinstance(config, RedisSinkConfig):
         return RedisStreamSink(config.url, config.stream, config.maxlen, config.timeout_s, name=name)
     rotate_bytes = int(config.rotate_mb * 1_000_000) if config.rotate_mb else None
@@ -45,6 +48,8 @@ def _writer(config: SinkConfig, name: str) -> Sink:
 
 
 def _where(config: SinkConfig) -> str:
+    if isinstance(config, MqttSinkConfig):
+        return f"mqtt://{config.host}:{config.port} topics {config.prefix}/<camera>/faces"
     if isinstance(config, RedisSinkConfig):
         return f"{redact_url(config.url)} stream {config.stream}"
     return config.path

@@ -1,0 +1,247 @@
+"""The MQTT sink against a real mosquitto on loopback: one message per record, the
+retained availability (with the Last Will after a SIGKILL) and camera states, a broker
+restart that loses nothing up to the queue's bound, and exact counts beyond it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamd.config import MqttSinkConfig
+from streamd.sinks.base import Record, SinkRunner
+from streamd.sinks.mqtt import MqttSink
+from tests.conftest import free_port, skip_or_fail, spawn_streamd
+
+
+class Mosquitto:
+    """A broker with persistence, so a subscriber's session survives its restart."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.port = binary, free_port()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {directory}/\nuser root\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        import socket
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        skip_or_fail("mosquitto not installed (Debian package `mosquitto`; `make test` installs it as root)")
+    assert binary is not None
+    server = Mosquitto(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Subscriber:
+    """Everything under `streamd/#`, QoS 1, with a session the broker keeps across restarts."""
+
+    def __init__(self, port: int, client_id: str = "test-subscriber") -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, str, bool]] = []
+        self._lock = threading.Lock()
+        self.client: Any = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.on_connect = lambda c, *_: c.subscribe("streamd/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        with self._lock:
+            self.messages.append((message.topic, message.payload.decode(), bool(message.retain)))
+
+    def faces(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(payload) for topic, payload, _ in self.messages if topic.endswith("/faces")]
+
+    def last(self, topic: str) -> str | None:
+        with self._lock:
+            payloads = [payload for t, payload, _ in self.messages if t == topic]
+        return payloads[-1] if payloads else None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def record(seq: int, camera: str = "door") -> Record:
+    return {"camera": camera, "seq": seq, "faces": [] if seq % 2 else [{"score": 0.9}]}
+
+
+def runner_for(port: int, queue: int, counts: dict[str, int], **settings: Any) -> SinkRunner:
+    config = MqttSinkConfig(type="mqtt", port=port, keepalive_s=5, timeout_s=2, **settings)
+
+    def dropped(_sink: str, reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+
+    def written(count: int) -> None:
+        counts["written"] = counts.get("written", 0) + count
+
+    return SinkRunner(MqttSink(config), queue, on_drop=dropped, on_written=written)
+
+
+def test_one_message_per_record_and_availability_online_then_offline(broker: Mosquitto) -> None:
+    subscriber = Subscriber(broker.port)
+    counts: dict[str, int] = {}
+    runner = runner_for(broker.port, 1000, counts)
+    runner.start()
+    until(lambda: subscriber.last("streamd/available") == "online", 10, "online")
+    runner.camera_states({"door": "streaming"})
+    for seq in range(300):
+        runner.offer(record(seq))
+    assert runner.stop(15)
+    until(lambda: len(subscriber.faces()) >= 300 and subscriber.last("streamd/available") == "offline", 10, "all")
+    subscriber.close()
+    assert sorted(r["seq"] for r in subscriber.faces()) == list(range(300)), "each record exactly once"
+    assert subscriber.last("streamd/door/state") == "streaming"
+    assert counts == {"written": 300}
+
+    # Retained: a subscriber that comes later still learns both.
+    late = Subscriber(broker.port, client_id="late")
+    until(lambda: late.last("streamd/available") == "offline" and late.last("streamd/door/state") is not None, 10, "x")
+    late.close()
+
+
+def test_only_faces_publishes_frames_with_faces(broker: Mosquitto) -> None:
+    subscriber = Subscriber(broker.port)
+    runner = runner_for(broker.port, 100, {}, only_faces=True)
+    runner.start()
+    for seq in range(20):
+        runner.offer(record(seq))
+    assert runner.stop(15)
+    until(lambda: len(subscriber.faces()) >= 10, 10, "messages")
+    time.sleep(0.3)
+    subscriber.close()
+    assert sorted(r["seq"] for r in subscriber.faces()) == list(range(0, 20, 2))
+
+
+def test_a_broker_restart_loses_nothing_within_the_queue_and_counts_beyond_it(broker: Mosquitto) -> None:
+    subscriber = Subscriber(broker.port)
+    counts: dict[str, int] = {}
+    runner = runner_for(broker.port, 500, counts)
+    runner.start()
+    for seq in range(100):
+        runner.offer(record(seq))
+    until(lambda: counts.get("written", 0) == 100, 10, "the first records")
+    broker.stop()
+    for seq in range(100, 300):  # 200 while the broker is down: within the queue
+        runner.offer(record(seq))
+    time.sleep(1.0)
+    broker.start()
+    for seq in range(300, 350):
+        runner.offer(record(seq))
+    assert runner.stop(20)
+    until(lambda: {r["seq"] for r in subscriber.faces()} >= set(range(350)), 20, "every record after the restart")
+    assert counts == {"written": 350}, "nothing dropped"
+
+    # Beyond the bound: 1,000 records while the broker is down, a queue of 100.
+    counts = {}
+    runner = runner_for(broker.port, 100, counts)
+    runner.start()
+    until(lambda: subscriber.last("streamd/available") == "online", 10, "online")
+    broker.stop()
+    for seq in range(1000, 2000):
+        runner.offer(record(seq))
+    broker.start()
+    assert runner.stop(20)
+    until(lambda: len({r["seq"] for r in subscriber.faces() if r["seq"] >= 1000}) >= counts["written"], 20, "x")
+    subscriber.close()
+    received = {r["seq"] for r in subscriber.faces() if r["seq"] >= 1000}
+    assert len(received) == counts["written"] and counts["written"] + counts["queue_full"] == 1000
+    assert 100 <= counts["written"] <= 100 + 256, "the queue, plus the group held when it failed"
+
+
+@pytest.mark.assets
+def test_a_daemon_publishes_each_analysed_frame_once_and_its_will_says_offline_when_killed(
+    broker: Mosquitto, canonical_model: Path, test_video: Path, tmp_path: Path
+) -> None:
+    subscriber = Subscriber(broker.port)
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n"
+        f"engine: {{model: {canonical_model}, threads: 1}}\n"
+        f"sinks: [{{path: {out}}}, {{type: mqtt, port: {broker.port}, keepalive_s: 5}}]\n"
+        f"cameras: [{{id: door, url: '{test_video}', fps: 5}}]\n"
+    )
+    process = spawn_streamd(config)
+    try:
+        until(lambda: subscriber.last("streamd/door/state") == "streaming", 60, "the camera's state")
+        assert subscriber.last("streamd/available") == "online"
+        until(lambda: len(subscriber.faces()) >= 15, 60, "messages")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-3000:]
+    until(lambda: subscriber.last("streamd/available") == "offline", 10, "offline after SIGTERM")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    published = subscriber.faces()
+    assert [r["seq"] for r in published] == [r["seq"] for r in lines], "one message per analysed frame"
+    assert published[0].keys() == lines[0].keys()
+    assert re.search(r"sink mqtt-1 stopped: (\d+) record\(s\) written, 0 dropped", stderr)
+
+    # SIGKILL: no goodbye, so the broker's Last Will says it, after 1.5 x keepalive.
+    process = spawn_streamd(config)
+    try:
+        until(lambda: subscriber.last("streamd/available") == "online", 60, "online again")
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=10)
+        killed = time.monotonic()
+        until(lambda: subscriber.last("streamd/available") == "offline", 15, "the Last Will")
+        assert time.monotonic() - killed <= 5 * 1.5 + 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        subscriber.close()
