@@ -2,8 +2,9 @@
 # Debian/Ubuntu packages streamd's set-up needs: venv support for the project's own
 # environment, GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
 # demo cameras and the tests, Prometheus (with promtool) for the tests of the alert
-# rules and the dashboard, and redis-server and mosquitto for the broker sinks' tests (the
-# tests start their own servers on free ports; nothing here is started as a service). Installs only what is missing; needs root for that.
+# rules and the dashboard, redis-server and mosquitto for the broker sinks' tests, and
+# headless Chromium for the status page's (the tests start their own servers on free
+# ports; nothing here is started as a service). Installs only what is missing; needs root for that.
 set -euo pipefail
 
 packages=(
@@ -18,6 +19,7 @@ packages=(
   prometheus
   redis-server
   mosquitto
+  chromium
 )
 
 missing=()

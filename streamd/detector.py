@@ -33,6 +33,7 @@ from streamd.metrics import Metrics
 from streamd.postprocess import PostprocessSettings, postprocess
 from streamd.preprocess import Letterbox, letterbox
 from streamd.sinks.base import SinkRunner
+from streamd.snapshots import Snapshots
 from streamd.supervision import Failures
 from streamd.threads import run_in_thread
 
@@ -68,6 +69,7 @@ class Detector:
         self._counts_lock = threading.Lock()
         self._postprocess_failure_logged = False
         self._stages = StageTimers(metrics)
+        self.snapshots = Snapshots()
         # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
         # letterbox kernel can run; otherwise they come back to the host as usual.
         self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
@@ -147,6 +149,7 @@ class Detector:
         self.batcher.detach(camera_id)
         with self._counts_lock:
             self.inferred_by_camera.pop(camera_id, None)
+        self.snapshots.forget(camera_id)
 
     def _room_from_thread(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -190,6 +193,8 @@ class Detector:
                 if known:
                     self.inferred_by_camera[frame.camera_id] += 1
             if known:
+                assert frame.letterbox is not None  # _record succeeded: it has one
+                self.snapshots.remember(frame.camera_id, frame.seq, frame.image, frame.letterbox, record["faces"])
                 self.metrics.frames_inferred.labels(frame.camera_id).inc()
                 self.metrics.faces_detected.labels(frame.camera_id).inc(faces)
                 self.metrics.latency.labels(frame.camera_id).observe(record["latency_s"])

@@ -23,6 +23,7 @@ from streamd.detector import Detector
 from streamd.metrics import Metrics
 from streamd.rate_log import RateLogger
 from streamd.redact import redact_url
+from streamd.snapshots import Snapshot
 from streamd.supervision import Failures
 from streamd.systemd import Notifier
 from streamd.tasks import cancel_and_wait
@@ -116,6 +117,9 @@ class Health:
         share = streaming / len(sources) if sources else 1.0
         ready = share >= self.config()[0].health.ready_share
         return ready, f"{'ready' if ready else 'not ready'}: {streaming}/{len(sources)} cameras streaming"
+
+    def snapshot(self, camera_id: str) -> Snapshot | None:
+        return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -23,7 +23,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from streamd import status_page
 from streamd.redact import redact_data, redact_text
+from streamd.snapshots import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,16 @@ class HealthView(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def snapshot(self, camera_id: str) -> Snapshot | None:
+        """The camera's last analysed frame as a JPEG, faces drawn; None when there is none."""
+        ...
 
-def _respond(start_response: Callable[..., Any], code: str, body: bytes, kind: str) -> Iterable[bytes]:
-    start_response(code, [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+
+def _respond(
+    start_response: Callable[..., Any], code: str, body: bytes, kind: str, extra: list[tuple[str, str]] | None = None
+) -> Iterable[bytes]:
+    headers = [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    start_response(code, headers + (extra or []))
     return [body]
 
 
@@ -57,6 +66,16 @@ def make_app(registry: CollectorRegistry, health: HealthView | None) -> WsgiApp:
         if path == "/status" and health is not None:
             body = json.dumps(redact_data(health.status()), indent=2).encode()
             return _respond(start_response, "200 OK", body, "application/json")
+        if path == "/" and health is not None:
+            page = status_page.render(redact_data(health.status()))
+            return _respond(start_response, "200 OK", page, "text/html; charset=utf-8")
+        if path.startswith("/cameras/") and path.endswith("/latest.jpg") and health is not None:
+            snapshot = health.snapshot(path[len("/cameras/") : -len("/latest.jpg")])
+            if snapshot is not None:
+                return _respond(
+                    start_response, "200 OK", snapshot.jpeg, "image/jpeg", [("X-Frame-Seq", str(snapshot.seq))]
+                )
+            return _respond(start_response, "404 Not Found", b"no analysed frame of that camera yet\n", "text/plain")
         if path in ("/", "/metrics"):
             exposition: Iterable[bytes] = metrics_app(environ, start_response)
             return exposition

@@ -1,0 +1,127 @@
+"""The status page and snapshots from a running daemon: headless Chromium loads `/`
+and sees every camera with its latest frame; a snapshot is a JPEG of the camera's size
+with the boxes where the records say."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamd import status_page
+from streamd.testing.demo import CACHE_DIR
+from streamd.testing.rtsp import RtspTestServer
+from streamd.testing.video import VideoSpec, cached_video
+from tests.conftest import free_port, skip_or_fail, spawn_streamd
+
+pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
+
+
+def get(port: int, path: str) -> tuple[bytes, int]:
+    """The body and the frame it shows (X-Frame-Seq)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        body: bytes = response.read()
+        return body, int(response.headers["X-Frame-Seq"])
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data), "r") as container:
+        picture: np.ndarray = next(container.decode(video=0)).to_ndarray(format="rgb24")
+        return picture
+
+
+def green(pixels: np.ndarray) -> np.ndarray:
+    """Where the drawn boxes are (pure green, blurred a little by JPEG)."""
+    return (pixels[..., 1] > 150) & (pixels[..., 0] < 120) & (pixels[..., 2] < 120)
+
+
+def chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with a profile of its own (two runs sharing one collide on its lock)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        skip_or_fail("chromium not installed (Debian package `chromium`; `make test` installs it as root)")
+    assert binary is not None
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}"]
+    result = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_the_page_shows_every_camera_and_snapshots_have_the_records_boxes(
+    gstreamer: None, assets_dir: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    photo = assets_dir / "images" / "group9.jpg"
+    video = cached_video(VideoSpec(width=1024, height=768, fps=25, seconds=6, image=str(photo), pan=False), CACHE_DIR)
+    server = RtspTestServer({"lobby": video, "door": video})
+    server.start()
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"metrics: {{listen: 127.0.0.1:{port}}}\n"
+        f"engine: {{model: {canonical_model}}}\n"
+        f"sinks: [{{path: {out}}}]\n"
+        "cameras:\n" + "".join(f"  - {{id: {name}, url: '{server.url(name)}', fps: 5}}\n" for name in ("lobby", "door"))
+    )
+    process = spawn_streamd(config)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "streamd exited early"
+            cameras = {r["camera"] for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
+            if cameras == {"lobby", "door"}:
+                break
+            time.sleep(0.3)
+        jpeg, seq = get(port, "/cameras/lobby/latest.jpg")
+        snapshot = decode_image(jpeg)
+        # Less virtual time than the page's own refresh: it must not be reloading when taken.
+        wait = f"--virtual-time-budget={(status_page.REFRESH_S - 2) * 1000}"
+        page_url = f"http://127.0.0.1:{port}/"
+        dom = chromium(tmp_path / "dom", wait, "--dump-dom", page_url)
+        shot = tmp_path / "page.png"
+        chromium(tmp_path / "shot", wait, "--window-size=1100,1000", f"--screenshot={shot}", page_url)
+        missing = urllib.request.Request(f"http://127.0.0.1:{port}/cameras/nobody/latest.jpg")
+        with pytest.raises(urllib.error.HTTPError) as not_found:
+            urllib.request.urlopen(missing, timeout=10)
+        not_found.value.close()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        server.stop()
+    assert process.returncode == 0, stderr[-3000:]
+    assert not_found.value.code == 404
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    record = next(r for r in records if r["camera"] == "lobby" and r["seq"] == seq)
+
+    # The snapshot: the camera's size, and green along every box of its frame's record.
+    assert snapshot.shape == (768, 1024, 3)
+    mask = green(snapshot)
+    assert len(record["faces"]) >= 7
+    for face in record["faces"]:
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
+        top = mask[max(0, y1 - 2) : y1 + 3, x1:x2].any(axis=0)
+        left = mask[y1:y2, max(0, x1 - 2) : x1 + 3].any(axis=1)
+        assert top.mean() > 0.8 and left.mean() > 0.8, face["box"]
+    assert mask.mean() < 0.05, "boxes, not a green picture"
+
+    # The page, as a browser renders it: every camera, its state, its frame loaded.
+    html = dom.stdout
+    for name in ("lobby", "door"):
+        assert re.search(rf'id="camera-{name}".*?class="streaming"', html, re.S), html[:2000]
+        assert re.search(rf'alt="latest analysed frame of {name}"[^>]*data-loaded="yes"', html), html[:3000]
+    page = decode_image(shot.read_bytes())
+    assert page.shape[:2] == (1000, 1100)
+    assert green(page).sum() > 500, "the snapshots with their boxes are on the screenshot"
