@@ -245,3 +245,10 @@ def test_a_daemon_publishes_each_analysed_frame_once_and_its_will_says_offline_w
             process.kill()
             process.communicate()
         subscriber.close()
+
+
+def test_the_mqtt_password_is_masked_wherever_it_appears() -> None:
+    from streamd.redact import redact_text
+
+    MqttSinkConfig(type="mqtt", username="streamd", password="Br0ker-Pa55")
+    assert "Br0ker-Pa55" not in redact_text("connect failed for streamd:Br0ker-Pa55 at broker")
