@@ -172,13 +172,11 @@ class SinkRunner:
                 self.sink.write(records)
                 break
             except Exception as error:  # noqa: BLE001 - counted and logged as an episode
-                retry = self.sink.retries
-                if not retry:
+                if not self.sink.retries:
                     self._drop(records, "write_error")
-                if self.episode.failed(error, 0 if retry else len(records)):
-                    self.on_health(False)
-                if not retry:
+                    self._failed(error, dropped=len(records))
                     return
+                self._failed(error, dropped=0)
             time.sleep(min(pause, self._until_stop_deadline()))
             pause = min(pause * 2, _RETRY_MAX_S)
         self.written += len(records)
@@ -186,6 +184,10 @@ class SinkRunner:
             self.on_written(len(records))
         if self.episode.end():
             self.on_health(True)
+
+    def _failed(self, error: Exception, dropped: int) -> None:
+        if self.episode.failed(error, dropped):
+            self.on_health(False)
 
     def _drop(self, records: list[Record], reason: str) -> None:
         with self._count_lock:  # `offer` (deliver thread) and `_write` (sink thread) both drop
