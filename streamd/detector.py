@@ -145,11 +145,12 @@ class Detector:
             self.inferred_by_camera.setdefault(camera_id, 0)
         self.batcher.attach(camera_id, slot, priority)
 
-    async def detach(self, camera_id: str) -> None:
+    async def detach(self, camera_id: str, forget: bool = False) -> None:
         self.batcher.detach(camera_id)
-        with self._counts_lock:
-            self.inferred_by_camera.pop(camera_id, None)
-        self.snapshots.forget(camera_id)
+        if forget:
+            with self._counts_lock:
+                self.inferred_by_camera.pop(camera_id, None)
+            self.snapshots.forget(camera_id)
 
     def _room_from_thread(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -201,9 +202,11 @@ class Detector:
             postprocessed = time.monotonic()
             for sink in self.sinks:
                 sink.offer(record)
-            # From the end of its batch: the wait for earlier batches' delivery and for the
-            # frames before it in this one counts as postprocess, so the stages add up.
-            self._stages.observe(frame, result, postprocessed - result.finished_mono, time.monotonic() - postprocessed)
+            if known:
+                # From the end of its batch: the wait for earlier batches' delivery and for
+                # the frames before it in this one counts as postprocess, so the stages add up.
+                handed = time.monotonic() - postprocessed
+                self._stages.observe(frame, result, postprocessed - result.finished_mono, handed)
 
     def _record(self, frame: Frame, rows: Any) -> tuple[dict[str, Any], int]:
         assert frame.letterbox is not None  # convert() always letterboxes

@@ -37,7 +37,11 @@ class FrameConsumer(Protocol):
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None: ...
 
-    async def detach(self, camera_id: str) -> None: ...
+    async def detach(self, camera_id: str, forget: bool = False) -> None:
+        """Stop taking the camera's frames. `forget`: it was removed, so what it counted
+        goes too (frames of it still in flight are then not counted); otherwise (a stop, a
+        restart) its frames in flight are counted as usual."""
+        ...
 
 
 class AnalysisStage(FrameConsumer, Protocol):
@@ -119,7 +123,7 @@ class Supervisor:
     async def _stop_camera(self, camera_id: str, forget: bool = True, timeout: float | None = None) -> None:
         source = self._sources.pop(camera_id)
         await source.stop(timeout)
-        await self.consumer.detach(camera_id)
+        await self.consumer.detach(camera_id, forget)
         if forget:
             self.metrics.forget_camera(camera_id)
         log.info("[%s] stopped", camera_id)

@@ -60,7 +60,7 @@ class _Collector:
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._take(camera_id, slot), name=f"collect-{camera_id}")
 
-    async def detach(self, camera_id: str) -> None:
+    async def detach(self, camera_id: str, forget: bool = False) -> None:
         await cancel_and_wait(self._tasks.pop(camera_id, None))
 
     async def _take(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:
