@@ -10,13 +10,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, spawn_streamd
-from tests.test_reload_process import fetch, sample
+from tests.test_reload_process import fetch, sample, until
 
 pytestmark = pytest.mark.assets
 
@@ -30,19 +29,6 @@ def config_for(tmp_path: Path, model: Path, video: Path, out: Path, port: int) -
         f"cameras: [{{id: loop, url: '{video}', fps: 5}}]\n"
     )
     return config
-
-
-def until(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"streamd exited while waiting for {what}"
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def stop(process: subprocess.Popen[str]) -> str:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,18 +67,6 @@ class DaemonProcess:
                 self.process.wait()
 
 
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(path)
-    listener.setblocking(False)
-    try:
-        yield listener, path
-    finally:
-        listener.close()
-
-
 def engine_config(tmp_path: Path, model: Path, engine: str, cameras: str = "cameras: []\n") -> Path:
     config = tmp_path / "streams.yaml"
     config.write_text(
@@ -95,9 +83,9 @@ def readies(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 
 @pytest.mark.assets
 def test_sigterm_during_model_load_exits_0_at_once_and_never_sends_ready(
-    canonical_model: Path, tmp_path: Path, notify: tuple[socket.socket, str]
+    canonical_model: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
-    listener, address = notify
+    listener, address = notify_socket
     # Sixteen instances load one after the other (about 40 ms each here): the signal
     # is sent as soon as the daemon says it is loading them.
     config = engine_config(tmp_path, canonical_model, "instances: 16, threads: 1")
@@ -118,9 +106,9 @@ def test_sigterm_during_model_load_exits_0_at_once_and_never_sends_ready(
 
 @pytest.mark.assets
 def test_sigterm_during_warm_up_exits_0_at_once_and_never_sends_ready(
-    canonical_model: Path, tmp_path: Path, notify: tuple[socket.socket, str]
+    canonical_model: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
-    listener, address = notify
+    listener, address = notify_socket
     # Two instances warming up batches of 64 on one thread each: about 10 s here.
     config = engine_config(tmp_path, canonical_model, "instances: 2, threads: 1, profile: {max: 64}")
     config.write_text(config.read_text() + "batcher: {max_batch: 64}\n")
@@ -144,9 +132,9 @@ def file_camera_config(tmp_path: Path, video: Path, port: int) -> Path:
 
 
 def test_sighup_at_start_is_harmless_and_rereads_the_file_once_running(
-    test_video: Path, tmp_path: Path, notify: tuple[socket.socket, str]
+    test_video: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
-    listener, address = notify
+    listener, address = notify_socket
     config = file_camera_config(tmp_path, test_video, free_port())
     daemon = DaemonProcess(config, address)
     time.sleep(0.15)  # still importing: before the loop can take signals
@@ -163,9 +151,9 @@ def test_sighup_at_start_is_harmless_and_rereads_the_file_once_running(
 
 
 def test_sighup_during_shutdown_starts_nothing_and_a_stuck_camera_is_left_behind_in_time(
-    test_video: Path, tmp_path: Path, notify: tuple[socket.socket, str]
+    test_video: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
-    listener, address = notify
+    listener, address = notify_socket
     with silent_tcp_listener() as silent:
         config = tmp_path / "streams.yaml"
         config.write_text(
@@ -215,9 +203,9 @@ def test_a_signal_after_a_clean_stop_keeps_exit_0(tmp_path: Path) -> None:
 
 @pytest.mark.assets
 def test_a_camera_stuck_connecting_does_not_hold_the_drain_and_every_inferred_frame_is_written(
-    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path, notify: tuple[socket.socket, str]
+    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
-    listener, address = notify
+    listener, address = notify_socket
     server = RtspTestServer({"cam1": test_video})
     server.start()
     try:

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +21,6 @@ from tests.conftest import HostBufferEngine, run, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 Messages = list[dict[str, str]]
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(path)
-    listener.setblocking(False)
-    try:
-        yield listener, path
-    finally:
-        listener.close()
 
 
 def drain(listener: socket.socket) -> list[dict[str, str]]:
