@@ -210,13 +210,14 @@ class Daemon:
         return True
 
     def request_stop(self) -> None:
+        """Stop as SIGTERM does (for a daemon embedded in another program, and for tests)."""
         self._stop_requested.set()
 
     def _on_stop_signal(self) -> None:
         self._signals += 1
         if self._signals == 1:
             log.info("stopping (a second signal exits at once)")
-            self._stop_requested.set()
+            self.request_stop()
         else:
             log.warning("second stop signal: exiting without finishing")
             os._exit(1)
