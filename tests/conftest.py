@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -166,3 +167,27 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
         yield listener, path
     finally:
         listener.close()
+
+
+def system_binary(name: str, package: str) -> str:
+    """The path of a program a test needs from Debian, or a skip (a failure under CI) naming the package."""
+    import shutil
+
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)), None)
+    if path is None:
+        skip_or_fail(f"{name} not installed (Debian package `{package}`; `make test` installs it as root)")
+    assert path is not None
+    return path
+
+
+def stop_daemon(process: subprocess.Popen[str], timeout: float = 40) -> str:
+    """SIGTERM a `streamd run` (killed if it does not exit in time); asserts exit 0, returns its stderr."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-3000:]
+    return stderr

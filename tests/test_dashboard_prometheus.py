@@ -5,7 +5,6 @@ none, on a machine without a GPU), and every recording rule produces series."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, skip_or_fail, spawn_streamd
+from tests.conftest import free_port, spawn_streamd, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
@@ -97,11 +96,7 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        skip_or_fail("prometheus not installed (Debian package `prometheus`; `make test` installs it as root)")
-    assert binary is not None
-    return binary
+    return system_binary("prometheus", "prometheus")
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ synthetic failure and to stay quiet on a healthy series (deploy/prometheus/*.tes
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import skip_or_fail
+from tests.conftest import system_binary
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 RULES = RULES_DIR / "streamd-rules.yml"
@@ -19,11 +18,7 @@ RULE_TESTS = RULES_DIR / "streamd-rules.test.yml"
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        skip_or_fail("promtool not installed (Debian package `prometheus`; `make test` installs it as root)")
-    assert path is not None
-    return path
+    return system_binary("promtool", "prometheus")
 
 
 def test_promtool_accepts_the_rules(promtool: str) -> None:

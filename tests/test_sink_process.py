@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, spawn_streamd
+from tests.conftest import free_port, spawn_streamd, stop_daemon
 from tests.test_reload_process import fetch, sample, until
 
 pytestmark = pytest.mark.assets
@@ -29,18 +27,6 @@ def config_for(tmp_path: Path, model: Path, video: Path, out: Path, port: int) -
         f"cameras: [{{id: loop, url: '{video}', fps: 5}}]\n"
     )
     return config
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=40)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stderr[-3000:]
-    return stderr
 
 
 def readyz(port: int) -> tuple[int, str]:
@@ -67,7 +53,7 @@ def test_a_deleted_output_directory_is_recreated_and_writing_goes_on(
         shutil.rmtree(out.parent)
         until(lambda: count_lines(out) >= 5, 30, "records in a recreated directory", process)
     finally:
-        stderr = stop(process)
+        stderr = stop_daemon(process)
     assert "was removed or replaced; writing to a new file there" in stderr
     assert "write_error" not in stderr.replace("0 write_error", "")
     assert all(json.loads(line)["camera"] == "loop" for line in out.read_text().splitlines())
@@ -87,7 +73,7 @@ def test_a_full_disk_leaves_whole_lines_exact_counts_and_an_unready_daemon(
         code, why = readyz(port)
         time.sleep(1.0)  # a few more failed writes
     finally:
-        stderr = stop(process)
+        stderr = stop_daemon(process)
     assert code == 503 and "sink jsonl failing" in why and "No space left" in why
     assert len(re.findall("writing failed", stderr)) == 1, "one failure episode, logged once"
     inferred = re.search(r"detector stopped: (\d+) frames inferred, every one handed to the sinks", stderr)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -22,7 +20,7 @@ from streamd import status_page
 from streamd.testing.demo import CACHE_DIR
 from streamd.testing.rtsp import RtspTestServer
 from streamd.testing.video import VideoSpec, cached_video
-from tests.conftest import free_port, skip_or_fail, spawn_streamd
+from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
@@ -47,10 +45,7 @@ def green(pixels: np.ndarray) -> np.ndarray:
 
 def chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium with a profile of its own (two runs sharing one collide on its lock)."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        skip_or_fail("chromium not installed (Debian package `chromium`; `make test` installs it as root)")
-    assert binary is not None
+    binary = system_binary("chromium", "chromium")
     command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}"]
     result = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -94,14 +89,12 @@ def test_the_page_shows_every_camera_and_snapshots_have_the_records_boxes(
         with pytest.raises(urllib.error.HTTPError) as not_found:
             urllib.request.urlopen(missing, timeout=10)
         not_found.value.close()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=40)
+        stop_daemon(process)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
         server.stop()
-    assert process.returncode == 0, stderr[-3000:]
     assert not_found.value.code == 404
     records = [json.loads(line) for line in out.read_text().splitlines()]
     record = next(r for r in records if r["camera"] == "lobby" and r["seq"] == seq)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from streamd.sinks.base import Record, SinkRunner
 from streamd.sinks.redis_streams import RedisStreamSink
-from tests.conftest import free_port, skip_or_fail, spawn_streamd
+from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
 
 
 class RedisServer:
@@ -63,11 +62,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("redis-server not installed (Debian package `redis-server`; `make test` installs it as root)")
-    assert binary is not None
-    server = RedisServer(binary, tmp_path)
+    server = RedisServer(system_binary("redis-server", "redis-server"), tmp_path)
     server.start()
     try:
         yield server
@@ -178,13 +173,11 @@ def test_a_daemons_streams_hold_exactly_the_records_it_counted(
         while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 20):
             assert process.poll() is None, "streamd exited early"
             time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=40)
+        stderr = stop_daemon(process)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 0, stderr[-3000:]
     counted = re.search(r"sink redis-1 stopped: (\d+) record\(s\) written, 0 dropped", stderr)
     assert counted, stderr[-3000:]
     lines = [json.loads(line) for line in out.read_text().splitlines()]
