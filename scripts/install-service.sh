@@ -19,6 +19,9 @@ if [ ! -f /etc/streamd/streams.yaml ]; then
 fi
 chown -R root:streamd /etc/streamd && chmod 0750 /etc/streamd
 install -m 0644 deploy/streamd.service /etc/systemd/system/streamd.service
+# One instance per GPU on one streams.yaml: STREAMD_SHARDS=N in /etc/streamd/shards.env,
+# then `systemctl enable --now streamd@0 ... streamd@N-1` instead of streamd.
+install -m 0644 deploy/streamd@.service /etc/systemd/system/streamd@.service
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   echo "install-service: systemctl enable --now streamd"

@@ -2,9 +2,10 @@
 # Debian/Ubuntu packages streamd's set-up needs: venv support for the project's own
 # environment, GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
 # demo cameras and the tests, Prometheus (with promtool) for the tests of the alert
-# rules and the dashboard, redis-server and mosquitto for the broker sinks' tests, and
-# headless Chromium for the status page's (the tests start their own servers on free
-# ports; nothing here is started as a service). Installs only what is missing; needs root for that.
+# rules and the dashboard, redis-server and mosquitto for the broker sinks' tests,
+# headless Chromium for the status page's, and systemd for `systemd-analyze verify` of
+# the unit files (the tests start their own servers on free ports; nothing here is
+# started as a service). Installs only what is missing; needs root for that.
 set -euo pipefail
 
 packages=(
@@ -20,6 +21,7 @@ packages=(
   redis-server
   mosquitto
   chromium
+  systemd
 )
 
 missing=()

@@ -42,7 +42,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 print(f"{path}: {len(result.problems)} error(s)", file=sys.stderr)
                 continue
         enabled = len(config.enabled_cameras)
-        print(f"{path}: OK, {len(config.cameras)} camera(s), {enabled} enabled")
+        shard = config.this_shard
+        in_shard = f", {len(config.cameras_to_run)} in shard {shard}" if shard.count > 1 else ""
+        print(f"{path}: OK, {len(config.cameras)} camera(s), {enabled} enabled{in_shard}")
     return 1 if failed else 0
 
 
@@ -56,19 +58,28 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from streamd.config import ConfigError, read_config
+    from streamd.config import ConfigError, Overrides, read_config
     from streamd.daemon import Daemon
     from streamd.engine.base import EngineError
 
     path = Path(args.config)
     try:
+        overrides = Overrides(shard=args.shard, metrics_listen=args.metrics_listen)
         config, sha256 = read_config(path)
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
     except ConfigError as error:
         for problem in error.errors:
             log.error("%s", problem)
         return 2
     daemon = Daemon(
-        config, path.resolve(), sha256, rate_log_interval_s=args.rate_log_interval, early_signals=_EARLY_SIGNALS
+        config,
+        path.resolve(),
+        sha256,
+        rate_log_interval_s=args.rate_log_interval,
+        early_signals=_EARLY_SIGNALS,
+        overrides=overrides,
     )
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
@@ -291,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", default="streams.yaml", help="streams.yaml to load (default: %(default)s)")
     run.add_argument("--rate-log-interval", type=float, default=10.0, help="seconds between per-camera rate lines")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the cameras of shard I of N (0 <= I < N), so N instances share one file "
+        "(overrides the file's `shard`)",
+    )
+    run.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="the metrics listener of this instance (overrides `metrics.listen`)",
+    )
     run.set_defaults(func=_cmd_run)
 
     check = commands.add_parser("check", help="validate streams.yaml files; exit 1 listing every error")

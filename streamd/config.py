@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from streamd.redact import redact_text, register_secrets, url_secrets
+from streamd.shard import Shard
 from streamd.yaml_source import MAX_BYTES, ConfigProblem, KeyPath, YamlDocument, parse_yaml
 
 CAMERA_ID_PATTERN = r"^[a-z0-9_-]+$"
@@ -405,6 +407,9 @@ class StreamsConfig(StrictModel):
     """What happens when cameras offer more frames than the engine can analyse."""
     limits: LimitsConfig = LimitsConfig()
     """Bounds on what one file may ask of the daemon."""
+    shard: str = "0/1"
+    """I/N: this instance runs only the cameras whose id hashes to shard I of N
+    (rendezvous hashing), so N instances share one file; `streamd run --shard` overrides it."""
     defaults: CameraSettings = CameraSettings()
     """Settings applied to every camera unless the camera sets them itself."""
     cameras: list[CameraConfig]
@@ -450,9 +455,52 @@ class StreamsConfig(StrictModel):
             seen.add(camera.id)
         return cameras
 
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, shard: str) -> str:
+        return str(Shard.parse(shard))
+
     @property
     def enabled_cameras(self) -> list[CameraConfig]:
         return [camera for camera in self.cameras if camera.enabled]
+
+    @property
+    def this_shard(self) -> Shard:
+        return Shard.parse(self.shard)
+
+    @property
+    def cameras_to_run(self) -> list[CameraConfig]:
+        """The enabled cameras of this instance's shard."""
+        shard = self.this_shard
+        return [camera for camera in self.enabled_cameras if shard.owns(camera.id)]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What `streamd run`'s options set over the file, on every read of it (reloads too)."""
+
+    shard: str | None = None
+    metrics_listen: str | None = None
+
+    def __post_init__(self) -> None:
+        # The file's own rules, with messages that name the option.
+        try:
+            if self.shard is not None:
+                Shard.parse(self.shard)
+            if self.metrics_listen is not None:
+                MetricsConfig(listen=self.metrics_listen)
+        except ValidationError as error:
+            raise ValueError(f"--metrics-listen: {error.errors()[0]['msg']}") from None
+        except ValueError as error:
+            raise ValueError(f"--shard: {error}") from None
+
+    def apply(self, config: StreamsConfig) -> StreamsConfig:
+        update: dict[str, Any] = {}
+        if self.shard is not None:
+            update["shard"] = str(Shard.parse(self.shard))
+        if self.metrics_listen is not None:
+            update["metrics"] = MetricsConfig(listen=self.metrics_listen)
+        return config.model_copy(update=update) if update else config
 
 
 def _merge(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:

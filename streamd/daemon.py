@@ -35,7 +35,7 @@ import signal
 from pathlib import Path
 
 from streamd.camera.source import CameraSource
-from streamd.config import ConfigError, StreamsConfig, read_config
+from streamd.config import ConfigError, Overrides, StreamsConfig, read_config
 from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
 from streamd.engine.factory import create_engines
@@ -91,10 +91,13 @@ class Daemon:
         watch_config: bool = True,
         detector: Detector | None = None,
         early_signals: EarlySignals | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         """`detector` or another `consumer` of the frames may be given (tests, benchmarks);
-        otherwise the detector is built from the config's `engine` (none: frames are discarded)."""
-        self.config = config
+        otherwise the detector is built from the config's `engine` (none: frames are discarded).
+        `overrides` (`streamd run`'s options) apply over the file now and on every reload."""
+        self.overrides = overrides or Overrides()
+        self.config = config = self.overrides.apply(config)
         self.config_path = config_path
         self.config_sha256 = config_sha256
         self.metrics = Metrics()
@@ -150,6 +153,7 @@ class Daemon:
             self.metrics.registry.register(gpu)
         if self.config_path is not None:
             self.metrics.loaded_config(str(self.config_path), self.config_sha256)
+        self.metrics.running_shard(self.config.shard)
         if self.consumer is None:
             # Loading a model takes seconds: off the event loop.
             self.detector = await run_in_thread(self._build_detector, name="engine-load")
@@ -170,7 +174,11 @@ class Daemon:
             watch = self.failures.watch(asyncio.create_task(self._watch_config(), name="config-watch"), "config-watch")
             lifecycle.started("config watch", lambda _timeout: self._cancelled(watch), _SHARE_LOOPS)
         self.health.phase = "running"
-        log.info("streamd running with %d camera(s)", len(self.sources()))
+        shard = self.config.this_shard
+        of_shard = (
+            f" (shard {shard}: {len(self.sources())} of {len(self.config.enabled_cameras)})" if shard.count > 1 else ""
+        )
+        log.info("streamd running with %d camera(s)%s", len(self.sources()), of_shard)
         self.notifier.ready(self.health.status_line())
         if self._reload_pending:
             self._spawn_reload("SIGHUP")
@@ -292,6 +300,7 @@ class Daemon:
             return self._reloaded("rejected")
         if sha256 == self.config_sha256:
             return self._reloaded("unchanged")
+        new = self.overrides.apply(new)
         kept = {
             name: getattr(self.config, name)
             for name in RESTART_SECTIONS
@@ -303,6 +312,7 @@ class Daemon:
         diff = await supervisor.apply(applied)
         self.config, self.config_sha256 = applied, sha256
         self.metrics.loaded_config(str(path), sha256)
+        self.metrics.running_shard(applied.shard)
         log.info(
             "reload (%s): %d camera(s) added, %d removed, %d changed, %d untouched",
             trigger,

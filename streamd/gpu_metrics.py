@@ -9,6 +9,7 @@ boards lack power or decoder counters) is left out on its own.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,6 +46,23 @@ _FIGURES: list[tuple[str, str, Callable[[Any, Any], float]]] = [
 ]
 
 
+def visible_gpus(cuda_visible_devices: str | None, count: int) -> list[int]:
+    """The NVML indices of the GPUs this process uses.
+
+    NVML sees every GPU of the machine whatever CUDA_VISIBLE_DEVICES says; with one
+    instance per GPU (`streamd@.service`) each instance reports its own GPU only. The
+    template sets CUDA_DEVICE_ORDER=PCI_BUS_ID, the order NVML numbers GPUs in. A list
+    that is not plain indices (UUIDs, MIG devices) is not mapped: every GPU is reported.
+    """
+    every = list(range(count))
+    if cuda_visible_devices is None:
+        return every
+    indices = [part.strip() for part in cuda_visible_devices.split(",") if part.strip()]
+    if not all(index.isdigit() for index in indices):
+        return every
+    return [index for index in map(int, indices) if index < count]
+
+
 class GpuCollector(Collector):
     def __init__(self, nvml: Any, handles: list[tuple[str, str, Any]]) -> None:
         self._nvml = nvml
@@ -56,14 +74,19 @@ class GpuCollector(Collector):
             import pynvml as nvml
 
             nvml.nvmlInit()
-            handles = []
-            for index in range(nvml.nvmlDeviceGetCount()):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                name = nvml.nvmlDeviceGetName(handle)
-                handles.append((str(index), name.decode() if isinstance(name, bytes) else str(name), handle))
+            count = nvml.nvmlDeviceGetCount()
         except Exception as error:  # noqa: BLE001 - ImportError, NVMLError (no driver, no GPU)...
             log.info("no GPU metrics: %s", error or type(error).__name__)
             return None
+        handles = []
+        for index in visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                name = nvml.nvmlDeviceGetName(handle)
+            except Exception as error:  # noqa: BLE001 - NVMLError: a GPU this process may not open
+                log.info("no GPU metrics for GPU %d: %s", index, error or type(error).__name__)
+                continue
+            handles.append((str(index), name.decode() if isinstance(name, bytes) else str(name), handle))
         if not handles:
             return None
         log.info("GPU metrics for %s", ", ".join(name for _, name, _ in handles))

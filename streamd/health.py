@@ -146,10 +146,11 @@ class Health:
                 }
             )
         ready, why = self.ready()
-        _, path, sha256 = self.config()
+        config, path, sha256 = self.config()
         return {
             "ready": ready,
             "summary": why,
             "config": {"path": str(path) if path else None, "sha256": sha256},
+            "shard": config.shard,
             "cameras": cameras,
         }

@@ -197,13 +197,14 @@ class Metrics:
             ["path", "sha256"],
             registry=self.registry,
         )
+        self._versions = _build_versions()
         self.build_info = Gauge(
             "streamd_build_info",
-            "Versions of streamd and what it runs on.",
-            list(_build_versions()),
+            "Versions of streamd and what it runs on, and the shard I/N of the cameras it runs.",
+            [*self._versions, "shard"],
             registry=self.registry,
         )
-        self.build_info.labels(**_build_versions()).set(1)
+        self.running_shard("0/1")
         self.engine_busy = Gauge(
             "streamd_engine_busy_seconds",
             "How long the oldest batch still in the engine has been there (0 when none); "
@@ -244,6 +245,10 @@ class Metrics:
 
     def watch_cameras(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
         self.registry.register(_CameraStateCollector(cameras))
+
+    def running_shard(self, shard: str) -> None:
+        self.build_info.clear()
+        self.build_info.labels(**self._versions, shard=shard).set(1)
 
     def loaded_config(self, path: str, sha256: str) -> None:
         self.config_info.clear()

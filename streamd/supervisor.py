@@ -83,9 +83,9 @@ class Supervisor:
         return list(self._sources.values())
 
     async def apply(self, config: StreamsConfig) -> ConfigDiff:
-        """Make the running cameras match `config`'s enabled cameras."""
+        """Make the running cameras match `config`'s enabled cameras of this instance's shard."""
         running = {cid: source.camera for cid, source in self._sources.items()}
-        diff = diff_cameras(running, config.enabled_cameras)
+        diff = diff_cameras(running, config.cameras_to_run)
         await asyncio.gather(*(self._stop_camera(cid) for cid in diff.removed))
         await asyncio.gather(*(self._stop_camera(camera.id, forget=False) for camera in diff.changed))
         for camera in [*diff.added, *diff.changed]:

@@ -17,7 +17,7 @@ from streamd.daemon import Daemon
 from streamd.detector import Detector
 from streamd.metrics import Metrics
 from streamd.systemd import Notifier
-from tests.conftest import HostBufferEngine, run, wait_for
+from tests.conftest import HostBufferEngine, run, system_binary, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 Messages = list[dict[str, str]]
@@ -162,3 +162,24 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     broken = unit_with_real_exec(tmp_path, text.replace("WatchdogSec=60s", "WatchdogSec=banana"))
     complaint = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True)
     assert "banana" in complaint.stdout + complaint.stderr
+
+
+def test_the_template_unit_runs_one_shard_per_gpu(tmp_path: Path) -> None:
+    analyze = system_binary("systemd-analyze", "systemd")
+    text = (ROOT / "deploy" / "streamd@.service").read_text()
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    for needed in ("--shard %i/${STREAMD_SHARDS}", "--metrics-listen 127.0.0.1:911%i"):
+        assert needed in exec_start, needed
+    for needed in (
+        "Environment=CUDA_VISIBLE_DEVICES=%i",
+        "StateDirectory=streamd/%i",
+        "WorkingDirectory=/var/lib/streamd/%i",
+    ):
+        assert needed in text, needed
+    template = tmp_path / "streamd@.service"
+    template.write_text(text.replace("/opt/streamd/.venv/bin/streamd", shutil.which("true") or "/bin/true"))
+    result = subprocess.run([analyze, "verify", str(tmp_path / "streamd@1.service")], capture_output=True, text=True)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stderr
+    template.write_text(template.read_text().replace("StateDirectory=streamd/%i", "StateDirectory=/streamd/%i"))
+    complaint = subprocess.run([analyze, "verify", str(tmp_path / "streamd@1.service")], capture_output=True, text=True)
+    assert "StateDirectory" in complaint.stdout + complaint.stderr
