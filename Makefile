@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload int8-report gpu-check install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale int8-report gpu-check install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-ingest: system-deps $(STAMP)
 ## make bench-overload: 12 cameras on a deliberately small engine for a minute: fairness and priorities
 bench-overload: system-deps $(STAMP)
 	$(BIN)/streamd --log-level WARNING bench overload
+
+## make bench-scale: 50 to 400 synthetic cameras through the real batcher, runner, postprocess and sink
+bench-scale: $(STAMP)
+	$(BIN)/streamd --log-level WARNING bench scale --out bench-results
 
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
 int8-report: system-deps $(STAMP)

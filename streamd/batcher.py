@@ -37,7 +37,7 @@ while the engine is busy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -157,20 +157,27 @@ class DynamicBatcher:
         self._most_turns: dict[int, int] = {}  # by priority
         self._replaced_seen: dict[str, int] = {}
         self._losing_until: dict[int, float] = {}  # priority -> end of its hold on lower ones
+        # Cameras whose slot may hold a frame: a step looks at these only, not at every
+        # camera (with 200 cameras, scanning them all on each arrival cost O(N^2) a second).
+        self._ready: set[str] = set()
         self._news = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._slots[camera_id] = slot
         self._priority[camera_id] = priority
         self._replaced_seen[camera_id] = slot.replaced
-        slot.on_ready = self.wake
+        slot.on_ready = functools.partial(self._arrived, camera_id)
+        if slot.peek() is not None:
+            self._arrived(camera_id)
 
     def detach(self, camera_id: str) -> None:
         self._priority.pop(camera_id, None)
         self._served.pop(camera_id, None)
         self._turns.pop(camera_id, None)
         self._replaced_seen.pop(camera_id, None)
+        self._ready.discard(camera_id)
         slot = self._slots.pop(camera_id, None)
         if slot is not None:
             slot.on_ready = None
@@ -179,6 +186,12 @@ class DynamicBatcher:
         """Something changed (a frame arrived, the engine freed a buffer). Loop thread only."""
         self._news.set()
 
+    def _arrived(self, camera_id: str) -> None:
+        """An empty slot received a frame (loop thread)."""
+        if camera_id in self._slots:
+            self._ready.add(camera_id)
+            self._news.set()
+
     def start(self) -> None:
         if self._task is None:
             self._task = self.failures.watch(asyncio.create_task(self._run(), name="batcher"), "batcher")
@@ -186,20 +199,26 @@ class DynamicBatcher:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        self._set_timer(None)
 
     def step(self) -> BatchDecision:
         """Decide once and act on it; returns the decision (for tests and the loop)."""
         now = self.clock()
         waiting = []
-        for camera_id, slot in self._slots.items():
+        # A slot only replaces a frame it holds, so the ready cameras are the only ones
+        # that can have lost one since the last step.
+        for camera_id in list(self._ready):
+            slot = self._slots[camera_id]
             if slot.replaced != self._replaced_seen[camera_id]:
                 self._replaced_seen[camera_id] = slot.replaced
                 self._losing(camera_id, now)
             frame = slot.peek()
-            if frame is not None:
-                priority = self._priority[camera_id]
-                served = self._served.get(camera_id, float("-inf"))
-                waiting.append(Waiting(camera_id, frame.captured_mono, priority, self._turns_of(camera_id), served))
+            if frame is None:
+                self._ready.discard(camera_id)
+                continue
+            priority = self._priority[camera_id]
+            served = self._served.get(camera_id, float("-inf"))
+            waiting.append(Waiting(camera_id, frame.captured_mono, priority, self._turns_of(camera_id), served))
         losing = [priority for priority, until in self._losing_until.items() if until > now]
         lowest = max(losing, default=None)
         decision = self.policy.decide(waiting, now, self.sink.has_room(), lowest, self.sink.idle())
@@ -210,11 +229,13 @@ class DynamicBatcher:
             decision = BatchDecision(decision.take, decision.stale, wake_at)
         for camera_id in decision.stale:
             frame = self._slots[camera_id].take()
+            self._ready.discard(camera_id)
             if frame is not None:
                 self._losing(camera_id, now)
                 self.on_stale(frame)
         if decision.take:
             frames = [f for f in (self._slots[c].take() for c in decision.take) if f is not None]
+            self._ready.difference_update(decision.take)
             for frame in frames:
                 frame.times.taken_mono = now
             for camera_id in decision.take:
@@ -239,6 +260,15 @@ class DynamicBatcher:
             decision = self.step()
             if decision.take:
                 continue  # there may be enough for another batch right away
-            timeout = None if decision.wake_at is None else max(0.0, decision.wake_at - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._news.wait(), timeout)
+            # One timer at a time, set by hand: `asyncio.wait_for` would make a task and a
+            # timer on every wait, and the batcher waits once per arriving frame.
+            self._set_timer(decision.wake_at)
+            await self._news.wait()
+
+    def _set_timer(self, wake_at: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if wake_at is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, wake_at - self.clock()), self._news.set)

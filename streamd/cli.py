@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from streamd import __version__
@@ -48,19 +47,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where installed (the `speed` extra), asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from streamd.config import ConfigError, Overrides, read_config
     from streamd.daemon import Daemon
     from streamd.engine.base import EngineError
+    from streamd.tasks import event_loop_factory
 
     path = Path(args.config)
     try:
@@ -82,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
     try:
-        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             code = runner.run(daemon.run())
     except (OSError, EngineError) as error:
         # An OSError's own text is "[Errno 98] ..."; its strerror is the sentence.
@@ -269,6 +260,12 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return ingest.main(args)
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from streamd.bench import scale
+
+    return scale.main(args)
+
+
 def _cmd_bench_overload(args: argparse.Namespace) -> int:
     from streamd.bench import overload
 
@@ -414,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     overload = benches.add_parser("overload", help="a real overload shared between cameras and priorities")
     bench_overload.add_arguments(overload)
     overload.set_defaults(func=_cmd_bench_overload)
+    from streamd.bench import scale as bench_scale
+
+    scale = benches.add_parser("scale", help="orchestration cost per frame and event-loop lag at 50 to 400 cameras")
+    bench_scale.add_arguments(scale)
+    scale.set_defaults(func=_cmd_bench_scale)
     from streamd.bench import gpu_check as bench_gpu
 
     gpu = benches.add_parser("gpu-check", help="prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)")

@@ -66,6 +66,7 @@ class Detector:
         self.inferred = 0
         # Written by the deliver thread, attached and detached from the loop.
         self.inferred_by_camera: dict[str, int] = {}
+        self._series: dict[str, CameraSeries] = {}
         self._counts_lock = threading.Lock()
         self._postprocess_failure_logged = False
         self._stages = StageTimers(metrics)
@@ -143,6 +144,7 @@ class Detector:
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         with self._counts_lock:
             self.inferred_by_camera.setdefault(camera_id, 0)
+            self._series[camera_id] = CameraSeries(self.metrics, camera_id)
         self.batcher.attach(camera_id, slot, priority)
 
     async def detach(self, camera_id: str, forget: bool = False) -> None:
@@ -150,6 +152,7 @@ class Detector:
         if forget:
             with self._counts_lock:
                 self.inferred_by_camera.pop(camera_id, None)
+                self._series.pop(camera_id, None)
             self.snapshots.forget(camera_id)
 
     def _room_from_thread(self) -> None:
@@ -190,19 +193,17 @@ class Detector:
             with self._counts_lock:
                 # Not for a camera removed while its frame was in the engine: its series
                 # are gone and must not come back. The record is still written.
-                known = frame.camera_id in self.inferred_by_camera
-                if known:
+                series = self._series.get(frame.camera_id)
+                if series is not None:
                     self.inferred_by_camera[frame.camera_id] += 1
-            if known:
+            if series is not None:
                 assert frame.letterbox is not None  # _record succeeded: it has one
                 self.snapshots.remember(frame.camera_id, frame.seq, frame.image, frame.letterbox, record["faces"])
-                self.metrics.frames_inferred.labels(frame.camera_id).inc()
-                self.metrics.faces_detected.labels(frame.camera_id).inc(faces)
-                self.metrics.latency.labels(frame.camera_id).observe(record["latency_s"])
+                series.analysed(faces, record["latency_s"])
             postprocessed = time.monotonic()
             for sink in self.sinks:
                 sink.offer(record)
-            if known:
+            if series is not None:
                 # From the end of its batch: the wait for earlier batches' delivery and for
                 # the frames before it in this one counts as postprocess, so the stages add up.
                 handed = time.monotonic() - postprocessed
@@ -224,6 +225,20 @@ class Detector:
             "faces": faces.as_records(),
         }
         return record, len(faces)
+
+
+class CameraSeries:
+    """A camera's per-frame series, looked up once (a labelled lookup costs about 3 us)."""
+
+    def __init__(self, metrics: Metrics, camera_id: str) -> None:
+        self._inferred = metrics.frames_inferred.labels(camera_id)
+        self._faces = metrics.faces_detected.labels(camera_id)
+        self._latency = metrics.latency.labels(camera_id)
+
+    def analysed(self, faces: int, latency_s: float) -> None:
+        self._inferred.inc()
+        self._faces.inc(faces)
+        self._latency.observe(latency_s)
 
 
 class StageTimers:

@@ -102,9 +102,11 @@ def test_batcher_takes_frames_out_of_slots_and_counts_stale_ones() -> None:
         slots["a"].put(frame("a", 98.0))  # stale by the time it is seen
         slots["b"].put(frame("b", 100.0))
         slots["c"].put(frame("c", 100.001))
+        await asyncio.sleep(0)  # the slots announce their frames on the loop
         batcher.step()
         engine.room = False
         slots["a"].put(frame("a", 100.002))
+        await asyncio.sleep(0)
         first = batcher.step()
         assert first.take == [] and slots["a"].peek() is not None  # waits in its slot
         engine.room = True

@@ -153,11 +153,11 @@ def simulate(
                 if sim.slot.put(frame):
                     sim.metrics.replaced += 1
                 heapq.heappush(events, (at + 1.0 / sim.run.fps, order, "frame", camera_id))
+            await asyncio.sleep(0)  # the slots' announcements reach the batcher, as on the loop
             decision = batcher.step()
             while decision.take:
                 decision = batcher.step()
             wake_at = decision.wake_at if decision.wake_at and decision.wake_at > now[0] else None
-            await asyncio.sleep(0)  # let the slots' wake-up callbacks run
         for sim in sims.values():  # frames still waiting or in the engine are neither lost nor analysed
             waiting = 1 if sim.slot.peek() is not None else 0
             in_engine = sum(f.camera_id == sim.camera.id for _, frames in engine.finishing for f in frames)

@@ -18,11 +18,12 @@ import contextlib
 import datetime as dt
 import errno
 import io
-import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+import orjson
 
 from streamd.sinks.base import Record
 
@@ -49,7 +50,7 @@ class JsonLinesSink:
         self._size = 0
 
     def write(self, records: list[Record]) -> None:
-        data = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records).encode()
+        data = b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
         self._rotate_if_due(len(data))
         handle = self._open()
         start = os.fstat(handle.fileno()).st_size

@@ -17,13 +17,14 @@ once: a message the broker got but did not acknowledge before the break comes tw
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
 import time
 from typing import Any
+
+import orjson
 
 from streamd.config import MqttSinkConfig
 from streamd.sinks.base import Record
@@ -76,7 +77,7 @@ class MqttSink:
             if not self._client.is_connected():
                 raise ConnectionError(f"MQTT: not connected to {self.config.host}:{self.config.port}")
             topic = f"{self.prefix}/{record['camera']}/faces"
-            payload = json.dumps(record, separators=(",", ":"))
+            payload = orjson.dumps(record)
             info = self._client.publish(topic, payload, qos=self.config.qos, retain=self.config.retain)
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
                 raise ConnectionError(f"MQTT: publish failed: {self._mqtt.error_string(info.rc)}")

@@ -15,8 +15,9 @@ is at least once.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from streamd.sinks.base import Record
 
@@ -61,6 +62,6 @@ class RedisStreamSink:
 
 def _fields(record: Record) -> dict[str, str]:
     return {
-        key: json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+        key: orjson.dumps(value).decode() if isinstance(value, (list, dict)) else str(value)
         for key, value in record.items()
     }

@@ -1,0 +1,325 @@
+"""`streamd bench scale`: what the Python orchestration costs per frame, at 50 to 400 cameras.
+
+Everything between a camera's slot and the sinks is the real thing: the latest-frame
+slots, the DynamicBatcher on the event loop (uvloop where installed, as `streamd run`),
+the EngineRunner's threads, postprocess, the records, the per-camera metrics and a JSON
+Lines sink writing to a file. Only the two ends are stand-ins:
+
+- each camera is a thread that puts a pre-made frame into its slot at the camera's rate,
+  as a decode thread does after decoding (no network, no decode, no conversion);
+- the engine sleeps for a set time per batch (`zero`, or the `a10` curve: 2 ms plus
+  0.97 ms a frame, which makes the roughly 965 frames/s at batch 32 that DESIGN.md gives
+  for YOLOv5 INT8 on TensorRT) and returns the same candidate rows every time: mostly
+  background, and two faces a frame with a few overlapping candidates each, so
+  postprocess does its usual work.
+
+Reported per camera count: the CPU time per analysed frame of everything but the camera
+threads and the engine (process CPU minus the camera threads' own CPU; the stand-in
+engine sleeps, so it costs none), the event loop's lag (a 10 ms timer, how late it
+fires: p50 and p99), and analysed against target. The largest count at which every
+sampled frame is analysed (>= 0.99 of target) is the capacity. The last line is the one
+the issue asks for: `us_per_frame=X loop_lag_p99_ms=Y` at 200 cameras, zero-time engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamd.camera.slot import LatestFrameSlot
+from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
+from streamd.detector import Detector
+from streamd.frame import Frame, StageTimes
+from streamd.metrics import Metrics
+from streamd.model.canonical import ROW_WIDTH, SCORE_COLUMN
+from streamd.preprocess import letterbox_geometry
+from streamd.sinks.factory import build_sinks
+from streamd.tasks import event_loop_factory
+
+INPUT = 640
+CANDIDATES = 25200  # YOLOv5-Face at 640: (80^2 + 40^2 + 20^2) anchors x 3
+# Seconds per batch: fixed + per frame.
+ENGINES = {"zero": (0.0, 0.0), "a10": (0.002, 0.00097)}
+LAG_PERIOD_S = 0.01
+FULL_SHARE = 0.99
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cameras", default="50,100,200,400", help="camera counts (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=5.0, help="analysis rate per camera (default: %(default)s)")
+    parser.add_argument(
+        "--engine", default="zero,a10", help=f"stand-in engines, of {', '.join(ENGINES)} (default: %(default)s)"
+    )
+    parser.add_argument("--max-batch", type=int, default=32, help="frames per batch at most (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where the figures go")
+
+
+class SleepingEngine:
+    """The engine contract with a set time per batch and canned output; no CPU of its own."""
+
+    name = "stand-in"
+    input_height = input_width = INPUT
+    on_gpu = False
+
+    def __init__(self, max_batch: int, fixed_s: float, per_frame_s: float) -> None:
+        self.max_batch = max_batch
+        self.fixed_s, self.per_frame_s = fixed_s, per_frame_s
+        self.rows = np.stack([_candidate_rows(random.Random(index)) for index in range(max_batch)])
+
+    def new_input_buffer(self) -> np.ndarray:
+        return np.empty((self.max_batch, 1, 1, 3), np.uint8)  # input is not read: engine time is set
+
+    def load(self, buffer: Any, index: int, image: Any) -> None:
+        pass
+
+    def infer(self, images: Any) -> np.ndarray:
+        seconds = self.fixed_s + self.per_frame_s * len(images) if len(images) else 0.0
+        if seconds:
+            time.sleep(seconds)
+        rows: np.ndarray = self.rows[: len(images)]
+        return rows
+
+    def close(self) -> None:
+        pass
+
+
+def _candidate_rows(rng: random.Random) -> np.ndarray:
+    generator = np.random.default_rng(rng.randrange(2**32))
+    rows = generator.uniform(0, INPUT, (CANDIDATES, ROW_WIDTH)).astype(np.float32)
+    rows[:, 2:4] = generator.uniform(4, 40, (CANDIDATES, 2))
+    rows[:, SCORE_COLUMN] = generator.uniform(0, 0.05, CANDIDATES)
+    for face in range(2):  # two faces, each seen by four neighbouring anchors
+        centre = np.array([150 + 300 * face, 320], np.float32)
+        for anchor in range(4):
+            row = rows[1000 * face + anchor]
+            row[0:2] = centre + anchor
+            row[2:4] = (60, 80)
+            row[SCORE_COLUMN] = 0.9 - 0.1 * anchor
+    return rows
+
+
+class Camera(threading.Thread):
+    """A decode thread's hand-off: a frame into the slot at the camera's rate."""
+
+    def __init__(self, camera_id: str, slot: LatestFrameSlot[Frame], fps: float, stop: threading.Event) -> None:
+        super().__init__(name=f"camera-{camera_id}", daemon=True)
+        self.camera_id, self.slot, self.interval, self.stop = camera_id, slot, 1 / fps, stop
+        self.image = np.full((INPUT, INPUT, 3), 114, np.uint8)
+        self.box = letterbox_geometry(1920, 1080, INPUT, INPUT)[2]
+        self.sampled = self.replaced = 0
+        self.cpu_s = 0.0
+
+    def run(self) -> None:
+        due = time.monotonic() + random.uniform(0, self.interval)
+        while not self.stop.wait(max(0.0, due - time.monotonic())):
+            now = time.monotonic()
+            frame = Frame(
+                self.camera_id,
+                self.sampled,
+                due,
+                time.time(),
+                now,
+                1920,
+                1080,
+                self.image,
+                self.box,
+                StageTimes(ready_mono=now),
+            )
+            self.replaced += self.slot.put(frame)
+            self.sampled += 1
+            due += self.interval
+            self.cpu_s = time.thread_time()
+
+
+def _cpu_by_role() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by role (Linux /proc)."""
+    roles = {thread.native_id: _role(thread.name) for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        role = roles.get(int(task.name), "native")
+        spent[role] = spent.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
+
+
+def _role(thread_name: str) -> str:
+    if thread_name == "MainThread":
+        return "loop"
+    if thread_name.startswith("engine-deliver"):
+        return "deliver"
+    if thread_name.startswith("sink-"):
+        return "sink"
+    if thread_name.startswith("engine-"):
+        return "runner"
+    return "camera" if thread_name.startswith("camera-") else "other"
+
+
+@dataclass
+class ScaleFigures:
+    engine: str
+    cameras: int
+    target_fps: float
+    analysed_fps: float
+    us_per_frame: float
+    loop_lag_p50_ms: float
+    loop_lag_p99_ms: float
+    replaced: int
+    stale: int
+    us_by_thread: dict[str, float]
+    """CPU per analysed frame by thread (10 ms ticks): the loop, the runner's assemble and
+    infer threads, deliver (postprocess, records, metrics), the sink."""
+
+    @property
+    def full(self) -> bool:
+        return self.analysed_fps >= FULL_SHARE * self.target_fps
+
+    def line(self) -> str:
+        return (
+            f"engine={self.engine} cameras={self.cameras} analysed={self.analysed_fps:.0f}/{self.target_fps:.0f} fps "
+            f"us_per_frame={self.us_per_frame:.1f} loop_lag_p50_ms={self.loop_lag_p50_ms:.2f} "
+            f"loop_lag_p99_ms={self.loop_lag_p99_ms:.2f} replaced={self.replaced} stale={self.stale} "
+            f"(us by thread: {' '.join(f'{role}={us:.0f}' for role, us in self.us_by_thread.items())})"
+        )
+
+
+async def _lag_probe(lags: list[float]) -> None:
+    while True:
+        expected = time.monotonic() + LAG_PERIOD_S
+        await asyncio.sleep(LAG_PERIOD_S)
+        lags.append(max(0.0, time.monotonic() - expected))
+
+
+async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> ScaleFigures:
+    metrics = Metrics()
+    fixed_s, per_frame_s = ENGINES[engine]
+    sinks = build_sinks([JsonlSinkConfig(path=str(out / "records.jsonl"), rotate_mb=None)], metrics)
+    batcher = BatcherConfig(max_batch=args.max_batch)
+    detector = Detector(
+        [SleepingEngine(args.max_batch, fixed_s, per_frame_s)], batcher, PostprocessConfig(), sinks, metrics
+    )
+    await detector.start()
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    cameras = []
+    for number in range(count):
+        camera_id = f"cam{number:03d}"
+        slot: LatestFrameSlot[Frame] = LatestFrameSlot(loop)
+        detector.attach(camera_id, slot)
+        cameras.append(Camera(camera_id, slot, args.fps, stop))
+    lags: list[float] = []
+    probe = asyncio.create_task(_lag_probe(lags))
+    for camera in cameras:
+        camera.start()
+    await asyncio.sleep(args.warmup)
+
+    def sample() -> tuple[float, float, int, int, float]:
+        stale = sum(
+            metrics.registry.get_sample_value(
+                "streamd_frames_dropped_total", {"camera": c.camera_id, "reason": "stale"}
+            )
+            or 0
+            for c in cameras
+        )
+        return (
+            time.process_time(),
+            sum(c.cpu_s for c in cameras),
+            detector.inferred,
+            sum(c.replaced for c in cameras),
+            stale,
+        )
+
+    lags.clear()
+    start_mono, before, threads_before = time.monotonic(), sample(), _cpu_by_role()
+    await asyncio.sleep(args.seconds)
+    elapsed, after, threads_after = time.monotonic() - start_mono, sample(), _cpu_by_role()
+    lag_ms = sorted(lag * 1000 for lag in lags)
+    stop.set()
+    probe.cancel()
+    for camera in cameras:
+        camera.join()
+    await detector.stop(10.0)
+    analysed = after[2] - before[2]
+    pipeline_cpu = (after[0] - before[0]) - (after[1] - before[1])
+    by_thread = {
+        role: (threads_after.get(role, 0.0) - threads_before.get(role, 0.0)) / max(1, analysed) * 1e6
+        for role in ("loop", "runner", "deliver", "sink")
+    }
+    return ScaleFigures(
+        engine,
+        count,
+        count * args.fps,
+        analysed / elapsed,
+        pipeline_cpu / max(1, analysed) * 1e6,
+        lag_ms[len(lag_ms) // 2],
+        lag_ms[min(len(lag_ms) - 1, int(len(lag_ms) * 0.99))],
+        after[3] - before[3],
+        int(after[4] - before[4]),
+        by_thread,
+    )
+
+
+def _plot(figures: list[ScaleFigures], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for engine in dict.fromkeys(f.engine for f in figures):
+        runs = [f for f in figures if f.engine == engine]
+        cams = [f.cameras for f in runs]
+        left.plot(cams, [f.us_per_frame for f in runs], "o-", label=f"{engine} engine")
+        right.plot(cams, [f.loop_lag_p50_ms for f in runs], "o-", label=f"{engine} p50")
+        right.plot(cams, [f.loop_lag_p99_ms for f in runs], "s--", label=f"{engine} p99")
+    left.axhline(50, color="grey", linestyle=":", label="goal: 50 us")
+    right.axhline(5, color="grey", linestyle=":", label="goal: p99 5 ms")
+    left.set(xlabel="cameras at 5 fps", ylabel="CPU us per analysed frame", title="Orchestration cost per frame")
+    right.set(xlabel="cameras at 5 fps", ylabel="event-loop lag, ms", title="Event-loop lag")
+    left.legend()
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(args: argparse.Namespace) -> int:
+    counts = [int(n) for n in args.cameras.split(",")]
+    engines = [name.strip() for name in args.engine.split(",")]
+    unknown = [name for name in engines if name not in ENGINES]
+    if unknown:
+        print(f"bench scale: unknown engine {unknown[0]!r}: one of {', '.join(ENGINES)}")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="streamd-scale-") as scratch:
+        for engine in engines:
+            for count in counts:
+                with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                    result = runner.run(_run(engine, count, args, Path(scratch)))
+                print(result.line(), flush=True)
+                figures.append(result)
+    for engine in engines:
+        full = [f.cameras for f in figures if f.engine == engine and f.full]
+        print(f"engine={engine}: every frame analysed up to {max(full, default=0)} cameras of those tried")
+    (args.out / "scale.json").write_text(json.dumps([asdict(f) for f in figures], indent=2) + "\n")
+    _plot(figures, args.out / "scale.png")
+    print(f"figures: {args.out / 'scale.json'}, plot: {args.out / 'scale.png'}")
+    headline = next((f for f in figures if f.engine == "zero" and f.cameras == 200), figures[-1])
+    print(f"us_per_frame={headline.us_per_frame:.1f} loop_lag_p99_ms={headline.loop_lag_p99_ms:.2f}")
+    return 0
