@@ -58,6 +58,12 @@ class DecodeMode(StrEnum):
     cpu = "cpu"
 
 
+class DecodeFrames(StrEnum):
+    all = "all"
+    keyframes = "keyframes"
+    auto = "auto"
+
+
 class BackoffConfig(StrictModel):
     initial_s: float = Field(1.0, gt=0, le=600)
     """Upper bound of the first retry delay, seconds (full jitter picks 0..bound)."""
@@ -84,6 +90,10 @@ class CameraSettings(StrictModel):
     """RTSP transport: tcp (interleaved, robust through NAT and loss) or udp."""
     decode: DecodeMode = DecodeMode.auto
     """auto: NVDEC where it works, else CPU; nvdec: NVDEC or fail; cpu: CPU only."""
+    decode_frames: DecodeFrames = DecodeFrames.auto
+    """Which frames to decode: all; keyframes only (skips the rest: a fraction of the CPU,
+    analysed at most at the keyframe rate); auto: keyframes only while they come at least
+    as often as `fps`, else all."""
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     """Give up connecting (RTSP handshake and first packets) after this many seconds."""
     stall_timeout_s: float = Field(10.0, gt=0, le=3600)

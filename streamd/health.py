@@ -135,6 +135,7 @@ class Health:
                     "reason": source.reason,
                     "message": source.message,
                     "decoder": source.decoder.value,
+                    "decode_frames": "keyframes" if source.run.keyframes_only else "all",
                     "priority": source.camera.priority,
                     "fps_target": source.camera.fps,
                     "fps_sampling": source.run.fps,

@@ -9,14 +9,15 @@ from streamd.postprocess import PostprocessSettings, iou_matrix, nms, postproces
 from streamd.preprocess import Letterbox, letterbox_geometry
 
 
-def rows_for(boxes_xywh: Sequence[tuple[float, float, float, float]], scores: list[float]) -> np.ndarray:
+def planes_for(boxes_xywh: Sequence[tuple[float, float, float, float]], scores: list[float]) -> np.ndarray:
+    """The canonical output of one image with these candidates: [15, K] planes."""
     rows = np.zeros((len(boxes_xywh), 15), dtype=np.float32)
     rows[:, 0:4] = boxes_xywh
     rows[:, 4] = scores
     for k in range(5):  # landmarks at the box centre
         rows[:, 5 + 2 * k] = rows[:, 0]
         rows[:, 6 + 2 * k] = rows[:, 1]
-    return rows
+    return np.ascontiguousarray(rows.T)
 
 
 IDENTITY = Letterbox(scale=1.0, pad_x=0, pad_y=0, source_width=640, source_height=640)
@@ -30,11 +31,11 @@ def test_iou_matrix_known_values() -> None:
 
 
 def test_threshold_and_nms_keep_the_best_of_each_overlapping_group() -> None:
-    rows = rows_for(
+    planes = planes_for(
         [(100, 100, 50, 50), (102, 101, 50, 50), (300, 300, 40, 40), (500, 500, 30, 30)],
         [0.9, 0.8, 0.7, 0.2],
     )
-    faces = postprocess(rows, IDENTITY, PostprocessSettings(score_threshold=0.3, iou_threshold=0.5))
+    faces = postprocess(planes, IDENTITY, PostprocessSettings(score_threshold=0.3, iou_threshold=0.5))
     assert faces.scores.tolist() == pytest.approx([0.9, 0.7])
     assert faces.boxes[0].tolist() == pytest.approx([75, 75, 125, 125])
     assert faces.landmarks.shape == (2, 5, 2)
@@ -45,10 +46,10 @@ def test_crowd_of_hundreds_keeps_every_separate_face_and_caps() -> None:
     duplicates = [(x + 1, y + 1, w, h) for x, y, w, h in grid]
     rng = np.random.default_rng(1)
     scores = list(rng.uniform(0.5, 0.99, 400))
-    rows = rows_for(grid + duplicates, scores + [s - 0.1 for s in scores])
-    faces = postprocess(rows, IDENTITY, PostprocessSettings(max_faces=1000))
+    planes = planes_for(grid + duplicates, scores + [s - 0.1 for s in scores])
+    faces = postprocess(planes, IDENTITY, PostprocessSettings(max_faces=1000))
     assert len(faces) == 400  # every duplicate suppressed, no real face lost
-    capped = postprocess(rows, IDENTITY, PostprocessSettings(max_faces=50))
+    capped = postprocess(planes, IDENTITY, PostprocessSettings(max_faces=50))
     assert len(capped) == 50 and capped.scores.min() >= np.sort(scores)[-50] - 1e-6
 
 
@@ -56,8 +57,8 @@ def test_boxes_return_to_camera_pixels_and_are_clipped() -> None:
     new_w, new_h, box = letterbox_geometry(1920, 1080, 640, 640)
     assert (new_w, new_h, box.pad_x, box.pad_y) == (640, 360, 0, 140)
     # A face at the camera's (960, 540), 192 px wide, and one spilling over the left edge.
-    rows = rows_for([(320, 320, 64, 64), (5, 320, 40, 40)], [0.9, 0.8])
-    faces = postprocess(rows, box, PostprocessSettings())
+    planes = planes_for([(320, 320, 64, 64), (5, 320, 40, 40)], [0.9, 0.8])
+    faces = postprocess(planes, box, PostprocessSettings())
     assert faces.boxes[0].tolist() == pytest.approx([864, 444, 1056, 636], abs=0.01)
     assert faces.boxes[1][0] == 0.0  # clipped, not negative
     records = faces.as_records()
@@ -65,7 +66,7 @@ def test_boxes_return_to_camera_pixels_and_are_clipped() -> None:
 
 
 def test_no_candidates_gives_no_faces() -> None:
-    faces = postprocess(rows_for([(1, 1, 1, 1)], [0.01]), IDENTITY, PostprocessSettings())
+    faces = postprocess(planes_for([(1, 1, 1, 1)], [0.01]), IDENTITY, PostprocessSettings())
     assert len(faces) == 0 and faces.as_records() == []
 
 

@@ -6,6 +6,10 @@
    ingested by the daemon (frames taken by the discarding consumer). Per camera: the
    sampled rate against the configured one, and streamd's CPU seconds per decoded
    frame against the raw decoder's.
+3. `decode_frames`: the same cameras analysed at 1 fps, decoding every frame and then
+   keyframes only (the clip has a keyframe a second): streamd's CPU per camera for
+   each, as a ratio; and the clip decoded both ways, the analysed pictures compared
+   (the same bytes give the same faces).
 
 The server runs in its own process, so the CPU time measured here is streamd's alone.
 """
@@ -16,13 +20,18 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import av
+import numpy as np
 
-from streamd.config import StreamsConfig
+from streamd.config import CameraConfig, DecodeFrames, StreamsConfig
 from streamd.consumers import DiscardingConsumer
 from streamd.daemon import Daemon
+from streamd.preprocess import letterbox
+from streamd.testing.decode import decode_as_live
 from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from streamd.testing.rtsp import RtspTestServer
 from streamd.testing.video import VideoSpec, cached_video
@@ -54,10 +63,25 @@ def raw_decode(path: Path, max_frames: int = 500) -> dict[str, float]:
     return {"frames": frames, "fps_per_core": frames / cpu, "cpu_s_per_frame": cpu / frames, "wall_fps": frames / wall}
 
 
-async def _ingest(server: RtspTestServer, args: argparse.Namespace) -> dict[str, object]:
+@dataclass
+class IngestFigures:
+    cameras: dict[str, dict[str, Any]]
+    """Per camera: state, decoded_fps, sampled_fps, sampled_error, dropped."""
+    cpu_cores_used: float
+    cpu_s_per_decoded_frame: float
+    decoded_fps_total: float
+
+    @property
+    def cpu_cores_per_camera(self) -> float:
+        return self.cpu_cores_used / max(1, len(self.cameras))
+
+
+async def _ingest(
+    server: RtspTestServer, args: argparse.Namespace, fps: float, decode_frames: DecodeFrames = DecodeFrames.auto
+) -> IngestFigures:
     config = StreamsConfig.model_validate(
         {
-            "defaults": {"fps": args.fps},
+            "defaults": {"fps": fps, "decode_frames": decode_frames},
             "cameras": [{"id": name, "url": server.url(name)} for name in server.mounts],
         }
     )
@@ -79,20 +103,15 @@ async def _ingest(server: RtspTestServer, args: argparse.Namespace) -> dict[str,
             sampled = source.metrics.sampled - sampled0
             total_decoded += decoded
             cameras[source.camera_id] = {
-                "state": source.state,
+                "state": source.state.value,
                 "decoded_fps": decoded / wall,
                 "sampled_fps": sampled / wall,
-                "sampled_error": sampled / wall / args.fps - 1.0,
+                "sampled_error": sampled / wall / fps - 1.0,
                 "dropped": source.metrics.replaced - replaced0,
             }
     finally:
         await daemon.stop()
-    return {
-        "cameras": cameras,
-        "cpu_cores_used": cpu / wall,
-        "cpu_s_per_decoded_frame": cpu / max(total_decoded, 1),
-        "decoded_fps_total": total_decoded / wall,
-    }
+    return IngestFigures(cameras, cpu / wall, cpu / max(total_decoded, 1), total_decoded / wall)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -111,22 +130,59 @@ def main(args: argparse.Namespace) -> int:
 
     mounts = {f"cam{i + 1}": video for i in range(args.cameras)}
     with RtspTestServer(mounts) as server:
-        ingest = asyncio.run(_ingest(server, args))
+        ingest = asyncio.run(_ingest(server, args, args.fps))
+        every = asyncio.run(_ingest(server, args, 1.0, DecodeFrames.all))
+        keyframes = asyncio.run(_ingest(server, args, 1.0, DecodeFrames.keyframes))
 
-    cameras: dict[str, dict[str, float]] = ingest["cameras"]  # type: ignore[assignment]
-    for name, figures in cameras.items():
+    for name, figures in ingest.cameras.items():
         print(
             f"  {name}: {figures['state']}, decoded {figures['decoded_fps']:.2f} fps, sampled "
             f"{figures['sampled_fps']:.2f} fps (target {args.fps:g}, error {figures['sampled_error'] * 100:+.1f}%), "
             f"dropped {figures['dropped']}"
         )
-    worst = max(abs(f["sampled_error"]) for f in cameras.values())
-    overhead = float(ingest["cpu_s_per_decoded_frame"]) / raw["cpu_s_per_frame"]  # type: ignore[arg-type]
+    worst = max(abs(f["sampled_error"]) for f in ingest.cameras.values())
+    overhead = ingest.cpu_s_per_decoded_frame / raw["cpu_s_per_frame"]
     print(
-        f"streamd: {args.cameras} cameras, {ingest['decoded_fps_total']:.1f} decoded frames/s on "
-        f"{ingest['cpu_cores_used']:.2f} cores ({float(ingest['cpu_s_per_decoded_frame']) * 1000:.2f} ms CPU/frame)"  # type: ignore[arg-type]
+        f"streamd: {args.cameras} cameras, {ingest.decoded_fps_total:.1f} decoded frames/s on "
+        f"{ingest.cpu_cores_used:.2f} cores ({ingest.cpu_s_per_decoded_frame * 1000:.2f} ms CPU/frame)"
     )
     print(f"cpu_per_frame_vs_raw={overhead:.2f} worst_sampled_rate_error={worst * 100:.1f}%")
+    keyframe_ratio = _report_keyframes(video, every, keyframes)
     if args.json:
-        args.json.write_text(json.dumps({"raw": raw, "ingest": ingest, "cpu_per_frame_vs_raw": overhead}, indent=2))
+        figures = {
+            "raw": raw,
+            "ingest": asdict(ingest),
+            "cpu_per_frame_vs_raw": overhead,
+            "at_1fps": {"all": asdict(every), "keyframes": asdict(keyframes), "cpu_keyframes_vs_all": keyframe_ratio},
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def _report_keyframes(video: Path, every: IngestFigures, keyframes: IngestFigures) -> float:
+    """Print the 1 fps comparison; returns keyframes' CPU per camera against all's."""
+    for name, figures in (("all", every), ("keyframes", keyframes)):
+        sampled = [camera["sampled_fps"] for camera in figures.cameras.values()]
+        print(
+            f"at 1 fps, decode_frames {name}: {figures.cpu_cores_per_camera * 100:.1f}% of a core per camera, "
+            f"{figures.decoded_fps_total:.1f} decoded frames/s, sampled {min(sampled):.2f}..{max(sampled):.2f} fps "
+            "per camera"
+        )
+    ratio = keyframes.cpu_cores_per_camera / every.cpu_cores_per_camera
+    same, compared = _same_pictures(video)
+    print(f"analysed pictures identical, keyframes against all: {same} of {compared}")
+    print(f"cpu_per_camera_keyframes_vs_all={ratio:.2f}")
+    return ratio
+
+
+def _same_pictures(video: Path) -> tuple[int, int]:
+    """The clip decoded whole and keyframes only at 1 fps: analysed pictures equal, of compared."""
+
+    def analysed(mode: DecodeFrames) -> dict[float, np.ndarray]:
+        camera = CameraConfig(id="clip", url="rtsp://127.0.0.1/clip", fps=1.0, decode="cpu", decode_frames=mode)
+        frames = decode_as_live(video, camera, lambda frame: letterbox(frame, 640, 640))[0]
+        return {frame.pts: frame.image for frame in frames}
+
+    every, keyframes = analysed(DecodeFrames.all), analysed(DecodeFrames.keyframes)
+    same = sum(1 for pts, image in keyframes.items() if pts in every and np.array_equal(image, every[pts]))
+    return same, max(len(every), len(keyframes))

@@ -33,10 +33,11 @@ import numpy as np
 from av.codec.hwaccel import HWAccel
 
 from streamd.camera.errors import CameraError, Reason, classify, explain_unreachable
+from streamd.camera.keyframes import KeyframeGate
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.camera.state import CameraRun, Decoder
-from streamd.config import CameraConfig, DecodeMode
+from streamd.config import CameraConfig, DecodeFrames, DecodeMode
 from streamd.frame import Frame, StageTimes
 from streamd.metrics import CameraMetrics
 from streamd.preprocess import Letterbox
@@ -225,6 +226,8 @@ class DecodeSession:
         # One thread per camera: with dozens of cameras the parallelism comes from the
         # cameras, and frame threading would add a frame of latency per thread.
         stream.codec_context.thread_count = 1
+        gate = KeyframeGate(self.camera.decode_frames)
+        self._skip_non_keyframes(stream.codec_context, gate.keyframes_only)
         pacer = _RealTimePacer() if self.camera.is_file else None
         self._stall_baseline = self._last_advance_mono = waiting_since = time.monotonic()
         consecutive_errors = 0
@@ -239,6 +242,10 @@ class DecodeSession:
             waited = time.monotonic() - waiting_since
             if waited >= self.camera.stall_timeout_s * _TIMED_OUT:
                 raise CameraError(Reason.stalled, f"no data for {waited:.1f}s")
+            if packet.is_keyframe:
+                self._at_keyframe(packet, gate, stream.codec_context)
+            elif gate.keyframes_only:
+                self._stall_baseline = time.monotonic()  # the skipped frames are ours to skip: it flows
             try:
                 decode_start = time.monotonic()
                 frames = packet.decode()
@@ -267,6 +274,38 @@ class DecodeSession:
             waiting_since = time.monotonic()
         if not self.camera.is_file:
             raise CameraError(Reason.end_of_stream, "the server ended the stream")
+
+    def _at_keyframe(self, packet: Any, gate: KeyframeGate, codec: Any) -> None:
+        """Decide, before it is decoded, whether this GOP is decoded whole or keyframe only."""
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        time_s = None if stamp is None or packet.time_base is None else float(stamp * packet.time_base)
+        was = gate.keyframes_only
+        analysis_interval = 1.0 / self.camera_run.fps
+        only = gate.keyframe(time_s, analysis_interval)
+        interval = gate.keyframe_interval
+        if only != was:
+            self._skip_non_keyframes(codec, only)
+            what = "keyframes only" if only else "every frame again"
+            every = f"every {interval:.2f}s" if interval is not None else "not yet timed"
+            self.log(
+                f"decode_frames auto: decoding {what} (keyframes {every}, analysed every {analysis_interval:.2f}s)"
+            )
+        elif (
+            only
+            and gate.mode is DecodeFrames.keyframes
+            and interval is not None
+            and interval > analysis_interval * 1.5
+            and not self.camera_run.sparse_keyframes_logged
+        ):
+            self.camera_run.sparse_keyframes_logged = True
+            self.log(
+                f"decode_frames keyframes: keyframes come every {interval:.2f}s, so fewer than fps "
+                f"{self.camera_run.fps:g} frames a second are analysed (decode_frames: auto would decode them all)"
+            )
+
+    def _skip_non_keyframes(self, codec: Any, skip: bool) -> None:
+        codec.skip_frame = "NONKEY" if skip else "DEFAULT"
+        self.camera_run.keyframes_only = skip
 
     def _on_frame(self, frame: av.VideoFrame, decode_s: float = 0.0) -> None:
         now = time.monotonic()

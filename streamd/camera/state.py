@@ -42,6 +42,9 @@ class CameraRun:
     """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
     it is not tried again until the camera restarts."""
     fallback_logged: bool = False
+    keyframes_only: bool = False
+    """Whether the current connection decodes keyframes only (`decode_frames`)."""
+    sparse_keyframes_logged: bool = False
     seq: int = 0
     """The next sampled frame's number: frames are numbered across reconnects."""
     last_decoded_mono: float | None = None

@@ -32,7 +32,7 @@ class Engine(Protocol):
         ...
 
     def infer(self, images: Any) -> np.ndarray:
-        """`images`: a leading slice of one of its input buffers -> [B, N, 15] float32 rows.
+        """`images`: a leading slice of one of its input buffers -> [B, 15, N] float32 planes.
 
         Blocking; each instance is called from one thread.
         """

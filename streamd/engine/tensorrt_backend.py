@@ -152,20 +152,23 @@ class TensorRtEngine:
         self.input_height, self.input_width = info.input_height, info.input_width
         self.max_batch = max_batch
         self._stream = cupy.cuda.Stream(non_blocking=True)
-        candidates = self._output_rows(max_batch)
+        candidates = self._candidates(max_batch)
         self._input = cupy.empty((max_batch, self.input_height, self.input_width, 3), dtype=cupy.uint8)
-        self._output = cupy.empty((max_batch, candidates, ROW_WIDTH), dtype=cupy.float32)
+        self._output = cupy.empty((max_batch, ROW_WIDTH, candidates), dtype=cupy.float32)
         import cupyx
 
-        self._host_output = cupyx.empty_pinned((max_batch, candidates, ROW_WIDTH), dtype=np.float32)
+        self._host_output = cupyx.empty_pinned((max_batch, ROW_WIDTH, candidates), dtype=np.float32)
         log.info("tensorrt engine: %s on %s, max batch %d", plan.name, gpu_name(cupy), max_batch)
 
-    def _output_rows(self, batch: int) -> int:
+    def _candidates(self, batch: int) -> int:
         self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
         shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
-        if len(shape) != 3 or shape[2] != ROW_WIDTH:
-            raise EngineError(f"engine output {OUTPUT_NAME} has shape {shape}, expected [batch, N, {ROW_WIDTH}]")
-        return int(shape[1])
+        if len(shape) != 3 or shape[1] != ROW_WIDTH:
+            raise EngineError(
+                f"engine output {OUTPUT_NAME} has shape {shape}, expected [batch, {ROW_WIDTH}, N] "
+                "(an engine built from an older canonical model: rebuild it with `streamd engine build`)"
+            )
+        return int(shape[2])
 
     def new_input_buffer(self) -> Any:
         return self._cupy.empty((self.max_batch, self.input_height, self.input_width, 3), dtype=self._cupy.uint8)

@@ -224,11 +224,12 @@ def prepare_model(source: str | Path, destination: str | Path) -> PreparedModel:
     g = _Graph(model.graph)
     result = _decode_raw_heads(g, model, height, width) if layout == "raw-heads" else _reorder_decoded(g, model)
     _uint8_nhwc_front(g, model, old_input, height, width)
-    identity = helper.make_node("Identity", [result], [OUTPUT_NAME], name="streamd_output")
+    planes = g.op("Transpose", [result], perm=[0, 2, 1])  # [batch, N, 15] -> [batch, 15, N]
+    identity = helper.make_node("Identity", [planes], [OUTPUT_NAME], name="streamd_output")
     model.graph.node.append(identity)
     del model.graph.output[:]
     model.graph.output.append(
-        helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", "candidates", ROW_WIDTH])
+        helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", ROW_WIDTH, "candidates"])
     )
     del model.metadata_props[:]
     for key, value in {
@@ -266,4 +267,4 @@ def _verify_batching(model: onnx.ModelProto, height: int, width: int) -> int:
         raise ModelError(f"the converted model does not run with a batch of 2: {exc}") from exc
     if together.shape != alone.shape or not np.allclose(together, alone, rtol=1e-3, atol=1e-2):
         raise ModelError("the converted model mixes images within a batch (a Reshape or similar still assumes batch 1)")
-    return int(together.shape[1])
+    return int(together.shape[2])

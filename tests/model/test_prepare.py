@@ -83,7 +83,7 @@ def test_canonical_batch_of_8_equals_the_source_model_one_frame_at_a_time(
     letterboxed = [letterbox(frame, 640, 640) for frame in frames]
     batch = np.stack([image for image, _ in letterboxed])
     rows = engine.infer(batch)
-    assert rows.shape == (8, 25200, 15)
+    assert rows.shape == (8, 15, 25200)
     settings = PostprocessSettings()
     for index, (frame, (image, box)) in enumerate(zip(frames, letterboxed, strict=True)):
         ours = postprocess(rows[index], box, settings).as_records()
@@ -133,6 +133,19 @@ def test_broken_or_missing_files_get_clear_errors(tmp_path: Path) -> None:
 def test_engine_refuses_a_model_that_was_not_prepared(raw_model: Path) -> None:
     with pytest.raises(EngineError, match=r"not a canonical streamd model.*streamd model prepare"):
         OnnxRuntimeEngine(raw_model, max_batch=1)
+
+
+def test_a_model_prepared_in_the_older_row_format_is_refused_with_the_remedy(
+    canonical_model: Path, tmp_path: Path
+) -> None:
+    model = onnx.load(str(canonical_model))
+    for prop in model.metadata_props:
+        if prop.key == "streamd.canonical":
+            prop.value = "1"
+    older = tmp_path / "older.onnx"
+    onnx.save(model, str(older))
+    with pytest.raises(ModelError, match=r"canonical format 1, this streamd reads format 2.*prepare"):
+        read_canonical_info(older)
 
 
 def test_prepare_cli_reports_errors_without_traceback(tmp_path: Path) -> None:
