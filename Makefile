@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload bench-scale int8-report gpu-check install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale soak int8-report gpu-check install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench-overload: system-deps $(STAMP)
 ## make bench-scale: 50 to 400 synthetic cameras through the real batcher, runner, postprocess and sink
 bench-scale: $(STAMP)
 	$(BIN)/streamd --log-level WARNING bench scale --out bench-results
+
+## make soak: 12 RTSP cameras through a real daemon for 30 minutes (SOAK_CAMERAS, SOAK_MINUTES)
+SOAK_CAMERAS ?= 12
+SOAK_MINUTES ?= 30
+soak: system-deps $(STAMP)
+	$(BIN)/streamd --log-level WARNING bench soak --model "$$(./scripts/prepare-model.sh)" \
+		--cameras $(SOAK_CAMERAS) --minutes $(SOAK_MINUTES) --out bench-results
 
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
 int8-report: system-deps $(STAMP)

@@ -9,9 +9,8 @@ bin=.venv/bin
 work=calibration/demo
 mkdir -p "$work"
 
+./scripts/prepare-model.sh >/dev/null
 source_model=${STREAMD_SOURCE_MODEL:-../shared/assets/models/yolov5n-0.5.onnx}
-[ -f "$source_model" ] || { echo "int8-report: no model at $source_model" >&2; exit 1; }
-"$bin/streamd" model prepare "$source_model" -o engines/yolov5n-0.5.onnx
 
 # Demo cameras as local files: the same 1080p pans the RTSP demo serves.
 "$bin/python" - "$work/streams.yaml" <<'PY'

@@ -162,6 +162,7 @@ class DynamicBatcher:
         self._ready: set[str] = set()
         self._news = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_fired = False
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
@@ -255,9 +256,20 @@ class DynamicBatcher:
         return max(self._turns.get(camera_id, floor), floor)
 
     async def _run(self) -> None:
+        engine_full = False
         while True:
             self._news.clear()
+            if engine_full and not self._timer_fired and not self.sink.has_room():
+                # Only frames arrived, and the engine has no room: nothing can be taken,
+                # and the earliest expiry among the waiting is already timed (a new frame
+                # expires later). Deciding again here cost a scan of every waiting camera
+                # per arriving frame (measured at 200 cameras on a busy engine: 416 us a
+                # frame on the loop, against 131 on an idle one).
+                await self._news.wait()
+                continue
+            self._timer_fired = False
             decision = self.step()
+            engine_full = not decision.take and decision.wake_at is not None and not self.sink.has_room()
             if decision.take:
                 continue  # there may be enough for another batch right away
             # One timer at a time, set by hand: `asyncio.wait_for` would make a task and a
@@ -271,4 +283,8 @@ class DynamicBatcher:
             self._timer = None
         if wake_at is not None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, wake_at - self.clock()), self._news.set)
+            self._timer = loop.call_later(max(0.0, wake_at - self.clock()), self._timer_due)
+
+    def _timer_due(self) -> None:
+        self._timer_fired = True
+        self._news.set()

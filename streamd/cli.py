@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -254,34 +255,15 @@ def _cmd_engine_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_ingest(args: argparse.Namespace) -> int:
-    from streamd.bench import ingest
-
-    return ingest.main(args)
-
-
-def _cmd_bench_scale(args: argparse.Namespace) -> int:
-    from streamd.bench import scale
-
-    return scale.main(args)
-
-
-def _cmd_bench_overload(args: argparse.Namespace) -> int:
-    from streamd.bench import overload
-
-    return overload.main(args)
-
-
-def _cmd_gpu_check(args: argparse.Namespace) -> int:
-    from streamd.bench import gpu_check
-
-    return gpu_check.main(args)
-
-
-def _cmd_bench_detect(args: argparse.Namespace) -> int:
-    from streamd.bench import detect
-
-    return detect.main(args)
+# `streamd bench NAME`: each is a module of streamd.bench with add_arguments() and main().
+_BENCHES = {
+    "ingest": "decode rate per core and streamd's ingest against it",
+    "detect": "detection throughput: engine alone, streamd, naive",
+    "overload": "a real overload shared between cameras and priorities",
+    "scale": "orchestration cost per frame and event-loop lag at 50 to 400 cameras",
+    "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
+    "gpu-check": "prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,31 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--threshold", type=float, default=0.95, help="recall and precision needed")
     report.set_defaults(func=_cmd_calibrate_report)
 
-    from streamd.bench import detect as bench_detect
-    from streamd.bench import ingest as bench_ingest
-
     benches = commands.add_parser("bench", help="benchmarks (not tests)").add_subparsers(dest="bench", required=True)
-    ingest = benches.add_parser("ingest", help="decode rate per core and streamd's ingest against it")
-    bench_ingest.add_arguments(ingest)
-    ingest.set_defaults(func=_cmd_bench_ingest)
-    detect_bench = benches.add_parser("detect", help="detection throughput: engine alone, streamd, naive")
-    bench_detect.add_arguments(detect_bench)
-    detect_bench.set_defaults(func=_cmd_bench_detect)
-    from streamd.bench import overload as bench_overload
-
-    overload = benches.add_parser("overload", help="a real overload shared between cameras and priorities")
-    bench_overload.add_arguments(overload)
-    overload.set_defaults(func=_cmd_bench_overload)
-    from streamd.bench import scale as bench_scale
-
-    scale = benches.add_parser("scale", help="orchestration cost per frame and event-loop lag at 50 to 400 cameras")
-    bench_scale.add_arguments(scale)
-    scale.set_defaults(func=_cmd_bench_scale)
-    from streamd.bench import gpu_check as bench_gpu
-
-    gpu = benches.add_parser("gpu-check", help="prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)")
-    bench_gpu.add_arguments(gpu)
-    gpu.set_defaults(func=_cmd_gpu_check)
+    for name, help_text in _BENCHES.items():
+        bench = importlib.import_module(f"streamd.bench.{name.replace('-', '_')}")
+        command = benches.add_parser(name, help=help_text)
+        bench.add_arguments(command)
+        command.set_defaults(func=bench.main)
     return parser
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
-from streamd.batcher import BatchPolicy, DynamicBatcher, Waiting
+from streamd.batcher import BatchDecision, BatchPolicy, DynamicBatcher, Waiting
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frame import Frame
 from tests.conftest import run
@@ -139,3 +140,45 @@ def test_running_batcher_sends_a_lone_frame_within_the_delay() -> None:
 
     waited = run(scenario())
     assert 0.03 <= waited < 0.5  # held for about max_delay (50 ms), never indefinitely
+
+
+def test_frames_arriving_while_the_engine_is_full_wait_without_a_decision_each_and_still_expire() -> None:
+    async def scenario() -> tuple[int, list[str], list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        engine.room = False
+        stale: list[str] = []
+        batcher = DynamicBatcher(BatchPolicy(64, DELAY, AGE), engine, lambda f: stale.append(f.camera_id))
+        decisions = 0
+        decide = batcher.step
+
+        def counted() -> BatchDecision:
+            nonlocal decisions
+            decisions += 1
+            return decide()
+
+        batcher.step = counted  # type: ignore[method-assign]
+        slots = {f"cam{i:02d}": LatestFrameSlot[Frame](loop) for i in range(50)}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+        now = time.monotonic()
+        slots["cam00"].put(frame("cam00", now - AGE + 0.1))  # goes stale in 0.1 s
+        await asyncio.sleep(0.01)
+        for camera_id, slot in list(slots.items())[1:]:
+            slot.put(frame(camera_id, time.monotonic()))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.4)  # the first frame's expiry passes while the engine is full
+        while_full = decisions
+        engine.room = True
+        batcher.wake()  # the engine freed a buffer
+        while not engine.batches:
+            await asyncio.sleep(0.002)
+        await batcher.stop()
+        return while_full, stale, engine.batches
+
+    while_full, stale, batches = run(scenario())
+    # One decision for the first frame and one at its expiry, not one per arriving frame.
+    assert while_full <= 3
+    assert stale == ["cam00"]
+    assert batches == [[f"cam{i:02d}" for i in range(1, 50)]]
