@@ -32,9 +32,11 @@ lint: $(STAMP)
 bench: system-deps $(STAMP)
 	$(BIN)/streamd --log-level WARNING bench detect --out bench-results
 
-## make bench-ingest: decode rate per core, sampled-rate accuracy, CPU per frame against raw PyAV
+## make bench-ingest: decode rate per core, sampled-rate accuracy, CPU per frame against raw PyAV, keyframes
+## against all, then resident memory per 1080p camera against PyAV alone
 bench-ingest: system-deps $(STAMP)
 	$(BIN)/streamd bench ingest --cameras 3 --seconds 20
+	$(BIN)/streamd --log-level WARNING bench memory --model "$$(./scripts/prepare-model.sh)" --out bench-results
 
 ## make bench-overload: 12 cameras on a deliberately small engine for a minute: fairness and priorities
 bench-overload: system-deps $(STAMP)

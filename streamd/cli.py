@@ -261,6 +261,7 @@ _BENCHES = {
     "detect": "detection throughput: engine alone, streamd, naive",
     "overload": "a real overload shared between cameras and priorities",
     "scale": "orchestration cost per frame and event-loop lag at 50 to 400 cameras",
+    "memory": "resident memory per 1080p camera at 10 and 20 cameras, streamd against PyAV alone",
     "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
     "gpu-check": "prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)",
 }

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 
-def rss_bytes() -> int | None:
-    """Resident set size of this process now (not the peak)."""
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Resident set size now (not the peak) of this process, or of process `pid`."""
     try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        resident_pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
@@ -24,3 +24,33 @@ def available_bytes() -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def resident_by_kind(pid: int | None = None) -> dict[str, int]:
+    """Resident bytes by kind of mapping (/proc/PID/smaps): `heap` (malloc's main arena),
+    `anonymous` (large allocations, other malloc arenas, thread stacks), `files` (shared
+    libraries and mapped files), `other` ([stack], [vdso] and such). Empty off Linux."""
+    kinds: dict[str, int] = {}
+    kind = "other"
+    try:
+        lines = Path(f"/proc/{pid or 'self'}/smaps").read_text().splitlines()
+    except OSError:
+        return kinds
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping's header: address perms offset dev inode [path]
+            path = fields[5] if len(fields) > 5 else ""
+            kind = (
+                "heap"
+                if path == "[heap]"
+                else "anonymous"
+                if not path
+                else "files"
+                if path.startswith("/")
+                else "other"
+            )
+        elif fields[0] == "Rss:":
+            kinds[kind] = kinds.get(kind, 0) + int(fields[1]) * 1024
+    return kinds

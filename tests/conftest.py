@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from streamd.testing.demo import ASSETS, CACHE_DIR
+from streamd.testing.ports import free_port as free_port  # the tests import it from here
 from streamd.testing.rtsp import RtspTestServer, gstreamer_missing
 from streamd.testing.video import VideoSpec, cached_video
 
@@ -118,13 +119,6 @@ def spawn_streamd(config: Path, *options: str, env: dict[str, str] | None = None
         text=True,
         env=env,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:

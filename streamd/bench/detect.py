@@ -30,6 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
+from streamd.bench.thread_cpu import cpu_by_role, spent_between
 from streamd.camera.sampler import FrameSampler
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
@@ -175,10 +176,10 @@ async def _streamd(server: RtspTestServer, names: list[str], model: Path, args: 
     try:
         await asyncio.sleep(args.warmup)
         window_start = time.time()
-        cpu0 = time.process_time()
+        cpu0, roles0 = time.process_time(), cpu_by_role()
         await asyncio.sleep(args.seconds)
         window_end = time.time()
-        cpu = time.process_time() - cpu0
+        cpu, roles = time.process_time() - cpu0, spent_between(roles0, cpu_by_role())
     finally:
         await daemon.stop()
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -191,6 +192,7 @@ async def _streamd(server: RtspTestServer, names: list[str], model: Path, args: 
         "mean_batch": batch_sum / batch_count,
         "mean_inference_ms": 1000 * infer_sum / batch_count,
         "cpu_cores": cpu / args.seconds,
+        "cores_by_role": {role: seconds / args.seconds for role, seconds in roles.items()},
     }
     return RunFigures("streamd", len(names), *_window(observations, window_start, window_end), extra)
 
@@ -301,7 +303,9 @@ def main(args: argparse.Namespace) -> int:
             extra = run.extra
             print(
                 run.line() + f" (mean batch {extra['mean_batch']:.2f}, {extra['mean_inference_ms']:.0f} ms/batch, "
-                f"{extra['cpu_cores']:.2f} cores)"
+                f"{extra['cpu_cores']:.2f} cores: "
+                + ", ".join(f"{role} {cores:.2f}" for role, cores in extra["cores_by_role"].items())
+                + ")"
             )
             figures.append(run)
             run = _naive(server, names, model, args)

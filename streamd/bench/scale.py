@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from streamd.bench.thread_cpu import cpu_by_role, spent_between
 from streamd.camera.slot import LatestFrameSlot
 from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
 from streamd.detector import Detector
@@ -145,33 +145,6 @@ class Camera(threading.Thread):
             self.cpu_s = time.thread_time()
 
 
-def _cpu_by_role() -> dict[str, float]:
-    """CPU seconds so far of this process's threads, by role (Linux /proc)."""
-    roles = {thread.native_id: _role(thread.name) for thread in threading.enumerate()}
-    ticks = os.sysconf("SC_CLK_TCK")
-    spent: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended
-        role = roles.get(int(task.name), "native")
-        spent[role] = spent.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return spent
-
-
-def _role(thread_name: str) -> str:
-    if thread_name == "MainThread":
-        return "loop"
-    if thread_name.startswith("engine-deliver"):
-        return "deliver"
-    if thread_name.startswith("sink-"):
-        return "sink"
-    if thread_name.startswith("engine-"):
-        return "runner"
-    return "camera" if thread_name.startswith("camera-") else "other"
-
-
 @dataclass
 class ScaleFigures:
     engine: str
@@ -243,9 +216,9 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
         return (cpu_s, sum(c.cpu_s for c in cameras), detector.inferred, sum(c.replaced for c in cameras), stale)
 
     lags.clear()
-    start_mono, before, threads_before = time.monotonic(), sample(), _cpu_by_role()
+    start_mono, before, threads_before = time.monotonic(), sample(), cpu_by_role()
     await asyncio.sleep(args.seconds)
-    elapsed, after, threads_after = time.monotonic() - start_mono, sample(), _cpu_by_role()
+    elapsed, after, threads_after = time.monotonic() - start_mono, sample(), cpu_by_role()
     lag_ms = sorted(lag * 1000 for lag in lags)
     stop.set()
     probe.cancel()
@@ -254,9 +227,10 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
     await detector.stop(10.0)
     analysed = after[2] - before[2]
     pipeline_cpu = (after[0] - before[0]) - (after[1] - before[1])
+    spent = spent_between(threads_before, threads_after)
     by_thread = {
-        role: (threads_after.get(role, 0.0) - threads_before.get(role, 0.0)) / max(1, analysed) * 1e6
-        for role in ("loop", "runner", "deliver", "sink")
+        role: spent.get(role, 0.0) / max(1, analysed) * 1e6
+        for role in ("loop", "assemble", "inference", "deliver", "sink")
     }
     return ScaleFigures(
         engine,

@@ -17,7 +17,6 @@ import argparse
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamd.memory import rss_bytes
 from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
+from streamd.testing.ports import free_port
 from streamd.testing.rtsp import RtspTestServer
 from streamd.testing.video import VideoSpec, cached_video
 
@@ -61,16 +62,8 @@ class Sample:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _sample(pid: int, port: int, minute: float) -> Sample:
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    rss_mb = (rss_bytes(pid) or 0) / 2**20
     open_files = len(list(Path(f"/proc/{pid}/fd").iterdir()))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -79,7 +72,7 @@ def _sample(pid: int, port: int, minute: float) -> Sample:
         if family.name in totals:
             totals[family.name] = sum(s.value for s in family.samples if s.name.endswith("_total"))
     inferred, dropped = (int(totals[name]) for name in ("streamd_frames_inferred", "streamd_frames_dropped"))
-    return Sample(minute, rss_kb / 1024, open_files, inferred, dropped)
+    return Sample(minute, rss_mb, open_files, inferred, dropped)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
@@ -119,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     samples: list[Sample] = []
     mounts = {f"cam{i + 1:02d}": video for i in range(args.cameras)}
     with RtspTestServer(mounts) as server, tempfile.TemporaryDirectory(prefix="streamd-soak-") as work:
-        port = _free_port()
+        port = free_port()
         records = Path(work) / "detections.jsonl"
         config = Path(work) / "streams.yaml"
         config.write_text(_config(server, args, port, records))

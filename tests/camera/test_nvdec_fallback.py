@@ -101,6 +101,12 @@ def impossible_device(url: str, options: dict[str, str], timeout: tuple[float, f
 
 
 class _RejectedPacket:
+    """The real packet's fields, but decoding it fails."""
+
+    def __init__(self, packet: av.Packet) -> None:
+        self.is_keyframe = packet.is_keyframe
+        self.pts, self.dts, self.time_base = packet.pts, packet.dts, packet.time_base
+
     def decode(self) -> list[av.VideoFrame]:
         raise OSError(errno.ENOSYS, "Function not implemented")
 
@@ -113,8 +119,8 @@ class _DecoderThatRejectsPackets:
         self.streams = container.streams
 
     def demux(self, stream: Any) -> Iterator[_RejectedPacket]:
-        for _ in self._container.demux(stream):
-            yield _RejectedPacket()
+        for packet in self._container.demux(stream):
+            yield _RejectedPacket(packet)
 
     def close(self) -> None:
         self._container.close()

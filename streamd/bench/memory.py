@@ -1,0 +1,153 @@
+"""`streamd bench memory`: resident memory per camera, the daemon against PyAV alone.
+
+Real cameras: the RTSP test server serves 1080p H.264 (a keyframe a second) on loopback.
+
+1. streamd: `streamd run` in its own process, first on a file without cameras (its
+   baseline: the interpreter, the libraries, the engine after its warm-up), then with
+   the file rewritten to 10 cameras and then 20, applied by reload as an operator's edit
+   would be. After each step it settles, and its resident memory is read once a second
+   for a while; the figure is the mean of those readings.
+2. PyAV alone, in its own process: the same streams opened one thread each, every frame
+   decoded, the frames sampled at the same rate letterboxed, nothing else
+   (`streamd.bench.pyav_alone`); read the same way, before any stream and at 10 and 20.
+
+`rss_mb_per_camera` = (resident at N - baseline) / N, for both, and their ratio, all
+measured in the same run. The cameras' source rate is kept low (5 fps by default) so
+that two cores decode 20 of them in real time: memory per camera depends on the picture
+size and the decoder's reference frames, not on the frame rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from streamd.memory import resident_by_kind, rss_bytes
+from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
+from streamd.testing.ports import free_port
+from streamd.testing.rtsp import RtspTestServer
+from streamd.testing.video import VideoSpec, cached_video
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--counts", default="10,20", help="camera counts measured (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--source-fps", type=int, default=5, help="the cameras' frame rate (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=1.0, help="analysis rate per camera (default: %(default)s)")
+    parser.add_argument("--model", type=Path, help="canonical model: the daemon also runs the engine")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after each change before reading")
+    parser.add_argument("--measure", type=float, default=10.0, help="seconds of readings, one a second")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where memory.json goes")
+
+
+def _streamd_config(urls: dict[str, str], args: argparse.Namespace, records: Path, port: int) -> str:
+    engine = f"engine: {{model: '{args.model.resolve()}'}}\n" if args.model else ""
+    cameras = "".join(f"  - {{id: {name}, url: '{url}'}}\n" for name, url in urls.items())
+    return (
+        f"metrics: {{listen: '127.0.0.1:{port}'}}\n"
+        f"{engine}"
+        f"sinks: [{{type: jsonl, path: '{records}', rotate_mb: null, rotate_daily: false}}]\n"
+        f"defaults: {{fps: {args.fps}}}\n" + (f"cameras:\n{cameras}" if cameras else "cameras: []\n")
+    )
+
+
+@dataclass
+class Resident:
+    """A process's resident memory at one step: the mean of the readings, and by kind."""
+
+    total: int
+    by_kind: dict[str, int]
+
+
+def settled_resident(pid: int | None, settle_s: float, measure_s: float) -> Resident:
+    time.sleep(settle_s)
+    readings = []
+    for _ in range(max(1, int(measure_s))):
+        readings.append(rss_bytes(pid) or 0)
+        time.sleep(1.0)
+    return Resident(round(sum(readings) / len(readings)), resident_by_kind(pid))
+
+
+def _streamd(urls: dict[str, str], counts: list[int], args: argparse.Namespace, work: Path) -> dict[int, Resident]:
+    config, records, port = work / "streams.yaml", work / "detections.jsonl", free_port()
+    config.write_text(_streamd_config({}, args, records, port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamd", "--log-level", "WARNING", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = list(urls)
+    try:
+        resident = {0: settled_resident(process.pid, args.settle, args.measure)}
+        for count in counts:
+            edited = work / "streams.yaml.new"
+            edited.write_text(_streamd_config({n: urls[n] for n in names[:count]}, args, records, port))
+            edited.replace(config)  # a whole file at once, as editors save
+            resident[count] = settled_resident(process.pid, args.settle, args.measure)
+            if process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {process.returncode}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    return resident
+
+
+def _pyav_alone(urls: dict[str, str], counts: list[int], args: argparse.Namespace) -> dict[int, Resident]:
+    command = [sys.executable, "-m", "streamd.bench.pyav_alone", "--fps", str(args.fps)]
+    command += ["--counts", ",".join(map(str, counts)), "--settle", str(args.settle), "--measure", str(args.measure)]
+    output = subprocess.run([*command, *urls.values()], capture_output=True, text=True, check=True).stdout
+    readings = (json.loads(line) for line in output.splitlines())
+    return {reading["cameras"]: Resident(reading["total"], reading["by_kind"]) for reading in readings}
+
+
+def _per_camera_mb(resident: dict[int, Resident], count: int) -> float:
+    return (resident[count].total - resident[0].total) / count / 2**20
+
+
+def _per_camera_by_kind(resident: dict[int, Resident], count: int) -> dict[str, float]:
+    before, after = resident[0].by_kind, resident[count].by_kind
+    return {kind: (after[kind] - before.get(kind, 0)) / count / 2**20 for kind in sorted(after)}
+
+
+def main(args: argparse.Namespace) -> int:
+    counts = sorted(int(c) for c in args.counts.split(","))
+    image = shared_image(DEMO_PHOTOS[0])
+    spec = VideoSpec(
+        width=args.width, height=args.height, fps=args.source_fps, seconds=20, image=str(image) if image else None
+    )
+    video = cached_video(spec, CACHE_DIR)
+    engine = f"with the engine ({args.model.name})" if args.model else "ingest only (no engine)"
+    print(f"clip: {video.name}; {max(counts)} cameras at most, analysed at {args.fps:g} fps; streamd {engine}")
+    with RtspTestServer({f"cam{i + 1:02d}": video for i in range(max(counts))}) as server:
+        urls = {name: server.url(name) for name in server.mounts}
+        with tempfile.TemporaryDirectory(prefix="streamd-memory-") as work:
+            ours = _streamd(urls, counts, args, Path(work))
+        floor = _pyav_alone(urls, counts, args)
+    figures: dict[str, Any] = {}
+    top = max(counts)
+    for name, resident in (("streamd", ours), ("pyav_alone", floor)):
+        steps = ", ".join(
+            f"{count} cameras {resident[count].total / 2**20:.0f} MB ({_per_camera_mb(resident, count):.1f} MB each)"
+            for count in counts
+        )
+        kinds = ", ".join(f"{kind} {mb:+.1f}" for kind, mb in _per_camera_by_kind(resident, top).items())
+        print(f"{name}: baseline {resident[0].total / 2**20:.0f} MB; {steps}; per camera at {top}, MB: {kinds}")
+        figures[name] = {
+            "resident": {count: asdict(step) for count, step in resident.items()},
+            "mb_per_camera": {count: _per_camera_mb(resident, count) for count in counts},
+            "mb_per_camera_by_kind": _per_camera_by_kind(resident, top),
+        }
+    ours_mb, floor_mb = _per_camera_mb(ours, top), _per_camera_mb(floor, top)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "memory.json").write_text(json.dumps(figures, indent=2))
+    print(f"rss_mb_per_camera={ours_mb:.1f} pyav_alone_mb_per_camera={floor_mb:.1f} ratio={ours_mb / floor_mb:.2f}")
+    return 0

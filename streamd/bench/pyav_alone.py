@@ -1,0 +1,66 @@
+"""PyAV alone on N RTSP cameras: the floor `streamd bench memory` compares the daemon with.
+
+Run as its own process by the memory bench: one thread per camera opens the stream
+(TCP, one decoding thread, as streamd does), decodes every frame and letterboxes the
+frames sampled at the analysis rate, keeping only the last; nothing else. It prints
+one JSON line of its resident memory (`cameras`, `total`, `by_kind`) once settled with
+no cameras, then after adding each group of cameras, and exits after the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any
+
+import av
+
+from streamd.camera.sampler import FrameSampler
+from streamd.preprocess import letterbox
+
+
+def _camera(url: str, fps: float, stop: threading.Event) -> None:
+    last: Any = None
+    sampler = FrameSampler(fps)
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for frame in container.decode(stream):
+            if stop.is_set():
+                return
+            if frame.time is not None and sampler.take(frame.time):
+                last = letterbox(frame, 640, 640)
+    del last
+
+
+def _report(cameras: int, settle_s: float, measure_s: float) -> None:
+    from streamd.bench.memory import settled_resident
+
+    resident = settled_resident(None, settle_s, measure_s)
+    print(json.dumps({"cameras": cameras, "total": resident.total, "by_kind": resident.by_kind}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyav_alone")
+    parser.add_argument("--fps", type=float, default=1.0)
+    parser.add_argument("--counts", default="10,20", help="cameras open at each reading")
+    parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--measure", type=float, default=10.0)
+    parser.add_argument("urls", nargs="+")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    _report(0, 2.0, args.measure)
+    opened = 0
+    for count in (int(c) for c in args.counts.split(",")):
+        for url in args.urls[opened:count]:
+            threading.Thread(target=_camera, args=(url, args.fps, stop), daemon=True).start()
+        opened = count
+        _report(count, args.settle, args.measure)
+    stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
