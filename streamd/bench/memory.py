@@ -102,10 +102,12 @@ def _streamd(urls: dict[str, str], counts: list[int], args: argparse.Namespace, 
 
 
 def _pyav_alone(urls: dict[str, str], counts: list[int], args: argparse.Namespace) -> dict[int, Resident]:
-    command = [sys.executable, "-m", "streamd.bench.pyav_alone", "--fps", str(args.fps)]
+    command = [sys.executable, "-X", "faulthandler", "-m", "streamd.bench.pyav_alone", "--fps", str(args.fps)]
     command += ["--counts", ",".join(map(str, counts)), "--settle", str(args.settle), "--measure", str(args.measure)]
-    output = subprocess.run([*command, *urls.values()], capture_output=True, text=True, check=True).stdout
-    readings = (json.loads(line) for line in output.splitlines())
+    done = subprocess.run([*command, *urls.values()], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"PyAV alone exited with {done.returncode}:\n{done.stderr[-4000:]}")
+    readings = (json.loads(line) for line in done.stdout.splitlines())
     return {reading["cameras"]: Resident(reading["total"], reading["by_kind"]) for reading in readings}
 
 

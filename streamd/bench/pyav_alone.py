@@ -52,13 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop = threading.Event()
     _report(0, 2.0, args.measure)
-    opened = 0
+    threads: list[threading.Thread] = []
     for count in (int(c) for c in args.counts.split(",")):
-        for url in args.urls[opened:count]:
-            threading.Thread(target=_camera, args=(url, args.fps, stop), daemon=True).start()
-        opened = count
+        for url in args.urls[len(threads) : count]:
+            threads.append(threading.Thread(target=_camera, args=(url, args.fps, stop), daemon=True))
+            threads[-1].start()
         _report(count, args.settle, args.measure)
+    # Joined before exit: an interpreter that finalises while threads are inside FFmpeg
+    # crashes (SIGSEGV).
     stop.set()
+    for thread in threads:
+        thread.join(timeout=30.0)
     return 0
 
 
