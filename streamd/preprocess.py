@@ -72,6 +72,10 @@ def letterbox(frame: av.VideoFrame, target_width: int, target_height: int) -> tu
         interpolation=_SHRINK if box.scale < 1 else _GROW,
         src_colorspace=colour.matrix.swscale_colorspace,
         src_color_range=colour.swscale_range,
+        # One thread: the parallelism comes from the cameras. PyAV makes a scaler per
+        # frame, and its default (one slice thread per core) started and joined threads
+        # for every frame: measured at 1080p -> 640x360, 4.6 ms of CPU a frame against 3.4.
+        threads=1,
     )
     canvas = np.full((target_height, target_width, 3), PAD_VALUE, dtype=np.uint8)
     canvas[box.pad_y : box.pad_y + new_height, box.pad_x : box.pad_x + new_width] = resized.to_ndarray()

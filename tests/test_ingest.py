@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from streamd.camera.source import CameraSource
@@ -137,6 +139,41 @@ def test_killed_server_coming_back_brings_every_camera_back_within_the_backoff_b
     try:
         run(scenario())
     finally:
+        server.stop()
+
+
+def live_containers() -> int:
+    return sum(1 for thing in gc.get_objects() if isinstance(thing, av.container.InputContainer))
+
+
+def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(gstreamer: None, test_video: Path) -> None:
+    # A dead connection's container, decoder and frames (about 25 MB at 1080p) must go
+    # when it ends, not at the next full garbage collection: with the collector off,
+    # each reconnect would otherwise leave one more container alive.
+    server = RtspTestServer({"cam1": test_video}, port=free_port())
+    server.start()
+
+    async def scenario() -> None:
+        async with running(make_config([{"id": "cam1", "url": server.url("cam1")}], stall_timeout_s=3)) as daemon:
+            camera = sources(daemon)["cam1"]
+            await wait_for(lambda: camera.state == "streaming", 20, "streaming")
+            for restart in range(1, 4):
+                server.kill()
+                await wait_for(lambda: camera.state != "streaming", 10, "the camera to notice")
+                server.start()
+                await wait_for(
+                    lambda n=restart: camera.state == "streaming" and camera.metrics.reconnects >= n,  # type: ignore[misc]
+                    FAST_BACKOFF["max_s"] + 10.0,
+                    f"streaming again after restart {restart}",
+                )
+                assert live_containers() == 1, f"after {restart} reconnects: {live_containers()} containers alive"
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(scenario())
+    finally:
+        gc.enable()
         server.stop()
 
 

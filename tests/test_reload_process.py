@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from streamd.memory import rss_bytes
 from streamd.testing.rtsp import RtspTestServer
 from tests.conftest import free_port, spawn_streamd
 
@@ -155,10 +156,9 @@ def block_config_text(port: int, cameras: dict[str, str]) -> str:
 
 
 def vm_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    resident = rss_bytes(pid)
+    assert resident is not None, f"no /proc/{pid}/statm"
+    return resident / 2**20
 
 
 def reloads(port: int, result: str) -> float:

@@ -6,7 +6,9 @@ Real cameras: the RTSP test server serves 1080p H.264 (a keyframe a second) on l
    baseline: the interpreter, the libraries, the engine after its warm-up), then with
    the file rewritten to 10 cameras and then 20, applied by reload as an operator's edit
    would be. After each step it settles, and its resident memory is read once a second
-   for a while; the figure is the mean of those readings.
+   for a while; the figure is the mean of those readings. Then the server is killed and
+   restarted a few times, so that every camera reconnects, and it is read again: what a
+   camera holds must not grow with its reconnects.
 2. PyAV alone, in its own process: the same streams opened one thread each, every frame
    decoded, the frames sampled at the same rate letterboxed, nothing else
    (`streamd.bench.pyav_alone`); read the same way, before any stream and at 10 and 20.
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="canonical model: the daemon also runs the engine")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds after each change before reading")
     parser.add_argument("--measure", type=float, default=10.0, help="seconds of readings, one a second")
+    parser.add_argument("--reconnects", type=int, default=3, help="server restarts at the end (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where memory.json goes")
 
 
@@ -77,7 +81,33 @@ def settled_resident(pid: int | None, settle_s: float, measure_s: float) -> Resi
     return Resident(round(sum(readings) / len(readings)), resident_by_kind(pid))
 
 
-def _streamd(urls: dict[str, str], counts: list[int], args: argparse.Namespace, work: Path) -> dict[int, Resident]:
+def _status(port: int) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as response:
+        cameras: list[dict[str, Any]] = json.loads(response.read())["cameras"]
+    return cameras
+
+
+def _restart_and_wait_for_reconnects(server: RtspTestServer, port: int, timeout: float = 180.0) -> None:
+    """Kill the server as a crashed camera server goes, start it again on the same port,
+    and wait until every camera has reconnected and streams again."""
+    before = {camera["id"]: camera["reconnects"] for camera in _status(port)}
+    server.kill()
+    time.sleep(2.0)
+    server.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cameras = _status(port)
+        if all(c["state"] == "streaming" and c["reconnects"] > before[c["id"]] for c in cameras):
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"the cameras did not all reconnect within {timeout:.0f}s of a restart")
+
+
+def _streamd(
+    server: RtspTestServer, counts: list[int], args: argparse.Namespace, work: Path
+) -> tuple[dict[int, Resident], Resident | None]:
+    """Resident memory at each camera count, and after the reconnects at the last count."""
+    urls = {name: server.url(name) for name in server.mounts}
     config, records, port = work / "streams.yaml", work / "detections.jsonl", free_port()
     config.write_text(_streamd_config({}, args, records, port))
     process = subprocess.Popen(
@@ -95,10 +125,16 @@ def _streamd(urls: dict[str, str], counts: list[int], args: argparse.Namespace, 
             resident[count] = settled_resident(process.pid, args.settle, args.measure)
             if process.poll() is not None:
                 raise RuntimeError(f"the daemon exited with {process.returncode}")
+        for round_ in range(1, args.reconnects + 1):
+            _restart_and_wait_for_reconnects(server, port)
+            resident_mb = (rss_bytes(process.pid) or 0) / 2**20
+            threads = len(list(Path(f"/proc/{process.pid}/task").iterdir()))
+            print(f"  after restart {round_}: {resident_mb:.0f} MB resident, {threads} threads", flush=True)
+        reconnected = settled_resident(process.pid, args.settle, args.measure) if args.reconnects else None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-    return resident
+    return resident, reconnected
 
 
 def _pyav_alone(urls: dict[str, str], counts: list[int], args: argparse.Namespace) -> dict[int, Resident]:
@@ -130,10 +166,9 @@ def main(args: argparse.Namespace) -> int:
     engine = f"with the engine ({args.model.name})" if args.model else "ingest only (no engine)"
     print(f"clip: {video.name}; {max(counts)} cameras at most, analysed at {args.fps:g} fps; streamd {engine}")
     with RtspTestServer({f"cam{i + 1:02d}": video for i in range(max(counts))}) as server:
-        urls = {name: server.url(name) for name in server.mounts}
         with tempfile.TemporaryDirectory(prefix="streamd-memory-") as work:
-            ours = _streamd(urls, counts, args, Path(work))
-        floor = _pyav_alone(urls, counts, args)
+            ours, reconnected = _streamd(server, counts, args, Path(work))
+        floor = _pyav_alone({name: server.url(name) for name in server.mounts}, counts, args)
     figures: dict[str, Any] = {}
     top = max(counts)
     for name, resident in (("streamd", ours), ("pyav_alone", floor)):
@@ -148,6 +183,13 @@ def main(args: argparse.Namespace) -> int:
             "mb_per_camera": {count: _per_camera_mb(resident, count) for count in counts},
             "mb_per_camera_by_kind": _per_camera_by_kind(resident, top),
         }
+    if reconnected is not None:
+        growth = (reconnected.total - ours[top].total) / top / 2**20
+        print(
+            f"streamd after {args.reconnects} reconnects of every camera: {reconnected.total / 2**20:.0f} MB "
+            f"({growth:+.1f} MB per camera)"
+        )
+        figures["streamd"]["after_reconnects"] = {"reconnects": args.reconnects, **asdict(reconnected)}
     ours_mb, floor_mb = _per_camera_mb(ours, top), _per_camera_mb(floor, top)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory.json").write_text(json.dumps(figures, indent=2))
