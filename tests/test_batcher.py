@@ -182,3 +182,80 @@ def test_frames_arriving_while_the_engine_is_full_wait_without_a_decision_each_a
     assert while_full <= 3
     assert stale == ["cam00"]
     assert batches == [[f"cam{i:02d}" for i in range(1, 50)]]
+
+
+class CountedBatcher(DynamicBatcher):
+    """The real batcher, counting its decisions."""
+
+    decisions = 0
+
+    def step(self) -> BatchDecision:
+        self.decisions += 1
+        return super().step()
+
+
+async def sent_within(engine: RecordingEngine, count: int, limit: float) -> float:
+    """Seconds until the engine has `count` batches (fails past `limit`)."""
+    start = time.monotonic()
+    while len(engine.batches) < count:
+        assert time.monotonic() - start < limit, f"{len(engine.batches)} of {count} batches after {limit}s"
+        await asyncio.sleep(0.002)
+    return time.monotonic() - start
+
+
+def test_frames_arriving_while_a_batch_waits_for_its_delay_need_no_decision_each_yet_a_full_batch_goes_at_once() -> (
+    None
+):
+    delay = 0.3
+
+    async def scenario() -> tuple[int, list[list[str]], float, float]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        batcher = CountedBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
+        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(8)}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+        for camera_id in list(slots)[:5]:
+            slots[camera_id].put(frame(camera_id, time.monotonic()))
+            await asyncio.sleep(0.005)
+        partial_after = await sent_within(engine, 1, 2.0)
+        decisions = batcher.decisions
+        for camera_id, slot in slots.items():  # eight: a full batch
+            slot.put(frame(camera_id, time.monotonic()))
+            await asyncio.sleep(0.002)
+        full_after = await sent_within(engine, 2, 2.0)
+        await batcher.stop()
+        return decisions, engine.batches, partial_after, full_after
+
+    decisions, batches, partial_after, full_after = run(scenario())
+    # At the start, at the first arrival, when its delay is up, and after that batch
+    # (is there more?): not one per arriving frame.
+    assert decisions <= 4
+    assert [sorted(batch) for batch in batches] == [[f"cam{i}" for i in range(5)], [f"cam{i}" for i in range(8)]]
+    assert partial_after >= delay - 0.05 - 0.02  # the first frame's delay, less the arrivals' 20 ms
+    assert full_after < delay / 2  # the eighth frame fills it: no waiting for the delay
+
+
+def test_a_frame_due_before_the_pending_delay_still_decides_when_it_arrives() -> None:
+    delay = 0.4
+
+    async def scenario() -> tuple[float, list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        batcher = DynamicBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
+        slots = {camera_id: LatestFrameSlot[Frame](loop) for camera_id in ("new", "late")}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+        slots["new"].put(frame("new", time.monotonic()))
+        await asyncio.sleep(0.01)
+        # Captured long ago (a slow conversion, say): its delay is nearly up already.
+        slots["late"].put(frame("late", time.monotonic() - delay + 0.05))
+        took = await sent_within(engine, 1, 2.0)
+        await batcher.stop()
+        return took, engine.batches
+
+    took, batches = run(scenario())
+    assert took < 0.25, f"went after {took:.2f}s: it waited for the other frame's delay"
+    assert [sorted(batch) for batch in batches] == [["late", "new"]]
