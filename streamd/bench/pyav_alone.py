@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 
+from streamd.bench.memory import settled_resident
 from streamd.camera.sampler import FrameSampler
 from streamd.preprocess import letterbox
 
@@ -36,8 +37,6 @@ def _camera(url: str, fps: float, stop: threading.Event) -> None:
 
 
 def _report(cameras: int, settle_s: float, measure_s: float) -> None:
-    from streamd.bench.memory import settled_resident
-
     resident = settled_resident(None, settle_s, measure_s)
     print(json.dumps({"cameras": cameras, "total": resident.total, "by_kind": resident.by_kind}), flush=True)
 
