@@ -62,13 +62,6 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     return iou
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> np.ndarray:
-    """Indices kept by greedy NMS, best first, at most `limit`."""
-    order = np.argsort(-scores, kind="stable")
-    kept: np.ndarray = order[_greedy(iou_matrix(boxes[order]) > iou_threshold, limit)]
-    return kept
-
-
 def _greedy(overlaps: np.ndarray, limit: int) -> np.ndarray:
     """Greedy suppression over boxes sorted best first: the positions kept."""
     suppressed = np.zeros(len(overlaps), dtype=bool)

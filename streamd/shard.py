@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -57,9 +56,6 @@ class Shard:
 
     def owns(self, camera_id: str) -> bool:
         return self.count == 1 or shard_of(camera_id, self.count) == self.index
-
-    def select(self, camera_ids: Iterable[str]) -> list[str]:
-        return [camera_id for camera_id in camera_ids if self.owns(camera_id)]
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

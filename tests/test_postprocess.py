@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from streamd.postprocess import PostprocessSettings, iou_matrix, nms, postprocess
+from streamd.postprocess import PostprocessSettings, iou_matrix, postprocess
 from streamd.preprocess import Letterbox, letterbox_geometry
 
 
@@ -70,6 +70,9 @@ def test_no_candidates_gives_no_faces() -> None:
     assert len(faces) == 0 and faces.as_records() == []
 
 
-def test_nms_limit_stops_early() -> None:
-    boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], dtype=np.float32)
-    assert len(nms(boxes, np.linspace(1, 0.1, 10), 0.5, limit=3)) == 3
+def test_max_faces_stops_suppression_early_with_the_best_faces() -> None:
+    centres = [(i * 20 + 5, 5, 10, 10) for i in range(10)]  # ten faces that do not overlap
+    faces = postprocess(
+        planes_for(centres, list(np.linspace(0.95, 0.5, 10))), IDENTITY, PostprocessSettings(max_faces=3)
+    )
+    assert faces.scores.tolist() == pytest.approx([0.95, 0.9, 0.85], abs=1e-6)
