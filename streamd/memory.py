@@ -41,16 +41,15 @@ def resident_by_kind(pid: int | None = None) -> dict[str, int]:
         if not fields:
             continue
         if not fields[0].endswith(":"):  # a mapping's header: address perms offset dev inode [path]
-            path = fields[5] if len(fields) > 5 else ""
-            kind = (
-                "heap"
-                if path == "[heap]"
-                else "anonymous"
-                if not path
-                else "files"
-                if path.startswith("/")
-                else "other"
-            )
+            kind = _kind_of(fields[5] if len(fields) > 5 else "")
         elif fields[0] == "Rss:":
             kinds[kind] = kinds.get(kind, 0) + int(fields[1]) * 1024
     return kinds
+
+
+def _kind_of(path: str) -> str:
+    if path == "[heap]":
+        return "heap"
+    if not path:
+        return "anonymous"
+    return "files" if path.startswith("/") else "other"

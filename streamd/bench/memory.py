@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from streamd.bench.streams_file import streams_yaml
 from streamd.memory import resident_by_kind, rss_bytes
 from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from streamd.testing.ports import free_port
@@ -51,17 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", type=float, default=10.0, help="seconds of readings, one a second")
     parser.add_argument("--reconnects", type=int, default=3, help="server restarts at the end (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where memory.json goes")
-
-
-def _streamd_config(urls: dict[str, str], args: argparse.Namespace, records: Path, port: int) -> str:
-    engine = f"engine: {{model: '{args.model.resolve()}'}}\n" if args.model else ""
-    cameras = "".join(f"  - {{id: {name}, url: '{url}'}}\n" for name, url in urls.items())
-    return (
-        f"metrics: {{listen: '127.0.0.1:{port}'}}\n"
-        f"{engine}"
-        f"sinks: [{{type: jsonl, path: '{records}', rotate_mb: null, rotate_daily: false}}]\n"
-        f"defaults: {{fps: {args.fps}}}\n" + (f"cameras:\n{cameras}" if cameras else "cameras: []\n")
-    )
 
 
 @dataclass
@@ -109,7 +99,7 @@ def _streamd(
     """Resident memory at each camera count, and after the reconnects at the last count."""
     urls = {name: server.url(name) for name in server.mounts}
     config, records, port = work / "streams.yaml", work / "detections.jsonl", free_port()
-    config.write_text(_streamd_config({}, args, records, port))
+    config.write_text(streams_yaml({}, port, records, args.fps, args.model))
     process = subprocess.Popen(
         [sys.executable, "-m", "streamd", "--log-level", "WARNING", "run", "-c", str(config)],
         stdout=subprocess.DEVNULL,
@@ -120,7 +110,7 @@ def _streamd(
         resident = {0: settled_resident(process.pid, args.settle, args.measure)}
         for count in counts:
             edited = work / "streams.yaml.new"
-            edited.write_text(_streamd_config({n: urls[n] for n in names[:count]}, args, records, port))
+            edited.write_text(streams_yaml({n: urls[n] for n in names[:count]}, port, records, args.fps, args.model))
             edited.replace(config)  # a whole file at once, as editors save
             resident[count] = settled_resident(process.pid, args.settle, args.measure)
             if process.poll() is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamd.bench.streams_file import streams_yaml
 from streamd.memory import rss_bytes
 from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from streamd.testing.ports import free_port
@@ -90,17 +91,6 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float) -> 
     raise RuntimeError(f"the daemon was not ready within {timeout:.0f}s")
 
 
-def _config(server: RtspTestServer, args: argparse.Namespace, port: int, records: Path) -> str:
-    cameras = "".join(f"  - {{id: {name}, url: '{server.url(name)}'}}\n" for name in server.mounts)
-    return (
-        f"metrics: {{listen: '127.0.0.1:{port}'}}\n"
-        f"engine: {{model: '{args.model.resolve()}'}}\n"
-        f"sinks: [{{type: jsonl, path: '{records}', rotate_mb: null, rotate_daily: false}}]\n"
-        f"defaults: {{fps: {args.fps}}}\n"
-        f"cameras:\n{cameras}"
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         print(f"soak: no model at {args.model} (`make soak` prepares it; or `streamd model prepare`)", file=sys.stderr)
@@ -115,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
         port = free_port()
         records = Path(work) / "detections.jsonl"
         config = Path(work) / "streams.yaml"
-        config.write_text(_config(server, args, port, records))
+        urls = {name: server.url(name) for name in server.mounts}
+        config.write_text(streams_yaml(urls, port, records, args.fps, args.model))
         log = Path(work) / "daemon.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(

@@ -1,0 +1,18 @@
+"""The streams.yaml the daemon benchmarks run `streamd run` on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def streams_yaml(urls: dict[str, str], port: int, records: Path, fps: float, model: Path | None = None) -> str:
+    """Cameras `urls` (id -> URL) analysed at `fps`, metrics on loopback `port`, records to
+    one unrotated JSON Lines file, and the engine on `model` when given."""
+    engine = f"engine: {{model: '{model.resolve()}'}}\n" if model else ""
+    cameras = "".join(f"  - {{id: {name}, url: '{url}'}}\n" for name, url in urls.items())
+    return (
+        f"metrics: {{listen: '127.0.0.1:{port}'}}\n"
+        f"{engine}"
+        f"sinks: [{{type: jsonl, path: '{records}', rotate_mb: null, rotate_daily: false}}]\n"
+        f"defaults: {{fps: {fps}}}\n" + (f"cameras:\n{cameras}" if cameras else "cameras: []\n")
+    )
