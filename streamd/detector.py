@@ -19,9 +19,11 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import av
+import numpy as np
 
 from streamd.batcher import BatchPolicy, DynamicBatcher
 from streamd.camera.slot import LatestFrameSlot
@@ -30,7 +32,7 @@ from streamd.engine.base import Engine
 from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frame import Frame
 from streamd.metrics import Metrics
-from streamd.postprocess import PostprocessSettings, postprocess
+from streamd.postprocess import PostprocessSettings, postprocess, postprocess_batch
 from streamd.preprocess import Letterbox, letterbox
 from streamd.sinks.base import SinkRunner
 from streamd.snapshots import Snapshots
@@ -66,10 +68,10 @@ class Detector:
         self.inferred = 0
         # Written by the deliver thread, attached and detached from the loop.
         self.inferred_by_camera: dict[str, int] = {}
-        self._series: dict[str, CameraSeries] = {}
+        # Camera -> its row of the per-camera series (metrics.analysis).
+        self._series: dict[str, int] = {}
         self._counts_lock = threading.Lock()
         self._postprocess_failure_logged = False
-        self._stages = StageTimers(metrics)
         self.snapshots = Snapshots()
         # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
         # letterbox kernel can run; otherwise they come back to the host as usual.
@@ -144,7 +146,7 @@ class Detector:
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         with self._counts_lock:
             self.inferred_by_camera.setdefault(camera_id, 0)
-            self._series[camera_id] = CameraSeries(self.metrics, camera_id)
+            self._series[camera_id] = self.metrics.analysis.row(camera_id)
         self.batcher.attach(camera_id, slot, priority)
 
     async def detach(self, camera_id: str, forget: bool = False) -> None:
@@ -172,94 +174,109 @@ class Detector:
             self.metrics.frames_dropped.labels(frame.camera_id, reason).inc()
 
     def _deliver(self, result: BatchResult) -> None:
-        # Runs in the engine's deliver thread. One frame that cannot be post-processed
-        # costs that frame (counted), not the rest of its batch.
+        # Runs in the engine's deliver thread, a batch at a time: postprocess, the records
+        # and the metrics are each a few calls per batch, not per frame.
         self.metrics.batch_size.observe(len(result.frames))
         self.metrics.inference_seconds.observe(result.inference_s)
-        for frame, rows in zip(result.frames, result.rows, strict=True):
-            try:
-                record, faces = self._record(frame, rows)
-            except Exception:
-                if not self._postprocess_failure_logged:
-                    log.exception(
-                        "postprocess failed for a frame of %s; such frames are counted as dropped "
-                        "(reason=postprocess_error), this is logged once",
-                        frame.camera_id,
-                    )
-                    self._postprocess_failure_logged = True
-                self._dropped([frame], "postprocess_error")
-                continue
-            self.inferred += 1
-            with self._counts_lock:
-                # Not for a camera removed while its frame was in the engine: its series
-                # are gone and must not come back. The record is still written.
-                series = self._series.get(frame.camera_id)
-                if series is not None:
-                    self.inferred_by_camera[frame.camera_id] += 1
-            if series is not None:
-                assert frame.letterbox is not None  # _record succeeded: it has one
-                self.snapshots.remember(frame.camera_id, frame.seq, frame.image, frame.letterbox, record["faces"])
-                series.analysed(faces, record["latency_s"])
-            postprocessed = time.monotonic()
+        found = self._faces(result)
+        made = time.monotonic()
+        records = [
+            (frame, _record(frame, faces, made))
+            for frame, faces in zip(result.frames, found, strict=True)
+            if faces is not None
+        ]
+        handed = []
+        for _, record in records:
             for sink in self.sinks:
                 sink.offer(record)
-            if series is not None:
-                # From the end of its batch: the wait for earlier batches' delivery and for
-                # the frames before it in this one counts as postprocess, so the stages add up.
-                handed = time.monotonic() - postprocessed
-                self._stages.observe(frame, result, postprocessed - result.finished_mono, handed)
+            handed.append(time.monotonic())
+        self.inferred += len(records)
+        self._count(records, handed, result, made)
 
-    def _record(self, frame: Frame, rows: Any) -> tuple[dict[str, Any], int]:
-        assert frame.letterbox is not None  # convert() always letterboxes
-        faces = postprocess(rows, frame.letterbox, self.settings)
-        latency = time.monotonic() - frame.captured_mono
-        record: dict[str, Any] = {
-            "camera": frame.camera_id,
-            "seq": frame.seq,
-            "frame_pts": round(frame.pts, 6),
-            "captured_at": round(frame.captured_at, 6),
-            "result_at": round(frame.captured_at + latency, 6),
-            "latency_s": round(latency, 6),
-            "width": frame.width,
-            "height": frame.height,
-            "faces": faces.as_records(),
-        }
-        return record, len(faces)
+    def _faces(self, result: BatchResult) -> Sequence[list[dict[str, Any]] | None]:
+        """Each frame's faces as records; None for a frame that could not be post-processed."""
+        boxes = [frame.letterbox for frame in result.frames if frame.letterbox is not None]
+        if len(boxes) == len(result.frames):  # convert() always letterboxes
+            try:
+                return postprocess_batch(result.rows, boxes, self.settings).records()
+            except Exception:  # noqa: BLE001 - found and counted frame by frame below
+                pass
+        # One frame that cannot be post-processed costs that frame, not the rest of its batch.
+        return [self._faces_alone(frame, rows) for frame, rows in zip(result.frames, result.rows, strict=True)]
+
+    def _faces_alone(self, frame: Frame, rows: Any) -> list[dict[str, Any]] | None:
+        try:
+            if frame.letterbox is None:
+                raise ValueError("the frame was not letterboxed")
+            return postprocess(rows, frame.letterbox, self.settings).as_records()
+        except Exception:
+            if not self._postprocess_failure_logged:
+                log.exception(
+                    "postprocess failed for a frame of %s; such frames are counted as dropped "
+                    "(reason=postprocess_error), this is logged once",
+                    frame.camera_id,
+                )
+                self._postprocess_failure_logged = True
+            self._dropped([frame], "postprocess_error")
+            return None
+
+    def _count(
+        self, records: list[tuple[Frame, dict[str, Any]]], handed: list[float], result: BatchResult, made: float
+    ) -> None:
+        """Counts, per-camera series, snapshots and stage timings of a batch's records."""
+        with self._counts_lock:
+            # Not for a camera removed while its frame was in the engine: its series are
+            # gone and must not come back (its record was still written). Under the lock,
+            # so a removed camera's row cannot be written after it is forgotten.
+            known = [
+                (frame, record, at)
+                for (frame, record), at in zip(records, handed, strict=True)
+                if frame.camera_id in self._series
+            ]
+            if not known:
+                return
+            for frame, _, _ in known:
+                self.inferred_by_camera[frame.camera_id] += 1
+            self.metrics.analysis.analysed(
+                [self._series[frame.camera_id] for frame, _, _ in known],
+                [len(record["faces"]) for _, record, _ in known],
+                [record["latency_s"] for _, record, _ in known],
+            )
+        self.snapshots.remember([(frame, record["faces"]) for frame, record, _ in known])
+        frames = [frame for frame, _, _ in known]
+        self.metrics.stage_seconds.observe(stage_seconds(frames, result, made, [at for _, _, at in known]))
 
 
-class CameraSeries:
-    """A camera's per-frame series, looked up once (a labelled lookup costs about 3 us)."""
+def _record(frame: Frame, faces: list[dict[str, Any]], made: float) -> dict[str, Any]:
+    latency = made - frame.captured_mono
+    return {
+        "camera": frame.camera_id,
+        "seq": frame.seq,
+        "frame_pts": round(frame.pts, 6),
+        "captured_at": round(frame.captured_at, 6),
+        "result_at": round(frame.captured_at + latency, 6),
+        "latency_s": round(latency, 6),
+        "width": frame.width,
+        "height": frame.height,
+        "faces": faces,
+    }
 
-    def __init__(self, metrics: Metrics, camera_id: str) -> None:
-        self._inferred = metrics.frames_inferred.labels(camera_id)
-        self._faces = metrics.faces_detected.labels(camera_id)
-        self._latency = metrics.latency.labels(camera_id)
 
-    def analysed(self, faces: int, latency_s: float) -> None:
-        self._inferred.inc()
-        self._faces.inc(faces)
-        self._latency.observe(latency_s)
-
-
-class StageTimers:
-    """`streamd_stage_seconds{stage}` for one analysed frame: six observations, children
-    looked up once (a labelled lookup per observation would cost more than the timing)."""
-
-    STAGES = ("decode", "slot", "batch", "inference", "postprocess", "sink")
-
-    def __init__(self, metrics: Metrics) -> None:
-        children = [metrics.stage_seconds.labels(stage) for stage in self.STAGES]
-        self._decode, self._slot, self._batch, self._inference, self._postprocess, self._sink = children
-
-    def observe(self, frame: Frame, result: BatchResult, postprocess_s: float, sink_s: float) -> None:
-        times = frame.times
-        if times.ready_mono and times.taken_mono:  # frames made outside a camera have no times
-            self._decode.observe(times.decode_s)
-            self._slot.observe(times.taken_mono - times.ready_mono)
-            self._batch.observe(max(0.0, result.started_mono - times.taken_mono))
-        self._inference.observe(result.inference_s)
-        self._postprocess.observe(postprocess_s)
-        self._sink.observe(sink_s)
+def stage_seconds(frames: list[Frame], result: BatchResult, made: float, handed: list[float]) -> np.ndarray:
+    """[stage, frame] seconds in `STAGES` order. Postprocess runs from the end of the batch,
+    so the wait for earlier batches' delivery counts there, and the stages add up to the
+    time each record was handed over. NaN (not observed): the first three stages of a
+    frame made outside a camera, which has no slot times."""
+    nan = float("nan")
+    decode, slot, batch = [], [], []
+    for times in (frame.times for frame in frames):
+        timed = bool(times.ready_mono and times.taken_mono)
+        decode.append(times.decode_s if timed else nan)
+        slot.append(times.taken_mono - times.ready_mono if timed else nan)
+        batch.append(max(0.0, result.started_mono - times.taken_mono) if timed else nan)
+    inference = [result.inference_s] * len(frames)
+    postprocessed = [made - result.finished_mono] * len(frames)
+    return np.array([decode, slot, batch, inference, postprocessed, [moment - made for moment in handed]])
 
 
 def _gpu_letterbox() -> Any:

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamd.camera.state import CameraState
+from streamd.frame_metrics import CameraAnalysis, StageSeconds
 
 # `*_created` series double the output and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -145,28 +146,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
-        self.frames_inferred = Counter(
-            "streamd_frames_inferred", "Frames analysed by the detector.", ["camera"], registry=self.registry
-        )
-        self.faces_detected = Counter(
-            "streamd_faces_detected", "Faces found in analysed frames.", ["camera"], registry=self.registry
-        )
-        self.stage_seconds = Histogram(
-            "streamd_stage_seconds",
-            "Time each analysed frame spent in each stage: decode (and convert), slot (waiting in its "
-            "camera's slot), batch (taken until its batch starts in the engine), inference, postprocess "
-            "(from its batch's end to its record), sink (handing the record to the sinks).",
-            ["stage"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "streamd_latency_seconds",
-            "Capture (decode) to detection result, per analysed frame.",
-            ["camera"],
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-            registry=self.registry,
-        )
+        # The detector's per-frame series, fed a batch at a time (streamd.frame_metrics).
+        self.analysis = CameraAnalysis()
+        self.stage_seconds = StageSeconds()
+        self.registry.register(self.analysis)
+        self.registry.register(self.stage_seconds)
         self.sink_records = Counter(
             "streamd_sink_records", "Records written by a sink.", ["sink"], registry=self.registry
         )
@@ -222,9 +206,6 @@ class Metrics:
             registry=self.registry,
         )
         self._per_camera = (
-            self.frames_inferred,
-            self.faces_detected,
-            self.latency,
             self.frames_decoded,
             self.frames_sampled,
             self.frames_dropped,
@@ -238,6 +219,7 @@ class Metrics:
 
     def forget_camera(self, camera_id: str) -> None:
         """Drop every series of a camera that was removed from the configuration."""
+        self.analysis.forget(camera_id)
         for metric in self._per_camera:
             for labels in _label_sets(metric):
                 if labels and labels[0] == camera_id:

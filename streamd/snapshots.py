@@ -18,6 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
+from streamd.frame import Frame
 from streamd.preprocess import Letterbox
 
 _BOX = np.array([0, 255, 0], np.uint8)  # green boxes
@@ -45,10 +46,14 @@ class Snapshots:
         self._lock = threading.Lock()
         self._last: dict[str, _Last] = {}
 
-    def remember(self, camera_id: str, seq: int, image: Any, letterbox: Letterbox, faces: list[dict[str, Any]]) -> None:
-        """The camera's latest analysed frame (engine deliver thread): a reference, no copy."""
+    def remember(self, analysed: list[tuple[Frame, list[dict[str, Any]]]]) -> None:
+        """A batch's analysed frames with their faces (engine deliver thread): each one is
+        its camera's latest, by reference, no copy. Frames without a letterbox (made
+        outside a camera) have nothing to show."""
         with self._lock:
-            self._last[camera_id] = _Last(seq, image, letterbox, faces)
+            for frame, faces in analysed:
+                if frame.letterbox is not None:
+                    self._last[frame.camera_id] = _Last(frame.seq, frame.image, frame.letterbox, faces)
 
     def forget(self, camera_id: str) -> None:
         with self._lock:

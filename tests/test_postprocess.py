@@ -5,7 +5,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from streamd.postprocess import PostprocessSettings, iou_matrix, postprocess
+from streamd import postprocess as postprocess_module
+from streamd.postprocess import PostprocessSettings, iou_matrix, postprocess, postprocess_batch
 from streamd.preprocess import Letterbox, letterbox_geometry
 
 
@@ -76,3 +77,33 @@ def test_max_faces_stops_suppression_early_with_the_best_faces() -> None:
         planes_for(centres, list(np.linspace(0.95, 0.5, 10))), IDENTITY, PostprocessSettings(max_faces=3)
     )
     assert faces.scores.tolist() == pytest.approx([0.95, 0.9, 0.85], abs=1e-6)
+
+
+@pytest.mark.parametrize("pairs_per_pass", [1 << 20, 50])
+def test_a_batch_gives_each_image_exactly_what_it_gives_alone(
+    monkeypatch: pytest.MonkeyPatch, pairs_per_pass: int
+) -> None:
+    """Images of one batch never suppress each other's faces, keep their own caps and
+    their own letterbox, whether they share one NMS pass or not (50 pairs: every image
+    with candidates in a pass of its own)."""
+    monkeypatch.setattr(postprocess_module, "_PAIRS_PER_PASS", pairs_per_pass)
+    rng = np.random.default_rng(5)
+    images, anchors = 6, 400
+    planes = rng.uniform(0, 640, (images, 15, anchors)).astype(np.float32)
+    planes[:, 2:4] = rng.uniform(8, 80, (images, 2, anchors))
+    planes[:, 4] = rng.uniform(0, 1, (images, anchors)) ** 4
+    planes[2, 4] = 0.0  # an image without a candidate
+    planes[1] = planes[0]  # the same candidates as image 0: they must not suppress each other
+    boxes = [letterbox_geometry(int(w), int(h), 640, 640)[2] for w, h in rng.integers(200, 2600, (images, 2))]
+    settings = PostprocessSettings(score_threshold=0.3, iou_threshold=0.4, max_faces=12, max_candidates=60)
+    batch = postprocess_batch(planes, boxes, settings)
+    assert len(batch) == images
+    counts = []
+    for image in range(images):
+        alone = postprocess(planes[image], boxes[image], settings)
+        together = batch.of(image)
+        assert np.array_equal(together.boxes, alone.boxes), image
+        assert np.array_equal(together.scores, alone.scores) and np.array_equal(together.landmarks, alone.landmarks)
+        counts.append(len(alone))
+    assert counts[2] == 0 and min(counts[:2]) > 0 and max(counts) == 12  # the cap bit somewhere
+    assert batch.records()[3] == postprocess(planes[3], boxes[3], settings).as_records()

@@ -140,20 +140,22 @@ def engine_limit(model: Path, max_batch: int, frame: av.VideoFrame, seconds: flo
     return rates
 
 
-def stage_timer_cost_us(frames: int = 20000) -> float:
-    """What `streamd_stage_seconds` costs per analysed frame (its six observations), in us."""
-    from streamd.detector import StageTimers
+def stage_timer_cost_us(frames: int = 20000, batch: int = 32) -> float:
+    """What `streamd_stage_seconds` costs per analysed frame (its six timings, a batch of
+    `batch` frames at a time, as the detector observes them), in us."""
+    from streamd.detector import stage_seconds
     from streamd.engine.runner import BatchResult
     from streamd.frame import Frame, StageTimes
     from streamd.metrics import Metrics
 
-    timers = StageTimers(Metrics())
-    frame = Frame("c", 0, 0.0, 0.0, 1.0, 2, 2, None, times=StageTimes(0.004, 1.001, 1.01))
-    result = BatchResult([frame], np.zeros((1, 1, 15), np.float32), 0.02, 1.05, 1.03)
+    metrics = Metrics()
+    batch_frames = [Frame("c", 0, 0.0, 0.0, 1.0, 2, 2, None, times=StageTimes(0.004, 1.001, 1.01))] * batch
+    result = BatchResult(batch_frames, np.zeros((batch, 15, 1), np.float32), 0.02, 1.05, 1.03)
+    handed = [1.0502 + 0.00001 * index for index in range(batch)]
     start = time.perf_counter()
-    for _ in range(frames):
-        timers.observe(frame, result, 0.001, 0.0001)
-    return (time.perf_counter() - start) / frames * 1e6
+    for _ in range(frames // batch):
+        metrics.stage_seconds.observe(stage_seconds(batch_frames, result, 1.0501, handed))
+    return (time.perf_counter() - start) / (frames // batch * batch) * 1e6
 
 
 # -- (b) streamd ------------------------------------------------------------------
