@@ -185,13 +185,11 @@ class Detector:
             for frame, faces in zip(result.frames, found, strict=True)
             if faces is not None
         ]
-        handed = []
-        for _, record in records:
-            for sink in self.sinks:
-                sink.offer(record)
-            handed.append(time.monotonic())
+        for sink in self.sinks:
+            sink.offer_many([record for _, record in records])
+        handed = time.monotonic()
         self.inferred += len(records)
-        self._count(records, handed, result, made)
+        self._count(records, result, made, handed)
 
     def _faces(self, result: BatchResult) -> Sequence[list[dict[str, Any]] | None]:
         """Each frame's faces as records; None for a frame that could not be post-processed."""
@@ -221,30 +219,26 @@ class Detector:
             return None
 
     def _count(
-        self, records: list[tuple[Frame, dict[str, Any]]], handed: list[float], result: BatchResult, made: float
+        self, records: list[tuple[Frame, dict[str, Any]]], result: BatchResult, made: float, handed: float
     ) -> None:
         """Counts, per-camera series, snapshots and stage timings of a batch's records."""
         with self._counts_lock:
             # Not for a camera removed while its frame was in the engine: its series are
             # gone and must not come back (its record was still written). Under the lock,
             # so a removed camera's row cannot be written after it is forgotten.
-            known = [
-                (frame, record, at)
-                for (frame, record), at in zip(records, handed, strict=True)
-                if frame.camera_id in self._series
-            ]
+            known = [(frame, record) for frame, record in records if frame.camera_id in self._series]
             if not known:
                 return
-            for frame, _, _ in known:
+            for frame, _ in known:
                 self.inferred_by_camera[frame.camera_id] += 1
             self.metrics.analysis.analysed(
-                [self._series[frame.camera_id] for frame, _, _ in known],
-                [len(record["faces"]) for _, record, _ in known],
-                [record["latency_s"] for _, record, _ in known],
+                [self._series[frame.camera_id] for frame, _ in known],
+                [len(record["faces"]) for _, record in known],
+                [record["latency_s"] for _, record in known],
             )
-        self.snapshots.remember([(frame, record["faces"]) for frame, record, _ in known])
-        frames = [frame for frame, _, _ in known]
-        self.metrics.stage_seconds.observe(stage_seconds(frames, result, made, [at for _, _, at in known]))
+        self.snapshots.remember([(frame, record["faces"]) for frame, record in known])
+        frames = [frame for frame, _ in known]
+        self.metrics.stage_seconds.observe(stage_seconds(frames, result, made, handed))
 
 
 def _record(frame: Frame, faces: list[dict[str, Any]], made: float) -> dict[str, Any]:
@@ -262,10 +256,11 @@ def _record(frame: Frame, faces: list[dict[str, Any]], made: float) -> dict[str,
     }
 
 
-def stage_seconds(frames: list[Frame], result: BatchResult, made: float, handed: list[float]) -> np.ndarray:
-    """[stage, frame] seconds in `STAGES` order. Postprocess runs from the end of the batch,
+def stage_seconds(frames: list[Frame], result: BatchResult, made: float, handed: float) -> np.ndarray:
+    """[stage, frame] seconds in `STAGES` order, for a batch whose records were made at
+    `made` and handed to the sinks at `handed`. Postprocess runs from the end of the batch,
     so the wait for earlier batches' delivery counts there, and the stages add up to the
-    time each record was handed over. NaN (not observed): the first three stages of a
+    time the records were handed over. NaN (not observed): the first three stages of a
     frame made outside a camera, which has no slot times."""
     nan = float("nan")
     decode, slot, batch = [], [], []
@@ -274,9 +269,9 @@ def stage_seconds(frames: list[Frame], result: BatchResult, made: float, handed:
         decode.append(times.decode_s if timed else nan)
         slot.append(times.taken_mono - times.ready_mono if timed else nan)
         batch.append(max(0.0, result.started_mono - times.taken_mono) if timed else nan)
-    inference = [result.inference_s] * len(frames)
-    postprocessed = [made - result.finished_mono] * len(frames)
-    return np.array([decode, slot, batch, inference, postprocessed, [moment - made for moment in handed]])
+    count = len(frames)
+    whole_batch = [[result.inference_s] * count, [made - result.finished_mono] * count, [handed - made] * count]
+    return np.array([decode, slot, batch, *whole_batch])
 
 
 def _gpu_letterbox() -> Any:

@@ -126,8 +126,8 @@ class StageSeconds(Collector):
     DOCUMENTATION = (
         "Time each analysed frame spent in each stage: decode (and convert), slot (waiting in its "
         "camera's slot), batch (taken until its batch starts in the engine), inference, postprocess "
-        "(from its batch's end until its batch's records are made), sink (handing its record, and "
-        "those before it in its batch, to the sinks)."
+        "(from its batch's end until its batch's records are made), sink (handing its batch's records "
+        "to the sinks)."
     )
 
     def __init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -259,3 +260,83 @@ def test_a_frame_due_before_the_pending_delay_still_decides_when_it_arrives() ->
     took, batches = run(scenario())
     assert took < 0.25, f"went after {took:.2f}s: it waited for the other frame's delay"
     assert [sorted(batch) for batch in batches] == [["late", "new"]]
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts the wake-ups other threads ask of it."""
+
+    woken = 0
+
+    def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> asyncio.Handle:  # type: ignore[override]
+        self.woken += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def test_decode_threads_do_not_wake_the_loop_for_frames_the_pending_batch_will_take() -> None:
+    delay = 0.3
+
+    async def scenario() -> tuple[int, list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        batcher = DynamicBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
+        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(5)}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+        await asyncio.sleep(0.01)
+
+        def decode_thread(camera_id: str) -> None:
+            slots[camera_id].put(frame(camera_id, time.monotonic()))
+
+        before = cast(CountingLoop, loop).woken
+        await asyncio.to_thread(decode_thread, "cam0")  # the first: the loop decides to wait
+        await asyncio.sleep(0.01)
+        for camera_id in list(slots)[1:]:
+            await asyncio.to_thread(decode_thread, camera_id)
+        woken = cast(CountingLoop, loop).woken - before
+        await sent_within(engine, 1, 2.0)
+        await batcher.stop()
+        return woken, engine.batches
+
+    with asyncio.Runner(loop_factory=CountingLoop) as runner:
+        woken, batches = runner.run(scenario())
+    # to_thread itself wakes the loop once per call when its thread finishes (5), and the
+    # first frame once: the four that came while the batch waited for its delay did not.
+    assert woken == 5 + 1, woken
+    assert [sorted(batch) for batch in batches] == [[f"cam{i}" for i in range(5)]]
+
+
+def test_no_frame_is_stranded_when_decode_threads_race_the_loop() -> None:
+    """Frames put from many threads at random moments, some while the loop is deciding:
+    each is taken or replaced, and none is left waiting in its slot once they stop."""
+    cameras, seconds = 24, 1.5
+
+    async def scenario() -> tuple[int, int, int, list[int]]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        batcher = DynamicBatcher(BatchPolicy(6, 0.004, AGE), engine, lambda f: None)
+        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(cameras)}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+        put = [0] * cameras
+
+        def decode_thread(index: int) -> None:
+            rng = np.random.default_rng(index)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                slots[f"cam{index}"].put(frame(f"cam{index}", time.monotonic()))
+                put[index] += 1
+                time.sleep(float(rng.uniform(0, 0.006)))
+
+        await asyncio.gather(*(asyncio.to_thread(decode_thread, index) for index in range(cameras)))
+        await asyncio.sleep(0.1)  # many times the delay
+        waiting = [slot.peek() is not None for slot in slots.values()]
+        await batcher.stop()
+        taken = sum(len(batch) for batch in engine.batches)
+        replaced = sum(slot.replaced for slot in slots.values())
+        return taken, replaced, sum(put), [i for i, w in enumerate(waiting) if w]
+
+    taken, replaced, put, stranded = run(scenario())
+    assert stranded == []
+    assert taken + replaced == put and taken > put / 2

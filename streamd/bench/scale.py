@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine", default="zero,a10", help=f"stand-in engines, of {', '.join(ENGINES)} (default: %(default)s)"
     )
     parser.add_argument("--max-batch", type=int, default=32, help="frames per batch at most (default: %(default)s)")
+    parser.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=BatcherConfig().max_delay_ms,
+        help="the batcher's max_delay_ms (default: streamd's, %(default)s)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where the figures go")
@@ -156,6 +162,7 @@ class ScaleFigures:
     loop_lag_p99_ms: float
     replaced: int
     stale: int
+    mean_batch: float
     us_by_thread: dict[str, float]
     """CPU per analysed frame by thread (10 ms ticks): the loop, the runner's assemble and
     infer threads, deliver (postprocess, records, metrics), the sink."""
@@ -169,6 +176,7 @@ class ScaleFigures:
             f"engine={self.engine} cameras={self.cameras} analysed={self.analysed_fps:.0f}/{self.target_fps:.0f} fps "
             f"us_per_frame={self.us_per_frame:.1f} loop_lag_p50_ms={self.loop_lag_p50_ms:.2f} "
             f"loop_lag_p99_ms={self.loop_lag_p99_ms:.2f} replaced={self.replaced} stale={self.stale} "
+            f"mean_batch={self.mean_batch:.1f} "
             f"(us by thread: {' '.join(f'{role}={us:.0f}' for role, us in self.us_by_thread.items())})"
         )
 
@@ -184,7 +192,7 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
     metrics = Metrics()
     fixed_s, per_frame_s = ENGINES[engine]
     sinks = build_sinks([JsonlSinkConfig(path=str(out / "records.jsonl"), rotate_mb=None)], metrics)
-    batcher = BatcherConfig(max_batch=args.max_batch)
+    batcher = BatcherConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
     detector = Detector(
         [SleepingEngine(args.max_batch, fixed_s, per_frame_s)], batcher, PostprocessConfig(), sinks, metrics
     )
@@ -203,7 +211,7 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
         camera.start()
     await asyncio.sleep(args.warmup)
 
-    def sample() -> tuple[float, float, int, int, float]:
+    def sample() -> tuple[float, float, int, int, float, float]:
         # The CPU clock first: counting the stale drops (one registry collection) is the
         # bench's own work, not the pipeline's.
         cpu_s = time.process_time()
@@ -213,7 +221,15 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
             for sample in family.samples
             if sample.name.endswith("_total") and sample.labels.get("reason") == "stale"
         )
-        return (cpu_s, sum(c.cpu_s for c in cameras), detector.inferred, sum(c.replaced for c in cameras), stale)
+        batches = metrics.registry.get_sample_value("streamd_batch_size_count") or 0.0
+        return (
+            cpu_s,
+            sum(c.cpu_s for c in cameras),
+            detector.inferred,
+            sum(c.replaced for c in cameras),
+            stale,
+            batches,
+        )
 
     lags.clear()
     start_mono, before, threads_before = time.monotonic(), sample(), cpu_by_role()
@@ -242,6 +258,7 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
         lag_ms[min(len(lag_ms) - 1, int(len(lag_ms) * 0.99))],
         after[3] - before[3],
         int(after[4] - before[4]),
+        analysed / max(1.0, after[5] - before[5]),
         by_thread,
     )
 
@@ -269,6 +286,17 @@ def _plot(figures: list[ScaleFigures], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def wake_up_cost_us(naps: int = 100, nap_s: float = 0.005) -> float:
+    """CPU a thread is charged for going idle and waking up, with no work: what each hop
+    between threads costs on this machine before any work is done (a virtual machine
+    charges far more than bare metal). The pipeline's cost per frame is mostly such hops
+    when batches are small."""
+    start = time.thread_time()
+    for _ in range(naps):
+        time.sleep(nap_s)
+    return (time.thread_time() - start) / naps * 1e6
+
+
 def main(args: argparse.Namespace) -> int:
     counts = [int(n) for n in args.cameras.split(",")]
     engines = [name.strip() for name in args.engine.split(",")]
@@ -277,6 +305,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"bench scale: unknown engine {unknown[0]!r}: one of {', '.join(ENGINES)}")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"a thread's wake-up on this machine: {wake_up_cost_us():.0f} us of CPU with no work; "
+        f"batcher max_delay_ms={args.max_delay_ms:g}",
+        flush=True,
+    )
     figures = []
     with tempfile.TemporaryDirectory(prefix="streamd-scale-") as scratch:
         for engine in engines:

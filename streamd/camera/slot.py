@@ -5,7 +5,9 @@ counts that as a drop, so memory and latency stay bounded when analysis falls be
 the system degrades by analysing fewer frames, never by queueing more.
 
 `put` is called from the decode thread, `get` awaited on the event loop; the slot
-itself is guarded by a lock, and only the wake-up crosses to the loop.
+itself is guarded by a lock, and only the wake-up crosses to the loop. A reader that
+sets `on_filled` (the batcher) is told in the decode thread instead and wakes its loop
+only when it has to: a wake-up per frame was most of the event loop's work per frame.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class LatestFrameSlot(Generic[T]):
         self.replaced = 0
         """Frames replaced before they were taken, so far (the batcher watches it)."""
         self._ready = asyncio.Event()
-        self.on_ready: Callable[[], None] | None = None
-        """Called on the event loop when an empty slot receives a frame."""
+        self.on_filled: Callable[[T], None] | None = None
+        """Called in the putting thread when an empty slot receives a frame; while set,
+        the slot does not wake `get` itself."""
 
     def put(self, item: T) -> bool:
         """Store `item` (any thread). Returns True when it replaced an unconsumed one."""
@@ -37,15 +40,14 @@ class LatestFrameSlot(Generic[T]):
             self._item = item
             self.replaced += replaced
         if not replaced:
-            # RuntimeError: the loop is closed, the daemon is exiting and nobody will read.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._announce)
+            filled = self.on_filled
+            if filled is not None:
+                filled(item)
+            else:
+                # RuntimeError: the loop is closed, the daemon is exiting and nobody will read.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._ready.set)
         return replaced
-
-    def _announce(self) -> None:
-        self._ready.set()
-        if self.on_ready is not None:
-            self.on_ready()
 
     def peek(self) -> T | None:
         """The waiting frame without taking it."""

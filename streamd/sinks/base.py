@@ -2,7 +2,8 @@
 
 A sink only writes records. SinkRunner gives it a bounded queue and a thread: `offer`
 never blocks (a full queue drops the record and counts it), and `stop` flushes what is
-queued within the time it is given.
+queued within the time it is given. The detector offers a batch's records at once
+(`offer_many`): one lock and one wake-up of the sink thread per batch, not per record.
 
 A failing sink (a full disk, a directory gone) fails every write for a while: that is
 one failure episode, not thousands of errors. Its start is logged once (with the
@@ -22,10 +23,11 @@ At stop, what a retrying sink has not written by the deadline is dropped and cou
 
 from __future__ import annotations
 
+import itertools
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,7 +36,6 @@ from streamd.supervision import Failures
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-_STOP = object()
 # Past its stop deadline a sink drops what it holds at once; this is the time that takes.
 _STOP_GRACE_S = 1.0
 
@@ -80,7 +81,7 @@ class SinkRunner:
         self.on_health = on_health or (lambda _up: None)
         self.on_health(True)
         self.episode = _Episode(sink.name, summary_every_s, clock, sink.retries, queue_size)
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._pending = _Pending(queue_size)
         component = f"sink-{sink.name}"
         run = (failures or Failures()).guard(component, self._run)
         self._thread = threading.Thread(target=run, name=component, daemon=True)
@@ -95,17 +96,21 @@ class SinkRunner:
 
     def offer(self, record: Record) -> bool:
         """Queue `record` for writing; False (and counted) when the sink is behind or stopped."""
+        return self.offer_many([record]) == 1
+
+    def offer_many(self, records: list[Record]) -> int:
+        """Queue `records` for writing, in order, as many as there is room for; those that
+        do not fit (the sink is behind) or come after the stop are dropped and counted.
+        Returns how many were queued."""
         if not self._started:
             # Only when the engine drain overran its share of the stop deadline: a record
             # that comes after the sink's last write is counted, not silently queued.
-            self._drop([record], "shutdown")
-            return False
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._drop([record], "queue_full")
-            return False
-        return True
+            self._drop(records, "shutdown")
+            return 0
+        queued = self._pending.put(records)
+        if queued < len(records):
+            self._drop(records[queued:], "queue_full")
+        return queued
 
     def camera_states(self, states: dict[str, str]) -> None:
         """Every camera's state, for sinks that publish it (MQTT); others ignore it."""
@@ -123,13 +128,9 @@ class SinkRunner:
             return True
         self._started = False
         deadline = self._stop_by = time.monotonic() + timeout
-        try:
-            # A retrying sink that is failing gives up at the deadline and empties its
-            # queue at once (counted): there is room for the marker just after it.
-            self._queue.put(_STOP, timeout=timeout + _STOP_GRACE_S)
-        except queue.Full:
-            log.error("sink %s: queue still full after %.1fs at shutdown", self.sink.name, timeout)
-            return False
+        # The thread writes what is queued, then ends. A retrying sink that is failing
+        # gives up at the deadline and drops what it holds at once (counted).
+        self._pending.close()
         self._thread.join(max(0.0, deadline + _STOP_GRACE_S - time.monotonic()))
         if self._thread.is_alive():
             log.error("sink %s did not finish writing within %.1fs", self.sink.name, timeout)
@@ -149,21 +150,10 @@ class SinkRunner:
 
     def _run(self) -> None:
         try:
-            while True:
-                batch = [self._queue.get()]
-                if batch[0] is not _STOP and self._queue.qsize() < _GROUP - 1:
+            while self._pending.wait():
+                if self._pending.filling(_GROUP):
                     time.sleep(_LINGER_S)
-                while len(batch) < _GROUP:  # write in groups: one flush per group
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                done = batch[-1] is _STOP
-                records: list[Record] = [r for r in batch if r is not _STOP]  # type: ignore[misc]
-                if records:
-                    self._write(records)
-                if done:
-                    return
+                self._write(self._pending.take(_GROUP))  # write in groups: one flush per group
         finally:
             try:
                 self.sink.close()
@@ -216,6 +206,47 @@ class SinkRunner:
 
     def _until_stop_deadline(self) -> float:
         return float("inf") if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
+
+
+class _Pending:
+    """The records waiting for the sink thread: bounded, put in batches, taken in groups."""
+
+    def __init__(self, capacity: int) -> None:
+        self._records: deque[Record] = deque()
+        self._capacity = capacity
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def put(self, records: list[Record]) -> int:
+        """Queue as many of `records` as there is room for, in order; how many. Never blocks."""
+        with self._changed:
+            fitting = max(0, min(len(records), self._capacity - len(self._records)))
+            if fitting:
+                self._records.extend(itertools.islice(records, fitting))
+                self._changed.notify()
+        return fitting
+
+    def close(self) -> None:
+        """No more records: the taker empties the queue and stops."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def wait(self) -> bool:
+        """Until a record waits (True), or the queue is closed and empty (False)."""
+        with self._changed:
+            while not self._records and not self._closed:
+                self._changed.wait()
+            return bool(self._records)
+
+    def filling(self, group: int) -> bool:
+        """Fewer than a group wait and more may come."""
+        with self._changed:
+            return len(self._records) < group and not self._closed
+
+    def take(self, most: int) -> list[Record]:
+        with self._changed:
+            return [self._records.popleft() for _ in range(min(most, len(self._records)))]
 
 
 class _Episode:
