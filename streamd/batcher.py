@@ -170,6 +170,9 @@ class DynamicBatcher:
         # this time): an arriving frame then changes nothing unless it fills the batch
         # or is due sooner, so its decode thread does not wake the loop at all.
         self._quiet_until: float | None = None
+        # Set while nothing can go because the engine has no room: arrivals change nothing
+        # then, and the engine's room wakes the loop.
+        self._waiting_for_room = False
         self._news = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -203,6 +206,8 @@ class DynamicBatcher:
         """An empty slot received `frame` (its decode thread, or the loop at attach)."""
         with self._arrivals_lock:
             self._arrivals.append(camera_id)
+            if self._waiting_for_room:
+                return
             # While quiet the loop is between steps, so `_ready` holds still.
             quiet_until = self._quiet_until
             if (
@@ -232,6 +237,7 @@ class DynamicBatcher:
         with self._arrivals_lock:
             # From here on every arrival wakes the loop, until it is quiet again.
             self._quiet_until = None
+            self._waiting_for_room = False
             self._ready.update(camera_id for camera_id in self._arrivals if camera_id in self._slots)
             self._arrivals.clear()
         now = self.clock()
@@ -312,10 +318,11 @@ class DynamicBatcher:
                 and not engine_full
                 and decision.wake_at - self.clock() <= self.policy.max_delay_s
             )
-            if quiet:
+            if quiet or engine_full:
                 # A frame that arrived during the step saw no quiet and woke the loop.
                 with self._arrivals_lock:
-                    self._quiet_until = decision.wake_at
+                    self._quiet_until = decision.wake_at if quiet else None
+                    self._waiting_for_room = engine_full
             # One timer at a time, set by hand: `asyncio.wait_for` would make a task and a
             # timer on every wait, and the batcher waits once per arriving frame.
             self._set_timer(decision.wake_at)

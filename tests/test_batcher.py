@@ -340,3 +340,37 @@ def test_no_frame_is_stranded_when_decode_threads_race_the_loop() -> None:
     taken, replaced, put, stranded = run(scenario())
     assert stranded == []
     assert taken + replaced == put and taken > put / 2
+
+
+def test_frames_arriving_while_the_engine_has_no_room_do_not_wake_the_loop_and_go_when_it_has() -> None:
+    async def scenario() -> tuple[int, list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        engine = RecordingEngine()
+        engine.room = False
+        batcher = DynamicBatcher(BatchPolicy(8, 0.005, AGE), engine, lambda f: None)
+        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(5)}
+        for camera_id, slot in slots.items():
+            batcher.attach(camera_id, slot)
+        batcher.start()
+
+        def decode_thread(camera_id: str) -> None:
+            slots[camera_id].put(frame(camera_id, time.monotonic()))
+
+        await asyncio.to_thread(decode_thread, "cam0")
+        await asyncio.sleep(0.05)  # decided: nothing can go
+        before = cast(CountingLoop, loop).woken
+        for camera_id in list(slots)[1:]:
+            await asyncio.to_thread(decode_thread, camera_id)
+        woken = cast(CountingLoop, loop).woken - before
+        await asyncio.sleep(0.05)
+        assert engine.batches == []
+        engine.room = True
+        loop.call_soon_threadsafe(batcher.wake)  # as the engine runner does when a buffer frees
+        await sent_within(engine, 1, 2.0)
+        await batcher.stop()
+        return woken, engine.batches
+
+    with asyncio.Runner(loop_factory=CountingLoop) as runner:
+        woken, batches = runner.run(scenario())
+    assert woken == 4, woken  # to_thread's own, one per call: none for the frames
+    assert [sorted(batch) for batch in batches] == [[f"cam{i}" for i in range(5)]]
