@@ -43,10 +43,11 @@ _STOP_GRACE_S = 1.0
 # Pauses between retries of a failed group (retrying sinks): from the first, doubling.
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 5.0
-# After the first record of a group, wait this long for more before writing: records
-# come one by one from small batches, and a write (with its checks) per record cost more
-# than the record itself (`streamd bench scale`: the sink thread's CPU per frame fell
-# from about 70 to 38 us at 200 cameras). The records are late in the file by this much at most.
+# After the first records of a group, wait this long for more before writing: records
+# come a batch at a time and batches are small at low rates, and a write (with its
+# checks) per few records cost more than the records themselves (`streamd bench scale`:
+# the sink thread's CPU per frame fell from about 70 to 38 us at 200 cameras, when
+# records still came one by one). The records are late in the file by this much at most.
 _LINGER_S = 0.005
 _GROUP = 256
 
