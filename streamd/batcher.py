@@ -216,8 +216,20 @@ class DynamicBatcher:
                 and frame.captured_mono + self.policy.max_delay_s >= quiet_until
             ):
                 return  # the pending timer's step takes it with the rest
+        self._wake_from_thread()
+
+    def room_freed(self) -> None:
+        """The engine freed an input buffer (its thread). Wakes the loop only when a frame
+        waits: with none, a decision would find nothing to send."""
+        with self._arrivals_lock:
+            # `_ready` is read without the loop's say: a stale answer only costs a wake-up.
+            if not (self._waiting_for_room or self._ready or self._arrivals):
+                return
+        self._wake_from_thread()
+
+    def _wake_from_thread(self) -> None:
         loop = self._loop
-        if loop is not None:  # before start, the first step finds it
+        if loop is not None:  # before start, the first step finds what is there
             # RuntimeError: the loop is closed, the daemon is exiting and nobody will read.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._news.set)

@@ -60,7 +60,7 @@ class Detector:
         self.warmup = warmup
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
         self.failures = failures or Failures()
-        self.runner = EngineRunner(engines, self._deliver, self._room_from_thread, self._engine_failed, self.failures)
+        self.runner = EngineRunner(engines, self._deliver, self._room_freed, self._engine_failed, self.failures)
         policy = BatchPolicy(
             min(batcher.max_batch, engine.max_batch), batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000
         )
@@ -77,7 +77,6 @@ class Detector:
         # letterbox kernel can run; otherwise they come back to the host as usual.
         self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
         self.gpu_frames = self._gpu_letterbox is not None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def convert(self, frame: av.VideoFrame) -> tuple[Any, Letterbox | None]:
         if self._gpu_letterbox is not None and frame.format.name == "cuda":
@@ -88,7 +87,6 @@ class Detector:
         return letterbox(frame, self.engine.input_width, self.engine.input_height)
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         if self.warmup:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
             log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
@@ -157,9 +155,8 @@ class Detector:
                 self._series.pop(camera_id, None)
             self.snapshots.forget(camera_id)
 
-    def _room_from_thread(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.batcher.wake)
+    def _room_freed(self) -> None:
+        self.batcher.room_freed()
 
     def _stale(self, frame: Frame) -> None:
         self.metrics.frames_dropped.labels(frame.camera_id, "stale").inc()

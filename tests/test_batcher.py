@@ -343,7 +343,7 @@ def test_no_frame_is_stranded_when_decode_threads_race_the_loop() -> None:
 
 
 def test_frames_arriving_while_the_engine_has_no_room_do_not_wake_the_loop_and_go_when_it_has() -> None:
-    async def scenario() -> tuple[int, list[list[str]]]:
+    async def scenario() -> tuple[int, int, list[list[str]]]:
         loop = asyncio.get_running_loop()
         engine = RecordingEngine()
         engine.room = False
@@ -365,12 +365,17 @@ def test_frames_arriving_while_the_engine_has_no_room_do_not_wake_the_loop_and_g
         await asyncio.sleep(0.05)
         assert engine.batches == []
         engine.room = True
-        loop.call_soon_threadsafe(batcher.wake)  # as the engine runner does when a buffer frees
+        await asyncio.to_thread(batcher.room_freed)  # as the engine runner does when a buffer frees
         await sent_within(engine, 1, 2.0)
+        await asyncio.sleep(0.05)
+        idle = cast(CountingLoop, loop).woken
+        await asyncio.to_thread(batcher.room_freed)  # nothing waits: no wake-up for it
+        idle = cast(CountingLoop, loop).woken - idle - 1
         await batcher.stop()
-        return woken, engine.batches
+        return woken, idle, engine.batches
 
     with asyncio.Runner(loop_factory=CountingLoop) as runner:
-        woken, batches = runner.run(scenario())
+        woken, idle, batches = runner.run(scenario())
     assert woken == 4, woken  # to_thread's own, one per call: none for the frames
+    assert idle == 0, idle  # room with no frame waiting wakes nobody
     assert [sorted(batch) for batch in batches] == [[f"cam{i}" for i in range(5)]]
