@@ -42,14 +42,6 @@ class Letterbox:
     source_width: int
     source_height: int
 
-    def to_source(self, points: np.ndarray) -> np.ndarray:
-        """Model-input pixel coordinates [..., 2] -> source pixels, clipped to the picture."""
-        out = (points - np.array([self.pad_x, self.pad_y], dtype=np.float32)) / self.scale
-        # minimum/maximum, not np.clip: its Python wrapper costs more than the work here.
-        np.maximum(out, 0, out=out)
-        np.minimum(out, np.array([self.source_width, self.source_height], dtype=np.float32), out=out)
-        return out
-
 
 def letterbox_geometry(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, Letterbox]:
     """The resized size and the placement of a `width` x `height` picture in the target."""
