@@ -110,7 +110,8 @@ class SinkRunner:
             return 0
         queued = self._pending.put(records)
         if queued < len(records):
-            self._drop(records[queued:], "queue_full")
+            # Closed: the stop began after the check above; the thread may be gone.
+            self._drop(records[queued:], "shutdown" if self._pending.closed else "queue_full")
         return queued
 
     def camera_states(self, states: dict[str, str]) -> None:
@@ -218,9 +219,16 @@ class _Pending:
         self._changed = threading.Condition()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def put(self, records: list[Record]) -> int:
-        """Queue as many of `records` as there is room for, in order; how many. Never blocks."""
+        """Queue as many of `records` as there is room for, in order; how many (none once
+        closed). Never blocks."""
         with self._changed:
+            if self._closed:
+                return 0
             fitting = max(0, min(len(records), self._capacity - len(self._records)))
             if fitting:
                 self._records.extend(itertools.islice(records, fitting))
