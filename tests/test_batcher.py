@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pytest
@@ -195,6 +195,23 @@ class CountedBatcher(DynamicBatcher):
         return super().step()
 
 
+AnyBatcher = TypeVar("AnyBatcher", bound=DynamicBatcher)
+
+
+def started_batcher(
+    policy: BatchPolicy, cameras: list[str], kind: type[AnyBatcher]
+) -> tuple[RecordingEngine, AnyBatcher, dict[str, LatestFrameSlot[Frame]]]:
+    """A running batcher of `kind` (on the current loop) with an empty slot per camera."""
+    loop = asyncio.get_running_loop()
+    engine = RecordingEngine()
+    batcher = kind(policy, engine, lambda f: None)
+    slots = {camera_id: LatestFrameSlot[Frame](loop) for camera_id in cameras}
+    for camera_id, slot in slots.items():
+        batcher.attach(camera_id, slot)
+    batcher.start()
+    return engine, batcher, slots
+
+
 async def sent_within(engine: RecordingEngine, count: int, limit: float) -> float:
     """Seconds until the engine has `count` batches (fails past `limit`)."""
     start = time.monotonic()
@@ -210,13 +227,9 @@ def test_frames_arriving_while_a_batch_waits_for_its_delay_need_no_decision_each
     delay = 0.3
 
     async def scenario() -> tuple[int, list[list[str]], float, float]:
-        loop = asyncio.get_running_loop()
-        engine = RecordingEngine()
-        batcher = CountedBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
-        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(8)}
-        for camera_id, slot in slots.items():
-            batcher.attach(camera_id, slot)
-        batcher.start()
+        engine, batcher, slots = started_batcher(
+            BatchPolicy(8, delay, AGE), [f"cam{i}" for i in range(8)], CountedBatcher
+        )
         for camera_id in list(slots)[:5]:
             slots[camera_id].put(frame(camera_id, time.monotonic()))
             await asyncio.sleep(0.005)
@@ -242,13 +255,7 @@ def test_a_frame_due_before_the_pending_delay_still_decides_when_it_arrives() ->
     delay = 0.4
 
     async def scenario() -> tuple[float, list[list[str]]]:
-        loop = asyncio.get_running_loop()
-        engine = RecordingEngine()
-        batcher = DynamicBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
-        slots = {camera_id: LatestFrameSlot[Frame](loop) for camera_id in ("new", "late")}
-        for camera_id, slot in slots.items():
-            batcher.attach(camera_id, slot)
-        batcher.start()
+        engine, batcher, slots = started_batcher(BatchPolicy(8, delay, AGE), ["new", "late"], DynamicBatcher)
         slots["new"].put(frame("new", time.monotonic()))
         await asyncio.sleep(0.01)
         # Captured long ago (a slow conversion, say): its delay is nearly up already.
@@ -277,12 +284,9 @@ def test_decode_threads_do_not_wake_the_loop_for_frames_the_pending_batch_will_t
 
     async def scenario() -> tuple[int, list[list[str]]]:
         loop = asyncio.get_running_loop()
-        engine = RecordingEngine()
-        batcher = DynamicBatcher(BatchPolicy(8, delay, AGE), engine, lambda f: None)
-        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(5)}
-        for camera_id, slot in slots.items():
-            batcher.attach(camera_id, slot)
-        batcher.start()
+        engine, batcher, slots = started_batcher(
+            BatchPolicy(8, delay, AGE), [f"cam{i}" for i in range(5)], DynamicBatcher
+        )
         await asyncio.sleep(0.01)
 
         def decode_thread(camera_id: str) -> None:
@@ -312,13 +316,9 @@ def test_no_frame_is_stranded_when_decode_threads_race_the_loop() -> None:
     cameras, seconds = 24, 1.5
 
     async def scenario() -> tuple[int, int, int, list[int]]:
-        loop = asyncio.get_running_loop()
-        engine = RecordingEngine()
-        batcher = DynamicBatcher(BatchPolicy(6, 0.004, AGE), engine, lambda f: None)
-        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(cameras)}
-        for camera_id, slot in slots.items():
-            batcher.attach(camera_id, slot)
-        batcher.start()
+        engine, batcher, slots = started_batcher(
+            BatchPolicy(6, 0.004, AGE), [f"cam{i}" for i in range(cameras)], DynamicBatcher
+        )
         put = [0] * cameras
 
         def decode_thread(index: int) -> None:
@@ -345,13 +345,10 @@ def test_no_frame_is_stranded_when_decode_threads_race_the_loop() -> None:
 def test_frames_arriving_while_the_engine_has_no_room_do_not_wake_the_loop_and_go_when_it_has() -> None:
     async def scenario() -> tuple[int, int, list[list[str]]]:
         loop = asyncio.get_running_loop()
-        engine = RecordingEngine()
+        engine, batcher, slots = started_batcher(
+            BatchPolicy(8, 0.005, AGE), [f"cam{i}" for i in range(5)], DynamicBatcher
+        )
         engine.room = False
-        batcher = DynamicBatcher(BatchPolicy(8, 0.005, AGE), engine, lambda f: None)
-        slots = {f"cam{i}": LatestFrameSlot[Frame](loop) for i in range(5)}
-        for camera_id, slot in slots.items():
-            batcher.attach(camera_id, slot)
-        batcher.start()
 
         def decode_thread(camera_id: str) -> None:
             slots[camera_id].put(frame(camera_id, time.monotonic()))

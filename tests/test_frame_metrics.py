@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.registry import Collector
 
 from streamd.frame_metrics import LATENCY_BUCKETS, STAGE_BUCKETS, STAGES, CameraAnalysis, StageSeconds
 
@@ -20,6 +21,12 @@ def samples(registry: CollectorRegistry) -> Samples:
     }
 
 
+def registered(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
 def test_camera_series_match_prometheus_client_observation_by_observation() -> None:
     rng = np.random.default_rng(7)
     cameras = ["lobby", "door", "yard"]
@@ -29,9 +36,8 @@ def test_camera_series_match_prometheus_client_observation_by_observation() -> N
         [(cameras[int(rng.integers(3))], int(rng.integers(0, 4)), float(rng.choice(edge_values))) for _ in range(9)]
         for _ in range(20)
     ]
-    ours = CollectorRegistry()
     analysis = CameraAnalysis()
-    ours.register(analysis)
+    ours = registered(analysis)
     rows = {camera: analysis.row(camera) for camera in cameras}
     theirs = CollectorRegistry()
     inferred = Counter("streamd_frames_inferred", "Frames analysed.", ["camera"], registry=theirs)
@@ -50,9 +56,8 @@ def test_camera_series_match_prometheus_client_observation_by_observation() -> N
 
 def test_stage_seconds_match_prometheus_client_and_skip_untimed_frames() -> None:
     rng = np.random.default_rng(3)
-    ours = CollectorRegistry()
     stages = StageSeconds()
-    ours.register(stages)
+    ours = registered(stages)
     theirs = CollectorRegistry()
     reference = Histogram("streamd_stage_seconds", "Stages.", ["stage"], buckets=STAGE_BUCKETS, registry=theirs)
     for _ in range(10):
@@ -69,9 +74,8 @@ def test_stage_seconds_match_prometheus_client_and_skip_untimed_frames() -> None
 
 
 def test_a_forgotten_camera_disappears_and_comes_back_from_zero() -> None:
-    registry = CollectorRegistry()
     analysis = CameraAnalysis()
-    registry.register(analysis)
+    registry = registered(analysis)
     lobby = analysis.row("lobby")
     door = analysis.row("door")
     analysis.analysed([lobby, door, lobby], [2, 1, 3], [0.05, 0.2, 0.07])
@@ -88,9 +92,8 @@ def test_a_forgotten_camera_disappears_and_comes_back_from_zero() -> None:
 
 
 def test_rows_grow_past_the_first_block_without_losing_counts() -> None:
-    registry = CollectorRegistry()
     analysis = CameraAnalysis()
-    registry.register(analysis)
+    registry = registered(analysis)
     first = analysis.row("cam0")
     analysis.analysed([first], [5], [0.01])
     rows = [analysis.row(f"cam{index}") for index in range(1, 100)]
