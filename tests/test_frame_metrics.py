@@ -14,11 +14,16 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def samples(registry: CollectorRegistry) -> Samples:
     return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        key(sample.name, **sample.labels): sample.value
         for family in registry.collect()
         for sample in family.samples
         if not sample.name.endswith("_created")
     }
+
+
+def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A sample's key in `samples`."""
+    return name, tuple(sorted(labels.items()))
 
 
 def registered(collector: Collector) -> CollectorRegistry:
@@ -51,7 +56,7 @@ def test_camera_series_match_prometheus_client_observation_by_observation() -> N
             latency.labels(camera).observe(seconds)
     expected = samples(theirs)
     assert samples(ours) == expected
-    assert expected[("streamd_frames_inferred_total", (("camera", "door"),))] > 0
+    assert expected[key("streamd_frames_inferred_total", camera="door")] > 0
 
 
 def test_stage_seconds_match_prometheus_client_and_skip_untimed_frames() -> None:
@@ -69,8 +74,8 @@ def test_stage_seconds_match_prometheus_client_and_skip_untimed_frames() -> None
                 reference.labels(stage).observe(float(value))
     expected = samples(theirs)
     assert samples(ours) == expected
-    assert expected[("streamd_stage_seconds_count", (("stage", "decode"),))] == 40
-    assert expected[("streamd_stage_seconds_count", (("stage", "sink"),))] == 50
+    assert expected[key("streamd_stage_seconds_count", stage="decode")] == 40
+    assert expected[key("streamd_stage_seconds_count", stage="sink")] == 50
 
 
 def test_a_forgotten_camera_disappears_and_comes_back_from_zero() -> None:
@@ -80,15 +85,15 @@ def test_a_forgotten_camera_disappears_and_comes_back_from_zero() -> None:
     door = analysis.row("door")
     analysis.analysed([lobby, door, lobby], [2, 1, 3], [0.05, 0.2, 0.07])
     analysis.forget("lobby")
-    assert ("streamd_frames_inferred_total", (("camera", "lobby"),)) not in samples(registry)
+    assert key("streamd_frames_inferred_total", camera="lobby") not in samples(registry)
     analysis.row("gate")  # may take the lobby's old row: it must start empty
     again = analysis.row("lobby")
     analysis.analysed([again], [1], [0.3])
     after = samples(registry)
-    assert after[("streamd_frames_inferred_total", (("camera", "lobby"),))] == 1
-    assert after[("streamd_faces_detected_total", (("camera", "lobby"),))] == 1
-    assert after[("streamd_latency_seconds_count", (("camera", "gate"),))] == 0
-    assert after[("streamd_frames_inferred_total", (("camera", "door"),))] == 1
+    assert after[key("streamd_frames_inferred_total", camera="lobby")] == 1
+    assert after[key("streamd_faces_detected_total", camera="lobby")] == 1
+    assert after[key("streamd_latency_seconds_count", camera="gate")] == 0
+    assert after[key("streamd_frames_inferred_total", camera="door")] == 1
 
 
 def test_rows_grow_past_the_first_block_without_losing_counts() -> None:
@@ -99,6 +104,6 @@ def test_rows_grow_past_the_first_block_without_losing_counts() -> None:
     rows = [analysis.row(f"cam{index}") for index in range(1, 100)]
     analysis.analysed(rows, [1] * len(rows), [0.02] * len(rows))
     found = samples(registry)
-    assert found[("streamd_faces_detected_total", (("camera", "cam0"),))] == 5
-    assert found[("streamd_faces_detected_total", (("camera", "cam99"),))] == 1
+    assert found[key("streamd_faces_detected_total", camera="cam0")] == 5
+    assert found[key("streamd_faces_detected_total", camera="cam99")] == 1
     assert len(set(rows)) == 99 and first not in rows
