@@ -534,12 +534,21 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Strea
     return read_config(path, env)[0]
 
 
+def _read_at_most_limit(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(MAX_BYTES + 1)  # never more: the file may be anything
+
+
+def config_sha256(path: Path) -> str:
+    """The SHA-256 that `read_config` would give the file now (OSError when unreadable)."""
+    return hashlib.sha256(_read_at_most_limit(path)).hexdigest()
+
+
 def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[StreamsConfig, str]:
     """Like load_config, plus the SHA-256 of the file's bytes (never of expanded secrets)."""
     path = Path(path)
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_BYTES + 1)  # never more: the file may be anything
+        data = _read_at_most_limit(path)
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(str(path), None, (), f"cannot read: {exc}")]) from None

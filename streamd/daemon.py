@@ -35,7 +35,7 @@ import signal
 from pathlib import Path
 
 from streamd.camera.source import CameraSource
-from streamd.config import ConfigError, Overrides, StreamsConfig, read_config
+from streamd.config import ConfigError, Overrides, StreamsConfig, config_sha256, read_config
 from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
 from streamd.engine.factory import create_engines
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks")
 # Pause before watching the configuration again after the watch itself failed.
 _REWATCH_S = 5.0
+# The watcher's idle pass: its first one is when a save made while it was not watching is caught.
+WATCH_IDLE_S = 5.0
 # Shares of the stop deadline. The detector's is the largest: the engine drain and the
 # sink flush are where records are lost if time runs out.
 _SHARE_LOOPS = 0.02
@@ -339,18 +341,33 @@ class Daemon:
         # it over the old one, which a watch on the old file's inode would miss. The
         # watch itself is restarted if it ever fails: edits must never stop applying.
         while True:
+            in_place = False
             try:
-                async for _ in watchfiles.awatch(
+                # The first pass (a change, or the watcher's first idle timeout) comes once
+                # the watch is in place: a save made before that (while the engine loaded,
+                # or during a re-watch) raised no event, so the file is compared then.
+                async for changes in watchfiles.awatch(
                     directory,
                     watch_filter=lambda _change, changed: Path(changed).name == name,
                     debounce=300,
                     recursive=False,
+                    yield_on_timeout=True,
+                    rust_timeout=int(WATCH_IDLE_S * 1000),
                 ):
-                    await self._wait_until_settled(self.config_path)
-                    await self.reload("file changed")
+                    if changes or (not in_place and await self._edited_since_read(self.config_path)):
+                        await self._wait_until_settled(self.config_path)
+                        await self.reload("file changed")
+                    in_place = True
             except Exception:
                 log.exception("watching %s failed; watching again in %.0fs", self.config_path, _REWATCH_S)
             await asyncio.sleep(_REWATCH_S)
+
+    async def _edited_since_read(self, path: Path) -> bool:
+        """Whether the file differs from the one running (a missing file does: the reload says why)."""
+        try:
+            return await run_in_thread(lambda: config_sha256(path), name="config-read") != self.config_sha256
+        except OSError:
+            return True
 
     async def _wait_until_settled(self, path: Path) -> None:
         """Return once `path` has not changed for `reload.settle_s`.

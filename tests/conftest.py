@@ -70,15 +70,30 @@ def gstreamer() -> None:
         skip_or_fail(reason)
 
 
+StartRtspServer = Callable[..., RtspTestServer]
+
+
 @pytest.fixture
-def rtsp_server(gstreamer: None, test_video: Path) -> Iterator[RtspTestServer]:
-    """A server with mounts cam1..cam3, all serving the test video at 25 fps."""
-    server = RtspTestServer({f"cam{i}": test_video for i in (1, 2, 3)})
-    server.start()
-    try:
-        yield server
-    finally:
+def rtsp_servers(gstreamer: None) -> Iterator[StartRtspServer]:
+    """Starts RTSP test servers (RtspTestServer's arguments) and stops each after the test,
+    whatever happened in it: a server left running would fail a later test at its exit."""
+    started: list[RtspTestServer] = []
+
+    def start(mounts: dict[str, Path], port: int = 0, credentials: str | None = None) -> RtspTestServer:
+        server = RtspTestServer(mounts, port=port, credentials=credentials)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
         server.stop()
+
+
+@pytest.fixture
+def rtsp_server(rtsp_servers: StartRtspServer, test_video: Path) -> RtspTestServer:
+    """A server with mounts cam1..cam3, all serving the test video at 25 fps."""
+    return rtsp_servers({f"cam{i}": test_video for i in (1, 2, 3)})
 
 
 class HostBufferEngine:

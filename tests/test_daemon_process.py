@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, spawn_streamd
+from tests.conftest import StartRtspServer, free_port, spawn_streamd
 
 pytestmark = pytest.mark.rtsp
 
@@ -48,7 +47,7 @@ def wait_for_metrics(port: int, process: subprocess.Popen[str], timeout: float) 
 
 
 def test_streamd_run_streams_scrapes_keeps_secrets_and_stops_cleanly(
-    gstreamer: None, test_video: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     config = tmp_path / "streams.yaml"
@@ -63,8 +62,7 @@ cameras:
     url: rtsp://viewer:${{DOOR_PASSWORD}}@127.0.0.1:{{rtsp_port}}/cam2
 """
     )
-    server = RtspTestServer({"cam1": test_video, "cam2": test_video}, credentials=f"viewer:{PASSWORD}")
-    server.start()
+    server = rtsp_servers({"cam1": test_video, "cam2": test_video}, credentials=f"viewer:{PASSWORD}")
     config.write_text(config.read_text().replace("{rtsp_port}", str(server.port)))
     env = {**os.environ, "DOOR_PASSWORD": PASSWORD}
     process = spawn_streamd(config, "--rate-log-interval", "1", env=env)
@@ -78,7 +76,6 @@ cameras:
     finally:
         if process.poll() is None:
             process.kill()
-        server.stop()
 
     assert process.returncode == 0, stderr
     for camera in ("door", "yard"):
@@ -130,13 +127,12 @@ def test_streamd_run_with_an_unusable_model_says_why_and_exits_1(tmp_path: Path)
 
 @pytest.mark.assets
 def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
-    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, test_video: Path, canonical_model: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     out = tmp_path / "detections.jsonl"
     config = tmp_path / "streams.yaml"
-    server = RtspTestServer({"cam1": test_video, "cam2": test_video})
-    server.start()
+    server = rtsp_servers({"cam1": test_video, "cam2": test_video})
     config.write_text(
         f"metrics: {{listen: 127.0.0.1:{port}}}\n"
         f"engine: {{model: {canonical_model}}}\n"
@@ -167,7 +163,6 @@ def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
     finally:
         if process.poll() is None:
             process.kill()
-        server.stop()
 
     assert process.returncode == 0, stderr
     assert took < 15, f"shutdown took {took:.1f}s"

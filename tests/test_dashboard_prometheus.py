@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, spawn_streamd, system_binary
+from tests.conftest import StartRtspServer, free_port, spawn_streamd, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
@@ -101,10 +100,9 @@ def prometheus_binary() -> str:
 
 @pytest.fixture
 def scraped_daemon(
-    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path, prometheus_binary: str
+    rtsp_servers: StartRtspServer, test_video: Path, canonical_model: Path, tmp_path: Path, prometheus_binary: str
 ) -> Iterator[Prometheus]:
-    server = RtspTestServer({"cam1": test_video, "cam2": test_video})
-    server.start()
+    server = rtsp_servers({"cam1": test_video, "cam2": test_video})
     port = free_port()
     config = tmp_path / "streams.yaml"
     config.write_text(
@@ -121,7 +119,6 @@ def scraped_daemon(
         prometheus.stop()
         daemon.terminate()
         daemon.communicate(timeout=30)
-        server.stop()
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:

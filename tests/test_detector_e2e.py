@@ -14,23 +14,21 @@ from streamd.daemon import Daemon
 from streamd.postprocess import PostprocessSettings
 from streamd.still_images import detect_images
 from streamd.testing.demo import CACHE_DIR
-from streamd.testing.rtsp import RtspTestServer
 from streamd.testing.video import VideoSpec, cached_video
-from tests.conftest import run, wait_for
+from tests.conftest import StartRtspServer, run, wait_for
 from tests.model.conftest import box_iou
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
 
 def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
-    gstreamer: None, assets_dir: Path, canonical_model: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, assets_dir: Path, canonical_model: Path, tmp_path: Path
 ) -> None:
     photo = assets_dir / "images" / "group9.jpg"
     video = cached_video(VideoSpec(width=1024, height=768, fps=25, seconds=6, image=str(photo), pan=False), CACHE_DIR)
     reference = detect_images([str(photo)], canonical_model, PostprocessSettings())[0]["faces"]
     out = tmp_path / "detections.jsonl"
-    server = RtspTestServer({"group9": video})
-    server.start()
+    server = rtsp_servers({"group9": video})
 
     stages: dict[str, tuple[float, float]] = {}
 
@@ -64,10 +62,7 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
         counter = registry.get_sample_value("streamd_frames_inferred_total", {"camera": "group9"})
         return int(counter or 0)
 
-    try:
-        inferred = run(scenario())
-    finally:
-        server.stop()
+    inferred = run(scenario())
 
     # Every analysed frame was timed in every stage, and the stages explain its latency:
     # from the frame's decode (before its conversion) to its record, the stages after

@@ -23,7 +23,7 @@ from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
 from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, run, wait_for
+from tests.conftest import StartRtspServer, free_port, run, wait_for
 
 pytestmark = pytest.mark.rtsp
 
@@ -107,12 +107,11 @@ def test_three_cameras_at_25fps_are_sampled_at_5fps_within_10_percent(rtsp_serve
 
 
 def test_killed_server_coming_back_brings_every_camera_back_within_the_backoff_bound(
-    gstreamer: None, test_video: Path
+    rtsp_servers: StartRtspServer, test_video: Path
 ) -> None:
     ids = ["cam1", "cam2", "cam3"]
     port = free_port()
-    server = RtspTestServer(dict.fromkeys(ids, test_video), port=port)
-    server.start()
+    server = rtsp_servers(dict.fromkeys(ids, test_video), port=port)
 
     async def scenario() -> None:
         config = make_config([{"id": i, "url": server.url(i)} for i in ids], stall_timeout_s=3)
@@ -136,22 +135,20 @@ def test_killed_server_coming_back_brings_every_camera_back_within_the_backoff_b
             rates = await sampled_rates(daemon, ids, 4.0)
             assert all(rate == pytest.approx(5.0, rel=0.15) for rate in rates.values()), rates
 
-    try:
-        run(scenario())
-    finally:
-        server.stop()
+    run(scenario())
 
 
 def live_containers() -> int:
     return sum(1 for thing in gc.get_objects() if isinstance(thing, av.container.InputContainer))
 
 
-def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(gstreamer: None, test_video: Path) -> None:
+def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(
+    rtsp_servers: StartRtspServer, test_video: Path
+) -> None:
     # A dead connection's container, decoder and frames (about 25 MB at 1080p) must go
     # when it ends, not at the next full garbage collection: with the collector off,
     # each reconnect would otherwise leave one more container alive.
-    server = RtspTestServer({"cam1": test_video}, port=free_port())
-    server.start()
+    server = rtsp_servers({"cam1": test_video}, port=free_port())
 
     async def scenario() -> None:
         async with running(make_config([{"id": "cam1", "url": server.url("cam1")}], stall_timeout_s=3)) as daemon:
@@ -174,7 +171,6 @@ def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(gstreamer: Non
         run(scenario())
     finally:
         gc.enable()
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -242,11 +238,10 @@ def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate
 
 
 def test_unauthorized_camera_and_password_never_leaks(
-    gstreamer: None, test_video: Path, caplog: pytest.LogCaptureFixture
+    rtsp_servers: StartRtspServer, test_video: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     password = "Pa55-word-xyz"
-    server = RtspTestServer({"cam1": test_video}, credentials=f"viewer:{password}")
-    server.start()
+    server = rtsp_servers({"cam1": test_video}, credentials=f"viewer:{password}")
 
     async def scenario() -> str:
         cameras = [
@@ -259,19 +254,15 @@ def test_unauthorized_camera_and_password_never_leaks(
             return scrape(daemon)
 
     caplog.set_level(logging.DEBUG)
-    try:
-        metrics = run(scenario())
-    finally:
-        server.stop()
+    metrics = run(scenario())
     logged = "\n".join(caplog.text.splitlines())
     assert "rtsp://***@127.0.0.1" in logged
     assert password not in logged and password not in metrics
     assert metric_value(metrics, "streamd_camera_errors_total", camera="bad", reason="unauthorized") is not None
 
 
-def test_stalled_stream_is_detected_and_recovers(gstreamer: None, test_video: Path) -> None:
-    server = RtspTestServer({"cam1": test_video})
-    server.start()
+def test_stalled_stream_is_detected_and_recovers(rtsp_servers: StartRtspServer, test_video: Path) -> None:
+    server = rtsp_servers({"cam1": test_video})
 
     async def scenario() -> None:
         async with running(make_config([{"id": "cam1", "url": server.url("cam1")}], stall_timeout_s=2)) as daemon:
@@ -289,10 +280,7 @@ def test_stalled_stream_is_detected_and_recovers(gstreamer: None, test_video: Pa
                 os.kill(server.pid, signal.SIGCONT)
             await wait_for(lambda: camera.state == "streaming", 10, "streaming again after the stall")
 
-    try:
-        run(scenario())
-    finally:
-        server.stop()
+    run(scenario())
 
 
 def test_local_file_is_replayed_in_a_loop_at_its_own_rate(test_video: Path) -> None:
@@ -338,10 +326,9 @@ def test_disabled_camera_is_not_opened(test_video: Path) -> None:
 
 @pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="an NVIDIA GPU is present: NVDEC would be used")
 def test_decode_auto_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
-    gstreamer: None, test_video: Path, caplog: pytest.LogCaptureFixture
+    rtsp_servers: StartRtspServer, test_video: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RtspTestServer({"cam1": test_video})
-    server.start()
+    server = rtsp_servers({"cam1": test_video})
 
     async def scenario() -> str:
         config = make_config([{"id": "auto", "url": server.url("cam1"), "decode": "auto"}])
@@ -356,10 +343,7 @@ def test_decode_auto_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
             return scrape(daemon)
 
     caplog.set_level(logging.INFO)
-    try:
-        metrics = run(scenario())
-    finally:
-        server.stop()
+    metrics = run(scenario())
     said = [r.getMessage() for r in caplog.records if "NVDEC not used" in r.getMessage()]
     assert len(said) == 1 and "decoding on the CPU" in said[0] and "[auto]" in said[0]
     assert metric_value(metrics, "streamd_decoder_info", camera="auto", decoder="cpu") == 1.0

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from streamd.memory import rss_bytes
-from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, spawn_streamd
+from tests.conftest import StartRtspServer, free_port, spawn_streamd
 
 pytestmark = pytest.mark.rtsp
 
@@ -54,8 +53,8 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def stop(process: subprocess.Popen[str], server: RtspTestServer) -> str:
-    """SIGTERM the daemon (killed if it does not exit), stop the server; the daemon's stderr."""
+def stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM the daemon (killed if it does not exit); its stderr."""
     process.send_signal(signal.SIGTERM)
     try:
         _, stderr = process.communicate(timeout=20)
@@ -63,7 +62,6 @@ def stop(process: subprocess.Popen[str], server: RtspTestServer) -> str:
         if process.poll() is None:
             process.kill()
             process.communicate()
-        server.stop()
     return stderr
 
 
@@ -78,10 +76,9 @@ def cameras_in(status: str) -> dict[str, str]:
 
 
 def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
-    gstreamer: None, test_video: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
 ) -> None:
-    server = RtspTestServer({f"cam{i}": test_video for i in (1, 2, 3)})
-    server.start()
+    server = rtsp_servers({f"cam{i}": test_video for i in (1, 2, 3)})
     port = free_port()
     config = tmp_path / "streams.yaml"
     keep, drop, add = server.url("cam1"), server.url("cam2"), server.url("cam3")
@@ -141,7 +138,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
         )
         assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
     finally:
-        stderr = stop(process, server)
+        stderr = stop(process)
     assert process.returncode == 0
     assert f"{config}:" in stderr and "cameras[1].fps: must be > 0.0 (got -1)" in stderr
     assert "rejected; the running configuration stays" in stderr
@@ -166,10 +163,9 @@ def reloads(port: int, result: str) -> float:
 
 
 def test_empty_camera_less_and_half_written_saves_are_never_applied(
-    gstreamer: None, test_video: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
 ) -> None:
-    server = RtspTestServer({"cam1": test_video, "cam2": test_video})
-    server.start()
+    server = rtsp_servers({"cam1": test_video, "cam2": test_video})
     port = free_port()
     config = tmp_path / "streams.yaml"
     keep = {"keep": server.url("cam1")}
@@ -206,19 +202,18 @@ def test_empty_camera_less_and_half_written_saves_are_never_applied(
         assert sample(metrics, "streamd_reconnects_total", camera="keep") == 0.0
         assert sample(metrics, "streamd_reconnects_total", camera="add") == 0.0, "never started with a cut URL"
     finally:
-        stderr = stop(process, server)
+        stderr = stop(process)
     assert process.returncode == 0
     assert "the file is empty (an interrupted save?)" in stderr
     assert "cameras: is required" in stderr
 
 
 def test_yaml_bombs_saved_under_a_running_daemon_are_rejected_and_the_next_edit_applies(
-    gstreamer: None, test_video: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
 ) -> None:
     from tests.test_config_limits import ALIAS_BOMB, deep_nesting
 
-    server = RtspTestServer({"cam1": test_video})
-    server.start()
+    server = rtsp_servers({"cam1": test_video})
     port = free_port()
     config = tmp_path / "streams.yaml"
     config.write_text(config_text(port, {"keep": server.url("cam1")}))
@@ -240,7 +235,7 @@ def test_yaml_bombs_saved_under_a_running_daemon_are_rejected_and_the_next_edit_
             process,
         )
     finally:
-        stderr = stop(process, server)
+        stderr = stop(process)
     assert process.returncode == 0
     assert "Traceback" not in stderr
     assert "aliases (*a) are not allowed" in stderr and "nested more than 32 levels deep" in stderr

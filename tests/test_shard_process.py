@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port, spawn_streamd, stop_daemon
+from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon
 from tests.test_reload_process import cameras_in, config_text, fetch, sample, write_atomically
 
 pytestmark = pytest.mark.rtsp
@@ -49,13 +49,16 @@ class Instances:
         pytest.fail(f"timed out waiting for {what}")
 
     def stop(self) -> None:
-        for process in self.processes:
-            stop_daemon(process)
+        """Stops every instance, even when one of them fails to stop cleanly."""
+        with contextlib.ExitStack() as stopping:
+            for process in self.processes:
+                stopping.callback(stop_daemon, process)
 
 
-def test_instances_on_one_file_each_run_their_own_cameras(gstreamer: None, test_video: Path, tmp_path: Path) -> None:
-    server = RtspTestServer({"live": test_video})
-    server.start()
+def test_instances_on_one_file_each_run_their_own_cameras(
+    rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
+) -> None:
+    server = rtsp_servers({"live": test_video})
     # The 30 cameras name mounts the server does not have: each instance runs them (they
     # show in its /status) without 30 decoders on a two-core machine.
     cameras = {camera_id: server.url(f"absent-{camera_id}") for camera_id in IDS}
@@ -102,4 +105,3 @@ def test_instances_on_one_file_each_run_their_own_cameras(gstreamer: None, test_
         assert gone, "instance 2 had cameras to hand over"
     finally:
         two.stop()
-        server.stop()

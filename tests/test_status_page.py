@@ -18,9 +18,8 @@ import pytest
 
 from streamd import status_page
 from streamd.testing.demo import CACHE_DIR
-from streamd.testing.rtsp import RtspTestServer
 from streamd.testing.video import VideoSpec, cached_video
-from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
+from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
@@ -53,12 +52,11 @@ def chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]
 
 
 def test_the_page_shows_every_camera_and_snapshots_have_the_records_boxes(
-    gstreamer: None, assets_dir: Path, canonical_model: Path, tmp_path: Path
+    rtsp_servers: StartRtspServer, assets_dir: Path, canonical_model: Path, tmp_path: Path
 ) -> None:
     photo = assets_dir / "images" / "group9.jpg"
     video = cached_video(VideoSpec(width=1024, height=768, fps=25, seconds=6, image=str(photo), pan=False), CACHE_DIR)
-    server = RtspTestServer({"lobby": video, "door": video})
-    server.start()
+    server = rtsp_servers({"lobby": video, "door": video})
     port = free_port()
     out = tmp_path / "out.jsonl"
     config = tmp_path / "streams.yaml"
@@ -94,7 +92,6 @@ def test_the_page_shows_every_camera_and_snapshots_have_the_records_boxes(
         if process.poll() is None:
             process.kill()
             process.communicate()
-        server.stop()
     assert not_found.value.code == 404
     records = [json.loads(line) for line in out.read_text().splitlines()]
     record = next(r for r in records if r["camera"] == "lobby" and r["seq"] == seq)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.testing.rtsp import RtspTestServer
-from tests.conftest import free_port
+from tests.conftest import StartRtspServer, free_port
 from tests.test_ingest import silent_tcp_listener
 from tests.test_systemd import drain
 
@@ -203,27 +202,27 @@ def test_a_signal_after_a_clean_stop_keeps_exit_0(tmp_path: Path) -> None:
 
 @pytest.mark.assets
 def test_a_camera_stuck_connecting_does_not_hold_the_drain_and_every_inferred_frame_is_written(
-    gstreamer: None, test_video: Path, canonical_model: Path, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+    rtsp_servers: StartRtspServer,
+    test_video: Path,
+    canonical_model: Path,
+    tmp_path: Path,
+    notify_socket: tuple[socket.socket, str],
 ) -> None:
     listener, address = notify_socket
-    server = RtspTestServer({"cam1": test_video})
-    server.start()
-    try:
-        with silent_tcp_listener() as silent:
-            cameras = (
-                "cameras:\n"
-                f"  - {{id: cam1, url: '{server.url('cam1')}', fps: 5}}\n"
-                f"  - {{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 60}}\n"
-            )
-            config = engine_config(tmp_path, canonical_model, "threads: 1", cameras)
-            daemon = DaemonProcess(config, address)
-            daemon.wait_for_log(r"\[cam1\] streaming", 60)
-            wait_for_records(tmp_path / "out.jsonl", 10, daemon.process.poll)
-            sent = daemon.signal(signal.SIGTERM)
-            status = daemon.wait(40)
-            took = time.monotonic() - sent
-    finally:
-        server.stop()
+    server = rtsp_servers({"cam1": test_video})
+    with silent_tcp_listener() as silent:
+        cameras = (
+            "cameras:\n"
+            f"  - {{id: cam1, url: '{server.url('cam1')}', fps: 5}}\n"
+            f"  - {{id: mute, url: 'rtsp://127.0.0.1:{silent}/x', open_timeout_s: 60}}\n"
+        )
+        config = engine_config(tmp_path, canonical_model, "threads: 1", cameras)
+        daemon = DaemonProcess(config, address)
+        daemon.wait_for_log(r"\[cam1\] streaming", 60)
+        wait_for_records(tmp_path / "out.jsonl", 10, daemon.process.poll)
+        sent = daemon.signal(signal.SIGTERM)
+        status = daemon.wait(40)
+        took = time.monotonic() - sent
     log = daemon.log
     assert status == 0, log[-3000:]
     assert took < 12, f"took {took:.1f}s"
