@@ -43,12 +43,9 @@ _STOP_GRACE_S = 1.0
 # Pauses between retries of a failed group (retrying sinks): from the first, doubling.
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 5.0
-# After the first records of a group, wait this long for more before writing: records
-# come a batch at a time and batches are small at low rates, and a write (with its
-# checks) per few records cost more than the records themselves (`streamd bench scale`:
-# the sink thread's CPU per frame fell from about 70 to 38 us at 200 cameras, when
-# records still came one by one). The records are late in the file by this much at most.
-_LINGER_S = 0.005
+# Records written at most per write (one flush each). A batch's records arrive together
+# (`offer_many`), so a write already covers a batch: waiting for more records after a
+# wake-up (5 ms, when records came one at a time) only added a second wake-up per batch.
 _GROUP = 256
 
 
@@ -153,8 +150,6 @@ class SinkRunner:
     def _run(self) -> None:
         try:
             while self._pending.wait():
-                if self._pending.filling(_GROUP):
-                    time.sleep(_LINGER_S)
                 self._write(self._pending.take(_GROUP))  # write in groups: one flush per group
         finally:
             try:
@@ -247,11 +242,6 @@ class _Pending:
             while not self._records and not self._closed:
                 self._changed.wait()
             return bool(self._records)
-
-    def filling(self, group: int) -> bool:
-        """Fewer than a group wait and more may come."""
-        with self._changed:
-            return len(self._records) < group and not self._closed
 
     def take(self, most: int) -> list[Record]:
         with self._changed:
