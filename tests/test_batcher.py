@@ -376,3 +376,37 @@ def test_frames_arriving_while_the_engine_has_no_room_do_not_wake_the_loop_and_g
     assert woken == 4, woken  # to_thread's own, one per call: none for the frames
     assert idle == 0, idle  # room with no frame waiting wakes nobody
     assert [sorted(batch) for batch in batches] == [[f"cam{i}" for i in range(5)]]
+
+
+def test_a_camera_whose_frame_is_replaced_faster_than_the_delay_goes_within_the_delay_of_its_first_frame() -> None:
+    # The slot keeps only the newest frame: frames every 4 ms with a 10 ms delay mean the
+    # frame it holds is never 10 ms old. Timed by that frame, a camera alone (fewer than a
+    # batch) never went.
+    async def scenario() -> tuple[list[float], list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        now = [100.0]
+        engine = RecordingEngine()
+        batcher = DynamicBatcher(policy(4), engine, lambda f: None, clock=lambda: now[0])
+        slot = LatestFrameSlot[Frame](loop)
+        batcher.attach("a", slot)
+        sent_at = []
+        for tick in range(12):
+            now[0] = 100.0 + 0.004 * tick
+            slot.put(frame("a", now[0]))
+            if batcher.step().take:
+                sent_at.append(round(now[0] - 100.0, 3))
+        return sent_at, engine.batches
+
+    sent_at, batches = run(scenario())
+    # Waiting since 0 ms: goes at 12 ms (the first tick past 10); the next frame comes at
+    # 16 ms and goes at 28, then 44.
+    assert sent_at == [0.012, 0.028, 0.044]
+    assert batches == [["a"], ["a"], ["a"]]
+
+
+def test_the_camera_waiting_longest_decides_the_delay_not_the_age_of_the_frame_it_holds() -> None:
+    replaced = Waiting("replaced", arrived=100.009, since=100.000)
+    fresh = Waiting("fresh", arrived=100.005)
+    assert policy().decide([replaced, fresh], now=100.010, engine_has_room=True).take == ["fresh", "replaced"]
+    early = policy().decide([replaced, fresh], now=100.006, engine_has_room=True)
+    assert early.take == [] and early.wake_at == pytest.approx(100.010)
