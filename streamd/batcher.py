@@ -267,7 +267,8 @@ class DynamicBatcher:
             for camera_id, captured in self._arrivals:
                 if camera_id in self._slots:
                     self._ready.add(camera_id)
-                    # Taken or found empty since: the emptied slot's first frame starts the wait.
+                    # The first frame after the slot was emptied starts the wait; a camera
+                    # already waiting keeps its start.
                     self._since.setdefault(camera_id, captured)
             self._arrivals.clear()
         now = self.clock()
