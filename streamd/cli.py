@@ -53,6 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streamd.daemon import Daemon
     from streamd.engine.base import EngineError
     from streamd.tasks import event_loop_factory
+    from streamd.web_config import WebConfigError
 
     path = Path(args.config)
     try:
@@ -76,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             code = runner.run(daemon.run())
-    except (OSError, EngineError) as error:
+    except (OSError, EngineError, WebConfigError) as error:
         # An OSError's own text is "[Errno 98] ..."; its strerror is the sentence.
         log.error("cannot start: %s", getattr(error, "strerror", None) or error)
         code = 1

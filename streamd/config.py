@@ -50,6 +50,7 @@ class StrictModel(BaseModel):
 class Transport(StrEnum):
     tcp = "tcp"
     udp = "udp"
+    auto = "auto"
 
 
 class DecodeMode(StrEnum):
@@ -87,7 +88,10 @@ class CameraSettings(StrictModel):
     enabled: bool = True
     """A disabled camera is kept in the file but not opened."""
     transport: Transport = Transport.tcp
-    """RTSP transport: tcp (interleaved, robust through NAT and loss) or udp."""
+    """RTSP transport: tcp (interleaved in the RTSP connection: passes NAT and firewalls,
+    no loss, the default); udp (RTP over UDP: for servers that refuse TCP; a lost packet is
+    a damaged frame); auto (TCP, then UDP for as long as the camera runs once the server
+    refuses TCP with 461)."""
     decode: DecodeMode = DecodeMode.auto
     """auto: NVDEC where it works, else CPU; nvdec: NVDEC or fail; cpu: CPU only."""
     decode_frames: DecodeFrames = DecodeFrames.auto
@@ -158,6 +162,17 @@ def _check_network_url(parts: SplitResult) -> None:
 class MetricsConfig(StrictModel):
     listen: str = "127.0.0.1:9108"
     """host:port of the Prometheus endpoint."""
+    web_config: str | None = None
+    """TLS and basic auth for the listener: a file in the Prometheus exporters' web-config
+    format (relative to this file); absent: plain HTTP, no authentication."""
+    pictures: bool = True
+    """Serve pictures of the cameras (`/cameras/<id>/latest.jpg`, the status page's
+    images); false keeps every face off the listener while metrics and status stay."""
+
+    @field_validator("web_config")
+    @classmethod
+    def _resolve_web_config(cls, web_config: str | None, info: ValidationInfo) -> str | None:
+        return None if web_config is None else str(_resolve_path(web_config, info))
 
     @field_validator("listen")
     @classmethod

@@ -128,6 +128,8 @@ class Daemon:
             config.metrics.port if metrics_port is None else metrics_port,
             self.metrics.registry,
             health=self.health,
+            web_config=Path(config.metrics.web_config) if config.metrics.web_config else None,
+            pictures=config.metrics.pictures,
         )
         self.lifecycle = Lifecycle()
         self._stop_requested = asyncio.Event()

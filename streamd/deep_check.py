@@ -25,6 +25,7 @@ from streamd.engine.runner import EngineRunner
 from streamd.http_server import MetricsServer, describe
 from streamd.sinks.jsonl import JsonLinesSink
 from streamd.sinks.redis_streams import RedisStreamSink
+from streamd.web_config import WebConfigError, load_web_config
 
 
 @dataclass
@@ -60,11 +61,21 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
 
 
 def _check_listener(metrics: MetricsConfig, path: Path, result: DeepCheck) -> None:
-    server = MetricsServer(metrics.host, metrics.port, CollectorRegistry())
+    web_config = Path(metrics.web_config) if metrics.web_config else None
+    if web_config is not None:
+        try:
+            load_web_config(web_config)
+        except WebConfigError as exc:
+            result.problems.append(f"metrics.web_config: {exc}")
+            return
+    server = MetricsServer(metrics.host, metrics.port, CollectorRegistry(), web_config=web_config)
     try:
         server.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE and _served_by_daemon_of(metrics, path):
+        if exc.errno == errno.EADDRINUSE and web_config is not None:
+            # Behind TLS and basic auth the holder cannot be asked which file it runs.
+            result.notes.append(f"metrics.listen {metrics.listen}: in use (by a streamd behind its web config?)")
+        elif exc.errno == errno.EADDRINUSE and _served_by_daemon_of(metrics, path):
             result.notes.append(f"metrics.listen {metrics.listen}: held by the streamd running this file")
         else:
             result.problems.append(f"metrics.listen: {exc.strerror}")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamd.camera.errors import Reason
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
 from streamd.config import StreamsConfig
@@ -55,6 +56,7 @@ class Health:
         """`starting`, `running` or `stopping`."""
         self._task: asyncio.Task[None] | None = None
         self._engine_stuck_logged = False
+        self._descriptor_shortage = False
 
     def start(self) -> None:
         if self._task is None:
@@ -74,6 +76,7 @@ class Health:
             expected = time.monotonic() + tick
             await asyncio.sleep(tick)
             self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
+            self._log_descriptor_shortage()
             now_states = {s.camera_id: s.state.value for s in self.sources()}
             if now_states != states and self.detector is not None:
                 self.detector.camera_states(now_states)
@@ -84,6 +87,15 @@ class Health:
                 if self.pipeline_healthy():
                     self.notifier.watchdog()
                 self.notifier.status(self.status_line())
+
+    def _log_descriptor_shortage(self) -> None:
+        """Once when cameras start failing for want of descriptors, once when it is over."""
+        starved = _without_descriptors(self.sources())
+        if starved and not self._descriptor_shortage:
+            log.error("%s", _descriptors_message(starved))
+        elif not starved and self._descriptor_shortage:
+            log.warning("file descriptors available again: no camera is failing for want of them")
+        self._descriptor_shortage = bool(starved)
 
     def pipeline_healthy(self) -> bool:
         """False when a component crashed or the engine is stuck: what a restart fixes."""
@@ -113,6 +125,9 @@ class Health:
         if sinks:
             return False, f"not ready: {'; '.join(sinks)}"
         sources = self.sources()
+        starved = _without_descriptors(sources)
+        if starved:
+            return False, f"not ready: {_descriptors_message(starved)}"
         streaming = sum(1 for s in sources if s.state is CameraState.streaming)
         share = streaming / len(sources) if sources else 1.0
         ready = share >= self.config()[0].health.ready_share
@@ -135,6 +150,7 @@ class Health:
                     "reason": source.reason,
                     "message": source.message,
                     "decoder": source.decoder.value,
+                    "transport": source.run.transport,
                     "decode_frames": "keyframes" if source.run.keyframes_only else "all",
                     "priority": source.camera.priority,
                     "fps_target": source.camera.fps,
@@ -155,3 +171,15 @@ class Health:
             "shard": config.shard,
             "cameras": cameras,
         }
+
+
+def _without_descriptors(sources: list[CameraSource]) -> list[str]:
+    return [s.camera_id for s in sources if s.reason == Reason.local_resources.value]
+
+
+def _descriptors_message(cameras: list[str]) -> str:
+    shown = ", ".join(cameras[:5]) + (f" and {len(cameras) - 5} more" if len(cameras) > 5 else "")
+    return (
+        f"streamd is out of file descriptors: {len(cameras)} camera(s) cannot connect ({shown}); "
+        "raise LimitNOFILE= or find what holds them"
+    )

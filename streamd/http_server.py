@@ -1,92 +1,65 @@
-"""The metrics listener: Prometheus exposition and health over HTTP, in its own thread.
+"""The listener: metrics, health, status and snapshots over HTTP/1.1, at a bounded cost.
 
-A scrape renders every metric, which takes the GIL for milliseconds; serving it from a
-thread keeps that work off the event loop's critical path. Routes:
+Anyone who can reach the port can open connections (a remote Prometheus puts it on a
+routable address), so nothing a client does may cost the daemon more than a fixed
+amount, and above all never the descriptors and threads the cameras need:
 
-- `/metrics`: Prometheus exposition;
-- `/healthz`: 200 while the process serves (liveness);
-- `/readyz`: 200 once the engine is loaded and enough cameras stream, else 503 and why;
-- `/status`: JSON per camera (state, reason, rates, last frame age, decoder), every
-  string in it passed through the credential mask.
+- one thread runs an asyncio loop for every connection (no thread per connection);
+  replies are rendered on `RENDER_THREADS` threads, bcrypt checks on one more;
+- at most `MAX_CONNECTIONS` are open. A connection beyond that closes the one that has
+  waited longest for a request, so a flood of idle connections can neither lock a
+  scrape or a health check out nor run the process out of descriptors; when every open
+  connection is busy, the new one is closed;
+- a request head (and its TLS handshake) must arrive within `REQUEST_TIMEOUT_S` of the
+  connection or of the previous reply; a reply must be taken within `WRITE_TIMEOUT_S`;
+  heads are limited to `MAX_HEAD_BYTES` and bodies (which no route reads) to
+  `MAX_BODY_BYTES`;
+- GET and HEAD only (HEAD: the headers of GET, no body); anything else is 405. Every
+  reply says `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`.
+
+HTTP itself is parsed by h11 (the HTTP/1.1 state machine under uvicorn and httpx);
+TLS and basic auth come from a web config file (`streamd.web_config`). What each route
+answers is `streamd.http_routes`.
+
+Each connection is first held by a small protocol that pauses reading the moment it is
+accepted: it is counted (and may evict another) before a single byte is read or a TLS
+handshake begins, and no byte can be read before TLS takes over the socket.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import concurrent.futures
+import contextlib
+import http
+import ipaddress
 import logging
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+import h11
+from prometheus_client import CollectorRegistry
 
-from streamd import status_page
-from streamd.redact import redact_data, redact_text
-from streamd.snapshots import Snapshot
+from streamd.http_routes import METHODS, HealthView, Reply, Request, Routes, text
+from streamd.web_config import BasicAuth, load_web_config
 
 log = logging.getLogger(__name__)
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-class HealthView(Protocol):
-    """What the health routes read (from this server's thread)."""
-
-    def ready(self) -> tuple[bool, str]: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    def snapshot(self, camera_id: str) -> Snapshot | None:
-        """The camera's last analysed frame as a JPEG, faces drawn; None when there is none."""
-        ...
-
-
-def _respond(
-    start_response: Callable[..., Any], code: str, body: bytes, kind: str, extra: list[tuple[str, str]] | None = None
-) -> Iterable[bytes]:
-    headers = [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
-    start_response(code, headers + (extra or []))
-    return [body]
-
-
-def make_app(registry: CollectorRegistry, health: HealthView | None) -> WsgiApp:
-    metrics_app = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/healthz":
-            return _respond(start_response, "200 OK", b"ok\n", "text/plain")
-        if path == "/readyz" and health is not None:
-            ready, why = health.ready()
-            code = "200 OK" if ready else "503 Service Unavailable"
-            return _respond(start_response, code, (redact_text(why) + "\n").encode(), "text/plain")
-        if path == "/status" and health is not None:
-            body = json.dumps(redact_data(health.status()), indent=2).encode()
-            return _respond(start_response, "200 OK", body, "application/json")
-        if path == "/" and health is not None:
-            page = status_page.render(redact_data(health.status()))
-            return _respond(start_response, "200 OK", page, "text/html; charset=utf-8")
-        if path.startswith("/cameras/") and path.endswith("/latest.jpg") and health is not None:
-            snapshot = health.snapshot(path[len("/cameras/") : -len("/latest.jpg")])
-            if snapshot is not None:
-                return _respond(
-                    start_response, "200 OK", snapshot.jpeg, "image/jpeg", [("X-Frame-Seq", str(snapshot.seq))]
-                )
-            return _respond(start_response, "404 Not Found", b"no analysed frame of that camera yet\n", "text/plain")
-        if path in ("/", "/metrics"):
-            exposition: Iterable[bytes] = metrics_app(environ, start_response)
-            return exposition
-        return _respond(start_response, "404 Not Found", b"not found\n", "text/plain")
-
-    return app
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        log.debug("http: " + format, *args)
+MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 30.0
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+RENDER_THREADS = 2
+# Connections the kernel completes before the loop accepts them: they hold no descriptor
+# of ours until accepted, and asyncio accepts at most this many in one go.
+_BACKLOG = 64
+_READ_CHUNK = 64 * 1024
+_COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 def describe(exc: OSError) -> str:
@@ -96,33 +69,270 @@ def describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@dataclass(eq=False)
+class _Connection:
+    transport: asyncio.Transport
+    idle_since: float
+    idle: bool = True
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        self.transport.abort()  # the descriptor is freed now, not after a goodbye
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Accepted(asyncio.Protocol):
+    """Holds a fresh connection, not reading, until the server has admitted it."""
+
+    def __init__(self, server: MetricsServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        self.server._admit(transport)
+
+
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthView | None = None) -> None:
+    """The listener on `host:port`, served from its own thread (`start`, `stop`)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: HealthView | None = None,
+        web_config: Path | None = None,
+        pictures: bool = True,
+    ) -> None:
+        """`web_config`: the TLS and basic-auth file, read by `start`."""
         self.host = host
         self.port = port
-        self._app: WsgiApp = make_app(registry, health)
-        self._server: ThreadingWSGIServer | None = None
+        self.routes = Routes(registry, health, pictures)
+        self.web_config = web_config
+        self._auth: BasicAuth | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._open: dict[_Connection, None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self._render = concurrent.futures.ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="http-render")
+        self._bcrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="http-auth")
+        self.evicted = 0
+        """Idle connections closed to make room for new ones (for tests and the curious)."""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._ssl is not None else "http"
 
     def start(self) -> None:
-        """Bind and serve; raises OSError naming the address when it is taken or invalid."""
+        """Bind and serve; raises OSError naming the address when it is taken or invalid,
+        WebConfigError naming the file and key when the web config is wrong."""
+        if self.web_config is not None:
+            loaded = load_web_config(self.web_config)
+            self._ssl = loaded.ssl_context
+            self._auth = BasicAuth(loaded.users) if loaded.auth_required else None
+        where = f"{self.host}:{self.port}"
         try:
-            self._server = make_server(
-                self.host, self.port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
-            )
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+            listener = socket.create_server((self.host, self.port), family=family, backlog=_BACKLOG)
         except OSError as exc:
-            where = f"{self.host}:{self.port}"
             raise OSError(exc.errno, f"cannot listen on {where} (metrics.listen): {describe(exc)}") from exc
-        self.port = self._server.server_port  # the real one when 0 was asked for
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self.port = listener.getsockname()[1]  # the real one when 0 was asked for
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(listener, ready), name="metrics-http", daemon=True)
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        ready.wait()
+        log.info("metrics on %s://%s:%d/metrics", self.scheme, self.host, self.port)
+        if self.routes.pictures and self._auth is None and not _loopback(self.host):
+            log.warning(
+                "metrics.listen %s:%d is reachable from other machines and shows camera pictures (faces) to anyone: "
+                "set metrics.web_config (TLS and basic auth) or metrics.pictures: false",
+                self.host,
+                self.port,
+            )
 
     def stop(self) -> None:
-        if self._server is None:
+        """Close the listener and every connection; idempotent."""
+        loop, stopped, thread = self._loop, self._stopped, self._thread
+        if loop is None or stopped is None or thread is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            loop.call_soon_threadsafe(stopped.set)
+        thread.join(timeout=5)
+        self._render.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
+        self._loop = self._thread = self._stopped = None
+
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    # -- the listener's thread -------------------------------------------------------------
+
+    def _serve(self, listener: socket.socket, ready: threading.Event) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        try:
+            loop.run_until_complete(self._main(listener, ready))
+        finally:
+            loop.close()
+
+    async def _main(self, listener: socket.socket, ready: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Accepted(self), sock=listener)
+        ready.set()
+        assert self._stopped is not None
+        await self._stopped.wait()
+        server.close()
+        for connection in list(self._open):
+            connection.close()
+        tasks = [c.task for c in self._open if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        await server.wait_closed()
+
+    def _admit(self, transport: asyncio.Transport) -> None:
+        now = time.monotonic()
+        if len(self._open) >= MAX_CONNECTIONS:
+            idle = [c for c in self._open if c.idle]
+            if not idle:
+                transport.abort()  # every connection is busy being served: no room
+                return
+            oldest = min(idle, key=lambda c: c.idle_since)
+            self._open.pop(oldest, None)
+            oldest.close()
+            self.evicted += 1
+        connection = _Connection(transport, now)
+        self._open[connection] = None
+        connection.task = asyncio.get_running_loop().create_task(self._run(connection))
+
+    async def _run(self, connection: _Connection) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(self._streams(connection), REQUEST_TIMEOUT_S)
+            await self._converse(connection, reader, writer)
+        except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass  # the client's problem (gone, too slow, not speaking HTTP or TLS): just close
+        except asyncio.CancelledError:
+            pass  # evicted or stopping
+        except Exception:
+            log.exception("http: serving a connection failed")
+        finally:
+            self._open.pop(connection, None)
+            connection.transport.abort()
+
+    async def _streams(self, connection: _Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_READ_CHUNK)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = connection.transport
+        if self._ssl is not None:
+            secure = await loop.start_tls(
+                transport, protocol, self._ssl, server_side=True, ssl_handshake_timeout=REQUEST_TIMEOUT_S
+            )
+            assert isinstance(secure, asyncio.Transport)
+            connection.transport = transport = secure
+        else:
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            transport.resume_reading()
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def _converse(
+        self, connection: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        while True:
+            connection.idle, connection.idle_since = True, time.monotonic()
+            try:
+                request = await asyncio.wait_for(self._next_request(conn, reader), REQUEST_TIMEOUT_S)
+                if request is None:
+                    return
+                connection.idle = False
+                too_large = await asyncio.wait_for(self._skip_body(conn, reader), REQUEST_TIMEOUT_S)
+            except h11.RemoteProtocolError as exc:
+                await self._send(conn, writer, "GET", text(exc.error_status_hint, "bad request"), close=True)
+                return
+            method = request.method.decode("ascii", "replace")
+            reply = text(413, "request body too large") if too_large else await self._reply(method, request)
+            await self._send(conn, writer, method, reply, close=too_large)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # h11 says this connection cannot carry another request
+            conn.start_next_cycle()
+
+    @staticmethod
+    async def _next_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_CHUNK))
+            elif isinstance(event, h11.Request):
+                return event
+            else:
+                return None  # closed by the client
+
+    @staticmethod
+    async def _skip_body(conn: h11.Connection, reader: asyncio.StreamReader) -> bool:
+        """Read the request to its end; True when its body is larger than any route takes."""
+        size = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_CHUNK))
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > MAX_BODY_BYTES:
+                    return True
+            elif isinstance(event, h11.EndOfMessage):
+                return False
+            else:
+                raise h11.RemoteProtocolError("the connection ended inside a request", error_status_hint=400)
+
+    async def _reply(self, method: str, request: h11.Request) -> Reply:
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.headers}
+        loop = asyncio.get_running_loop()
+        if self._auth is not None and not await self._admitted(headers.get("authorization")):
+            return text(401, "authentication required", (("WWW-Authenticate", 'Basic realm="streamd"'),))
+        if method not in METHODS:
+            return text(405, "method not allowed", (("Allow", ", ".join(METHODS)),))
+        path, _, query = request.target.decode("latin-1").partition("?")
+        try:
+            return await loop.run_in_executor(self._render, self.routes.answer, Request(method, path, query, headers))
+        except Exception:
+            log.exception("http: rendering %s failed", path)
+            return text(500, "internal error (logged)")
+
+    async def _admitted(self, header: str | None) -> bool:
+        assert self._auth is not None
+        raw = header.encode("latin-1") if header is not None else None
+        if self._auth.remembered(raw):
+            return True
+        return await asyncio.get_running_loop().run_in_executor(self._bcrypt, self._auth.admits, raw)
+
+    @staticmethod
+    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, method: str, reply: Reply, close: bool) -> None:
+        headers: list[tuple[str, str]] = [
+            ("Content-Type", reply.content_type),
+            ("Content-Length", str(len(reply.body))),
+            *_COMMON_HEADERS,
+            *reply.headers,
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        try:
+            phrase = http.HTTPStatus(reply.status).phrase
+            data = conn.send(h11.Response(status_code=reply.status, headers=headers, reason=phrase))
+            if method != "HEAD" and reply.body:
+                data = (data or b"") + (conn.send(h11.Data(data=reply.body)) or b"")
+            data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            return  # h11 will not let this connection answer (the request broke it): close
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)

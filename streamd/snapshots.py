@@ -7,6 +7,11 @@ letterbox, scaling it back to the camera's size, drawing, JPEG encoding) is done
 when someone asks for `/cameras/<id>/latest.jpg`. Scaling the model input back up
 costs sharpness, not truth: the boxes are drawn in the camera's pixels, where the
 records put them.
+
+A storm of requests costs one encode per analysed frame: the JPEG is kept per camera
+with its frame's `seq` and served again until a newer frame is analysed, and only one
+encode runs at a time (a 4K picture is 25 MB of RGB while it is drawn), so memory stays
+bounded however many ask at once.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class Snapshots:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[str, _Last] = {}
+        self._encoded: dict[str, Snapshot] = {}
+        self._encoding = threading.Lock()
+        self.encodes = 0
+        """JPEGs encoded so far (each analysed frame at most once)."""
 
     def remember(self, analysed: list[tuple[Frame, list[dict[str, Any]]]]) -> None:
         """A batch's analysed frames with their faces (engine deliver thread): each one is
@@ -58,17 +67,29 @@ class Snapshots:
     def forget(self, camera_id: str) -> None:
         with self._lock:
             self._last.pop(camera_id, None)
+            self._encoded.pop(camera_id, None)
 
     def latest(self, camera_id: str) -> Snapshot | None:
         """The camera's last analysed frame at its own size, faces drawn; None before the first."""
         with self._lock:
-            last = self._last.get(camera_id)
-        if last is None:
-            return None
-        picture = _unletterbox(last.image, last.letterbox)
-        for face in last.faces:
-            _draw_face(picture, face)
-        return Snapshot(last.seq, _encode_jpeg(picture))
+            last, done = self._last.get(camera_id), self._encoded.get(camera_id)
+        if last is None or (done is not None and done.seq == last.seq):
+            return done if last is not None else None
+        with self._encoding:  # one at a time; those who waited mostly find it done
+            with self._lock:
+                last, done = self._last.get(camera_id), self._encoded.get(camera_id)
+            if last is None or (done is not None and done.seq == last.seq):
+                return done if last is not None else None
+            picture = _unletterbox(last.image, last.letterbox)
+            for face in last.faces:
+                _draw_face(picture, face)
+            snapshot = Snapshot(last.seq, _encode_jpeg(picture))
+            del picture
+            self.encodes += 1
+        with self._lock:
+            if camera_id in self._last:  # not forgotten meanwhile
+                self._encoded[camera_id] = snapshot
+        return snapshot
 
 
 def _unletterbox(image: Any, box: Letterbox) -> np.ndarray:

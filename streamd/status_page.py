@@ -1,6 +1,7 @@
 """`/`: a small page for a person at the box: every camera, its state, rates and latest
 analysed frame. It reloads itself every few seconds; everything on it comes from
-`/status` (already masked) and `/cameras/<id>/latest.jpg`."""
+`/status` (already masked) and `/cameras/<id>/latest.jpg` (left out when the listener
+shows no pictures)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def render(status: dict[str, Any]) -> bytes:
+def render(status: dict[str, Any], pictures: bool = True) -> bytes:
     cards = []
     for camera in status["cameras"]:
         cid = html.escape(camera["id"])
@@ -37,8 +38,13 @@ def render(status: dict[str, Any]) -> bytes:
             f"<tr><td>sampled</td><td>{_rate(camera['sampled_fps'])} fps</td></tr>"
             f"<tr><td>decoded</td><td>{_rate(camera['decoded_fps'])} fps</td></tr>"
             f"<tr><td>reconnects</td><td>{camera['reconnects']}</td></tr></table>"
-            f'<img alt="latest analysed frame of {cid}" src="/cameras/{cid}/latest.jpg" '
-            "onload=\"this.dataset.loaded='yes'\" onerror=\"this.dataset.loaded='no'\"></div>"
+            + (
+                f'<img alt="latest analysed frame of {cid}" src="/cameras/{cid}/latest.jpg" '
+                "onload=\"this.dataset.loaded='yes'\" onerror=\"this.dataset.loaded='no'\">"
+                if pictures
+                else ""
+            )
+            + "</div>"
         )
     summary = html.escape(status["summary"])
     page = (

@@ -79,8 +79,10 @@ def rtsp_servers(gstreamer: None) -> Iterator[StartRtspServer]:
     whatever happened in it: a server left running would fail a later test at its exit."""
     started: list[RtspTestServer] = []
 
-    def start(mounts: dict[str, Path], port: int = 0, credentials: str | None = None) -> RtspTestServer:
-        server = RtspTestServer(mounts, port=port, credentials=credentials)
+    def start(
+        mounts: dict[str, Path], port: int = 0, credentials: str | None = None, transports: str = "tcp,udp"
+    ) -> RtspTestServer:
+        server = RtspTestServer(mounts, port=port, credentials=credentials, transports=transports)
         started.append(server)
         server.start()
         return server

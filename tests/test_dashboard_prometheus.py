@@ -50,15 +50,19 @@ def test_the_dashboard_is_importable_with_unique_ids_and_its_datasource_a_variab
 
 
 class Prometheus:
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, target: str, scrape_configs: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Scrapes `target` as job `streamd`, or as `scrape_configs` say when given."""
         self.port = free_port()
         config = workdir / "prometheus.yml"
+        jobs = scrape_configs or [{"job_name": "streamd", "static_configs": [{"targets": [target]}]}]
         config.write_text(
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(RULES)],
-                    "scrape_configs": [{"job_name": "streamd", "static_configs": [{"targets": [target]}]}],
+                    "scrape_configs": jobs,
                 }
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, spawn_streamd, stop_daemon
+from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
+from tests.sinks.test_redis_sink import RedisServer
 from tests.test_reload_process import fetch, sample, until
 
 pytestmark = pytest.mark.assets
@@ -85,3 +87,50 @@ def test_a_full_disk_leaves_whole_lines_exact_counts_and_an_unready_daemon(
     written, dropped = int(counts.group(1)), int(counts.group(2))
     assert len(lines) == written and dropped > 0
     assert written + dropped == int(inferred.group(1)), "every inferred frame is written or counted as dropped"
+
+
+def test_a_hung_broker_at_stop_is_counted_not_a_failed_stop(
+    canonical_model: Path, test_video: Path, tmp_path: Path
+) -> None:
+    """Redis stopped dead (SIGSTOP: it holds the connection and never answers) behind a
+    client timeout longer than the whole stop, and the MQTT broker gone: SIGTERM still
+    exits 0 within the stop deadline, and every sink's final line accounts for every
+    frame inferred."""
+    redis = RedisServer(system_binary("redis-server", "redis-server"), tmp_path)
+    redis.start()
+    out = tmp_path / "out.jsonl"
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"metrics: {{listen: 127.0.0.1:{port}}}\n"
+        f"engine: {{model: {canonical_model}, threads: 1}}\n"
+        f"sinks:\n  - {{path: {out}}}\n  - {{type: redis, url: '{redis.url}', timeout_s: 60}}\n"
+        f"  - {{type: mqtt, port: {free_port()}, timeout_s: 5}}\n"
+        f"cameras: [{{id: loop, url: '{test_video}', fps: 5}}]\n"
+    )
+    process = spawn_streamd(config)
+    try:
+        until(lambda: count_lines(out) >= 10 and redis.client().xlen("streamd:loop") >= 10, 60, "records", process)
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)
+        time.sleep(3)  # records pile up behind a write that will not return
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=45)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        if redis.process is not None:
+            redis.process.send_signal(signal.SIGCONT)
+        redis.stop()
+    assert process.returncode == 0, stderr[-3000:]
+    assert took < 30, f"the stop took {took:.1f}s, past shutdown_timeout_s"
+    inferred = int(re.findall(r"detector stopped: (\d+) frames inferred", stderr)[-1])
+    finals = re.findall(r"sink (\S+) stopped: (\d+) record\(s\) written, (\d+) dropped", stderr)
+    assert len(finals) == 3, stderr[-3000:]
+    for name, written, dropped in finals:
+        assert int(written) + int(dropped) == inferred, (name, written, dropped, inferred)
+    assert inferred > 10 and count_lines(out) == inferred
+    assert "did not return within" in stderr, "the Redis write was abandoned at the deadline"

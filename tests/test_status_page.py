@@ -4,11 +4,14 @@ with the boxes where the records say."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import re
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -115,3 +118,67 @@ def test_the_page_shows_every_camera_and_snapshots_have_the_records_boxes(
     page = decode_image(shot.read_bytes())
     assert page.shape[:2] == (1000, 1100)
     assert green(page).sum() > 500, "the snapshots with their boxes are on the screenshot"
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+def test_a_storm_of_snapshot_requests_for_a_4k_camera_costs_one_encode_and_bounded_memory(
+    assets_dir: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    photo = assets_dir / "images" / "group9.jpg"
+    video = cached_video(
+        VideoSpec(width=3840, height=2160, fps=5, seconds=4, image=str(photo), pan=False, bitrate_kbps=4000), CACHE_DIR
+    )
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        f"metrics: {{listen: 127.0.0.1:{port}}}\n"
+        f"engine: {{model: {canonical_model}, threads: 1}}\n"
+        f"sinks: [{{path: {tmp_path / 'out.jsonl'}}}]\n"
+        f"cameras: [{{id: uhd, url: '{video}', fps: 1}}]\n"
+    )
+    process = spawn_streamd(config)
+    peak = [0.0]
+    sampling = threading.Event()
+
+    def sample_memory() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], resident_mb(process.pid))
+            time.sleep(0.01)
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "streamd exited early"
+            try:
+                get(port, "/cameras/uhd/latest.jpg")
+                break
+            except urllib.error.URLError as error:  # not listening yet, or no frame yet (404)
+                if isinstance(error, urllib.error.HTTPError):
+                    error.close()
+                assert time.monotonic() < deadline, "no snapshot of the 4K camera"
+                time.sleep(0.5)
+        time.sleep(2)  # the first encode's buffers are the allocator's now
+        before = peak[0] = resident_mb(process.pid)
+        sampler = threading.Thread(target=sample_memory)
+        sampler.start()
+        with concurrent.futures.ThreadPoolExecutor(60) as pool:
+            replies = list(pool.map(lambda _: get(port, "/cameras/uhd/latest.jpg"), range(60)))
+        sampling.set()
+        sampler.join()
+        after = resident_mb(process.pid)
+        stop_daemon(process)
+    finally:
+        sampling.set()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert decode_image(replies[0][0]).shape == (2160, 3840, 3)
+    # One analysed frame a second: the 60 replies show one or two frames, each encoded once.
+    assert len({seq for _, seq in replies}) <= 3
+    assert len({jpeg for jpeg, _ in replies}) == len({seq for _, seq in replies})
+    assert peak[0] - before < 200, f"resident memory rose {peak[0] - before:.0f} MB during the storm"
+    assert after - before < 200, f"resident memory stayed {after - before:.0f} MB higher"

@@ -32,12 +32,12 @@ import av.error
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
-from streamd.camera.errors import CameraError, Reason, classify, explain_unreachable
+from streamd.camera.errors import CameraError, Reason, classify, explain_open_failure, refused_transport
 from streamd.camera.keyframes import KeyframeGate
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.camera.state import CameraRun, Decoder
-from streamd.config import CameraConfig, DecodeFrames, DecodeMode
+from streamd.config import CameraConfig, DecodeFrames, DecodeMode, Transport
 from streamd.frame import Frame, StageTimes
 from streamd.metrics import CameraMetrics
 from streamd.preprocess import Letterbox
@@ -66,6 +66,10 @@ _NETWORK_REASONS = frozenset(
         Reason.connection_refused,
         Reason.timeout,
         Reason.end_of_stream,
+        Reason.transport_refused,
+        Reason.closed_by_server,
+        Reason.not_rtsp,
+        Reason.local_resources,
     }
 )
 
@@ -148,23 +152,10 @@ class DecodeSession:
     def _connect(self, hwaccel: HWAccel | None) -> None:
         self._reset_connection(nvdec=hwaccel is not None)
         self.camera_run.decoder = Decoder.cpu if hwaccel is None else Decoder.nvdec
-        started = time.monotonic()
-        try:
-            container = self._open(hwaccel)
-        except CameraError:
-            raise
-        except Exception as exc:
-            if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
-                error = CameraError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
-            else:
-                error = explain_unreachable(self.camera.url, classify(exc, streaming=False))
-            if hwaccel is not None and error.reason not in _NETWORK_REASONS:
-                # PyAV says "no stream is compatible" with a plain RuntimeError.
-                certain = isinstance(exc, (RuntimeError, NotImplementedError))
-                raise NvdecFailure(f"cannot open the NVDEC decoder: {type(exc).__name__}: {exc}", certain) from exc
-            if not isinstance(exc, _STREAM_ERRORS):
-                raise  # a bug, not the camera: CameraSource reports it as a crash
-            raise error from exc
+        container = self._open_or_explain(hwaccel)
+        if container is None:
+            self._connect(hwaccel)  # at once over UDP: the server answered, it is not down
+            return
         try:
             self._read(container)
         except (CameraError, NvdecFailure):
@@ -177,6 +168,41 @@ class DecodeSession:
             raise classify(exc, streaming=self._streaming) from exc
         finally:
             container.close()
+
+    def _open_or_explain(self, hwaccel: HWAccel | None) -> Any:
+        """The opened container; None when `transport: auto` is to try UDP instead. A failure
+        is raised as the camera's CameraError, NVDEC's NvdecFailure, or (a bug) as it came."""
+        started = time.monotonic()
+        try:
+            return self._open(hwaccel)
+        except CameraError:
+            raise
+        except Exception as exc:
+            if time.monotonic() - started >= self.camera.open_timeout_s * _TIMED_OUT:
+                error = CameraError(Reason.timeout, f"no answer within {self.camera.open_timeout_s:g}s")
+            else:
+                error = explain_open_failure(
+                    self.camera.url, classify(exc, streaming=False), self.camera.open_timeout_s
+                )
+            if error.reason is Reason.transport_refused:
+                if self._udp_instead_of_tcp():
+                    return None
+                error = refused_transport(self.camera_run.transport or self.camera.transport.value)
+            if hwaccel is not None and error.reason not in _NETWORK_REASONS:
+                # PyAV says "no stream is compatible" with a plain RuntimeError.
+                certain = isinstance(exc, (RuntimeError, NotImplementedError))
+                raise NvdecFailure(f"cannot open the NVDEC decoder: {type(exc).__name__}: {exc}", certain) from exc
+            if not isinstance(exc, _STREAM_ERRORS):
+                raise  # a bug, not the camera: CameraSource reports it as a crash
+            raise error from exc
+
+    def _udp_instead_of_tcp(self) -> bool:
+        """`transport: auto` and TCP was refused: UDP from now on, for this camera's run."""
+        if self.camera.transport is not Transport.auto or self.camera_run.transport == "udp":
+            return False
+        self.camera_run.transport = "udp"
+        self.log("transport auto: the server refuses RTSP over TCP (461); streaming over UDP from now on")
+        return True
 
     def _hwaccel(self) -> HWAccel | None:
         """NVDEC settings for this connection, or None for CPU decode."""
@@ -208,7 +234,10 @@ class DecodeSession:
     def _open(self, hwaccel: HWAccel | None) -> Any:
         options: dict[str, str] = {}
         if not self.camera.is_file:
-            options["rtsp_transport"] = self.camera.transport.value
+            if self.camera_run.transport is None:
+                auto = self.camera.transport is Transport.auto
+                self.camera_run.transport = "tcp" if auto else self.camera.transport.value
+            options["rtsp_transport"] = self.camera_run.transport
             # FFmpeg probes 5 s of stream by default before the first frame comes out,
             # then releases what it read in a burst (measured: 5.2 s to open a 5 fps
             # camera). The SDP already names the codec; half a second is plenty.

@@ -22,7 +22,7 @@ from typing import Any
 
 from streamd.camera.backoff import Backoff
 from streamd.camera.decoder import Converter, DecodeSession, to_rgb
-from streamd.camera.errors import CameraError
+from streamd.camera.errors import CameraError, Reason
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.state import CameraRun, CameraState, Decoder
 from streamd.config import CameraConfig
@@ -159,8 +159,10 @@ class CameraSource:
                 if self._stopping.is_set():
                     break
                 delay = backoff.next_delay()
-                # The first failure of a kind is news; the same one again is not.
-                level = logging.INFO if error.reason.value == self.reason else logging.WARNING
+                # The first failure of a kind is news; the same one again is not. Running
+                # out of descriptors is the process's news, logged once by the health loop.
+                repeated = error.reason.value == self.reason or error.reason is Reason.local_resources
+                level = logging.INFO if repeated else logging.WARNING
                 self._set_state(CameraState.backoff, error.reason.value, str(error))
                 self.log.log(level, "%s (%s); reconnecting in %.1fs", error, error.reason.value, delay)
                 await self._sleep(delay)

@@ -42,6 +42,9 @@ class CameraRun:
     """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
     it is not tried again until the camera restarts."""
     fallback_logged: bool = False
+    transport: str | None = None
+    """The RTSP transport in use (`tcp` or `udp`; `transport: auto` settles on one), None
+    for files."""
     keyframes_only: bool = False
     """Whether the current connection decodes keyframes only (`decode_frames`)."""
     sparse_keyframes_logged: bool = False

@@ -8,7 +8,9 @@ queued within the time it is given. The detector offers a batch's records at onc
 A failing sink (a full disk, a directory gone) fails every write for a while: that is
 one failure episode, not thousands of errors. Its start is logged once (with the
 traceback only when the error is not the operating system's), a summary follows every
-`summary_every_s` while it lasts, and its end is logged with the total dropped. Every
+`summary_every_s` while it lasts, and its end is logged with the total dropped. It ends
+once writes have succeeded for `CALM_S` without a failure: a nearly full disk takes a
+small write and refuses the next, and that is one episode, not one a second. Every
 record of a failed write is counted as dropped (`write_error`), each exactly once.
 While an episode lasts the sink is unhealthy: `problem()` says why, for `/readyz`.
 
@@ -18,7 +20,14 @@ broker sink (`retries = True`) keeps the group and retries it with a growing pau
 new records wait in the bounded queue: an outage shorter than the queue loses nothing,
 and beyond the queue's bound the newest records are dropped and counted (`queue_full`).
 At stop, what a retrying sink has not written by the deadline is dropped and counted
-(`shutdown`), so the stop stays bounded and the counts exact.
+(`shutdown`), so the stop stays bounded and the counts exact. A write can hang inside
+the client library (a broker that takes the connection and never answers: Redis
+stopped with SIGSTOP waits out the socket timeout on every retry), so the stop does not
+wait for the thread: the last part of its time is kept in reserve, and at the write
+deadline a group still in the broker's hands and everything queued behind it are
+counted as `shutdown` at once. The thread is abandoned (whatever it does later counts
+nothing), the final line is logged, and the stop is clean: the broker's failure is not
+the daemon's. Every sink's final line therefore says written + dropped = offered.
 """
 
 from __future__ import annotations
@@ -36,8 +45,9 @@ from streamd.supervision import Failures
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-# Past its stop deadline a sink drops what it holds at once; this is the time that takes.
-_STOP_GRACE_S = 1.0
+# Of the time a stop is given, the end kept to count what is left, close and log: a
+# fifth, at most this long.
+_STOP_RESERVE_MAX_S = 1.0
 
 
 # Pauses between retries of a failed group (retrying sinks): from the first, doubling.
@@ -47,6 +57,8 @@ _RETRY_MAX_S = 5.0
 # (`offer_many`), so a write already covers a batch: waiting for more records after a
 # wake-up (5 ms, when records came one at a time) only added a second wake-up per batch.
 _GROUP = 256
+# A failure episode ends once writes have succeeded this long with no failure between.
+CALM_S = 10.0
 
 
 class Sink(Protocol):
@@ -84,8 +96,12 @@ class SinkRunner:
         run = (failures or Failures()).guard(component, self._run)
         self._thread = threading.Thread(target=run, name=component, daemon=True)
         self._started = False
-        self._stop_by: float | None = None  # the stop's deadline, once stopping
+        self._stop_by: float | None = None  # the stop's write deadline, once stopping
         self._count_lock = threading.Lock()
+        # Under `_count_lock`: the group the thread is writing, and whether the stop gave up
+        # on the thread (from then on the thread counts nothing: the stop counted it all).
+        self._in_flight: list[Record] = []
+        self._abandoned = False
         self.written = self.dropped_queue_full = self.dropped_write_error = self.dropped_shutdown = 0
 
     def start(self) -> None:
@@ -122,18 +138,28 @@ class SinkRunner:
         return self.episode.describe()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Write what is queued and close the sink within `timeout`; False if it could not."""
+        """Write what is queued and close the sink, returning within `timeout`; what could
+        not be written by then is counted as dropped (`shutdown`). Always True: every
+        record is accounted for, whatever the sink's broker does."""
         if not self._started:
             return True
         self._started = False
-        deadline = self._stop_by = time.monotonic() + timeout
+        reserve = min(_STOP_RESERVE_MAX_S, timeout / 5)
+        deadline = self._stop_by = time.monotonic() + max(0.0, timeout - reserve)
         # The thread writes what is queued, then ends. A retrying sink that is failing
-        # gives up at the deadline and drops what it holds at once (counted).
+        # gives up at the deadline and drops what it holds (counted); one stuck inside a
+        # write is abandoned there, its records counted here.
         self._pending.close()
-        self._thread.join(max(0.0, deadline + _STOP_GRACE_S - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.error("sink %s did not finish writing within %.1fs", self.sink.name, timeout)
-            return False
+            abandoned = self._abandon()
+            log.warning(
+                "sink %s: the last write did not return within %.1fs; %d record(s) it held or had queued "
+                "are counted as dropped (shutdown)",
+                self.sink.name,
+                timeout,
+                abandoned,
+            )
         self.episode.close()
         dropped = self.dropped_queue_full + self.dropped_write_error + self.dropped_shutdown
         log.info(
@@ -147,10 +173,27 @@ class SinkRunner:
         )
         return True
 
+    def _abandon(self) -> int:
+        """Give up on a thread stuck in a write: count its group and the queue as `shutdown`."""
+        with self._count_lock:
+            self._abandoned = True
+            left = self._in_flight + self._pending.take(len(self._pending))
+            self._in_flight = []
+            self._count_dropped(left, "shutdown")
+        for _ in left:
+            self.on_drop(self.sink.name, "shutdown")
+        return len(left)
+
     def _run(self) -> None:
         try:
             while self._pending.wait():
-                self._write(self._pending.take(_GROUP))  # write in groups: one flush per group
+                with self._count_lock:
+                    if self._abandoned:
+                        return
+                    group = self._in_flight = self._pending.take(_GROUP)  # one flush per group
+                self._write(group)
+                with self._count_lock:
+                    self._in_flight = []
         finally:
             try:
                 self.sink.close()
@@ -174,7 +217,10 @@ class SinkRunner:
                 self._failed(error, dropped=0)
             time.sleep(min(pause, self._until_stop_deadline()))
             pause = min(pause * 2, _RETRY_MAX_S)
-        self.written += len(records)
+        with self._count_lock:
+            if self._abandoned:
+                return  # the stop counted these as dropped already
+            self.written += len(records)
         if self.on_written is not None:
             self.on_written(len(records))
         if self.episode.end():
@@ -186,6 +232,8 @@ class SinkRunner:
 
     def _drop(self, records: list[Record], reason: str) -> None:
         with self._count_lock:  # `offer` (deliver thread) and `_write` (sink thread) both drop
+            if self._abandoned and threading.current_thread() is self._thread:
+                return  # the stop counted the abandoned thread's records already
             self._count_dropped(records, reason)
         for _ in records:
             self.on_drop(self.sink.name, reason)
@@ -243,6 +291,10 @@ class _Pending:
                 self._changed.wait()
             return bool(self._records)
 
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._records)
+
     def take(self, most: int) -> list[Record]:
         with self._changed:
             return [self._records.popleft() for _ in range(min(most, len(self._records)))]
@@ -265,6 +317,7 @@ class _Episode:
         self._lock = threading.Lock()  # `describe` is read from other threads
         self._error: str | None = None
         self._since = self._last_summary = 0.0
+        self._writing_since: float | None = None  # the first success since the last failure
         self._dropped = self._dropped_since_summary = 0
 
     def failed(self, error: Exception, records: int) -> bool:
@@ -277,6 +330,7 @@ class _Episode:
                 self._since = self._last_summary = now
                 self._dropped = self._dropped_since_summary = 0
             self._error = text
+            self._writing_since = None
             self._dropped += records
             self._dropped_since_summary += records
         if starts:
@@ -305,11 +359,16 @@ class _Episode:
         return starts
 
     def end(self) -> bool:
-        """A write succeeded (or the sink stopped); True when that ends an episode."""
+        """A write succeeded; True when that ends an episode (writes have succeeded for `CALM_S`)."""
+        now = self.clock()
         with self._lock:
             if self._error is None:
                 return False
-            self._error = None
+            if self._writing_since is None:
+                self._writing_since = now
+            if now - self._writing_since < CALM_S:
+                return False
+            self._error = self._writing_since = None
         log.warning(
             "sink %s: writing again after %.0fs; %d record(s) were dropped meanwhile",
             self.sink,

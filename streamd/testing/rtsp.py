@@ -45,11 +45,14 @@ class RtspTestServer:
         port: int = 0,
         host: str = "127.0.0.1",
         credentials: str | None = None,
+        transports: str = "tcp,udp",
     ) -> None:
+        """`transports`: what the server offers (`udp` alone refuses TCP with 461)."""
         self.mounts = mounts
         self.port = port
         self.host = host
         self.credentials = credentials
+        self.transports = transports
         self._process: subprocess.Popen[str] | None = None
         self._auth_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -69,6 +72,7 @@ class RtspTestServer:
         if self._process is not None:
             raise RuntimeError("the RTSP test server is already running")
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--host", self.host, "--port", str(self.port)]
+        command += ["--transports", self.transports]
         for name, path in self.mounts.items():
             command += ["--mount", f"{name}={path}"]
         if self.credentials:

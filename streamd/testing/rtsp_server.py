@@ -25,8 +25,9 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstApp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402
 
 AccessUnits = list[bytes]
 
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         help="serve FILE.mkv at rtsp://HOST:PORT/NAME (repeatable)",
     )
     parser.add_argument("--auth-file", help="a file holding user:password; every mount then requires it")
+    parser.add_argument(
+        "--transports",
+        default="tcp,udp",
+        help="RTSP lower transports offered, comma-separated (udp alone: TCP SETUPs get 461, as VLC's do)",
+    )
     args = parser.parse_args(argv)
     # A parent may have blocked these (the mask survives exec); we must hear them.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -141,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
             permissions = _add_auth(server, handle.read().strip())
     mounts = server.get_mount_points()
     loaded: dict[str, tuple[AccessUnits, Gst.Caps, float]] = {}
+    flags = {"udp": GstRtsp.RTSPLowerTrans.UDP, "tcp": GstRtsp.RTSPLowerTrans.TCP}
+    transports = GstRtsp.RTSPLowerTrans(0)
+    for name in args.transports.split(","):
+        transports |= flags[name.strip()]
     for item in args.mount:
         name, _, path = item.partition("=")
         if path not in loaded:
             loaded[path] = load_access_units(path)
         factory = LoopingFactory(*loaded[path])
+        factory.set_protocols(transports)
         if permissions is not None:
             factory.set_permissions(permissions)
         mounts.add_factory("/" + name.strip("/"), factory)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.sinks.base import Record, SinkRunner
+from streamd.sinks.base import CALM_S, Record, SinkRunner
 from streamd.sinks.jsonl import JsonLinesSink
 
 
@@ -87,6 +87,9 @@ def test_a_failure_episode_is_logged_once_summarised_and_closed_with_exact_count
         sink.broken = False
         clock[0] = 150.0
         runner._write([record(300)])
+        assert runner.problem() is not None, "one write is not yet the end of the episode"
+        clock[0] = 150.0 + CALM_S
+        runner._write([record(301)])
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "writing failed" in m]) == 1, "the episode's start is logged once"
     assert not any(r.exc_info for r in caplog.records), "an OSError is the machine's: no traceback"
@@ -95,8 +98,8 @@ def test_a_failure_episode_is_logged_once_summarised_and_closed_with_exact_count
     # Each summary counts the records since the one before, the write that prompts it included.
     assert "122 record(s) dropped in the last 60s, 122 since it started 60s ago" in summaries[0]
     assert "120 record(s) dropped in the last 60s, 242 since it started 120s ago" in summaries[1]
-    assert any("writing again after 150s; 300 record(s) were dropped" in m for m in messages)
-    assert tally.dropped == 300 and tally.written == 1 and sink.written == [record(300)]
+    assert any(f"writing again after {150 + CALM_S:.0f}s; 300 record(s) were dropped" in m for m in messages)
+    assert tally.dropped == 300 and tally.written == 2 and sink.written == [record(300), record(301)]
     assert tally.health == [True, False, True]
     assert runner.problem() is None
 
@@ -152,3 +155,19 @@ def test_a_full_disk_leaves_no_torn_line_and_every_record_is_counted_once(small_
     assert len(lines) + len(dropped) == offered and set(dropped) == {"write_error"}
     seqs = [int(str(r["seq"])) for r in lines]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_a_nearly_full_disk_that_takes_some_writes_is_one_episode(caplog: pytest.LogCaptureFixture) -> None:
+    sink, tally, clock = BrokenDisk(), Tally(), [0.0]
+    runner = tally.runner(sink, clock)
+    with caplog.at_level(logging.INFO, logger="streamd.sinks"):
+        # A write fails, the next one fits, the one after fails again: five times a second.
+        for step in range(100):
+            clock[0] = step * 0.2
+            sink.broken = step % 2 == 0
+            runner._write([record(step)])
+        assert runner.problem() is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "writing failed" in m]) == 1, messages
+    assert not [m for m in messages if "writing again" in m], messages
+    assert tally.health == [True, False]

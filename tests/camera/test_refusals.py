@@ -1,0 +1,101 @@
+"""Servers that refuse in their own ways, against a daemon in-process: each camera says
+what happened in words that name the fix, and `transport: auto` streams where `tcp` is
+refused."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import StartRtspServer, run, wait_for
+from tests.test_ingest import make_config, running, scrape, sources
+
+pytestmark = pytest.mark.rtsp
+
+
+@contextlib.contextmanager
+def closing_listener() -> Iterator[int]:
+    """A host that takes every connection and closes it at once (a camera at its client limit)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@contextlib.contextmanager
+def web_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_server_that_refuses_tcp_is_named_and_transport_auto_streams_over_udp(
+    rtsp_servers: StartRtspServer, test_video: Path
+) -> None:
+    server = rtsp_servers({"cam": test_video}, transports="udp")
+
+    async def scenario() -> None:
+        cameras: list[dict[str, Any]] = [
+            {"id": "tcp-only", "url": server.url("cam"), "transport": "tcp"},
+            {"id": "auto", "url": server.url("cam"), "transport": "auto"},
+        ]
+        async with running(make_config(cameras, fps=5)) as daemon:
+            cams = sources(daemon)
+            await wait_for(lambda: cams["auto"].state == "streaming", 30, "the auto camera to stream")
+            await wait_for(lambda: cams["tcp-only"].reason is not None, 20, "the tcp camera's reason")
+            refused = cams["tcp-only"]
+            assert refused.reason == "transport_refused"
+            assert refused.message is not None
+            assert "refuses RTSP over TCP" in refused.message and "transport: auto" in refused.message
+            status = {c["id"]: c for c in daemon.health.status()["cameras"]}
+            assert status["auto"]["transport"] == "udp" and status["tcp-only"]["transport"] == "tcp"
+            assert 'reason="transport_refused"' in scrape(daemon)
+            sampled = cams["auto"].metrics.sampled
+            await wait_for(lambda: cams["auto"].metrics.sampled >= sampled + 10, 10, "frames over UDP")
+            assert cams["auto"].metrics.reconnects == 0, "the switch to UDP is not a reconnect"
+
+    run(scenario())
+
+
+def test_a_server_that_closes_at_once_and_a_web_server_are_told_apart_from_bad_data() -> None:
+    async def scenario(closing_port: int, web_port: int) -> None:
+        cameras: list[dict[str, Any]] = [
+            {"id": "full", "url": f"rtsp://127.0.0.1:{closing_port}/stream"},
+            {"id": "web", "url": f"rtsp://127.0.0.1:{web_port}/stream"},
+        ]
+        async with running(make_config(cameras, fps=5)) as daemon:
+            cams = sources(daemon)
+            await wait_for(lambda: all(c.reason is not None for c in cams.values()), 20, "both reasons")
+            assert cams["full"].reason == "closed_by_server", cams["full"].message
+            assert "closed the connection before answering" in str(cams["full"].message)
+            assert cams["web"].reason == "not_rtsp", cams["web"].message
+            assert "it answered HTTP" in str(cams["web"].message)
+
+    with closing_listener() as closing_port, web_server() as web_port:
+        run(scenario(closing_port, web_port))
