@@ -6,10 +6,14 @@ amount, and above all never the descriptors and threads the cameras need:
 
 - one thread runs an asyncio loop for every connection (no thread per connection);
   replies are rendered on `RENDER_THREADS` threads, bcrypt checks on one more;
-- at most `MAX_CONNECTIONS` are open. A connection beyond that closes the one that has
-  waited longest for a request, so a flood of idle connections can neither lock a
-  scrape or a health check out nor run the process out of descriptors; when every open
-  connection is busy, the new one is closed;
+- at most `MAX_CONNECTIONS` are open, and never more than a sixteenth of the process's
+  descriptor limit (64 of systemd's default 1024). A connection beyond that closes the
+  one that has waited longest for a request, so a flood of idle connections can neither
+  lock a scrape or a health check out nor take the descriptors cameras reconnect with;
+  when every open connection is busy, the new one is closed. Should the process run out
+  of descriptors all the same, the listener says so (once every five minutes while it
+  lasts) and retries accepting each second (asyncio's own back-off), instead of logging
+  a traceback every second;
 - a request head (and its TLS handshake) must arrive within `REQUEST_TIMEOUT_S` of the
   connection or of the previous reply; a reply must be taken within `WRITE_TIMEOUT_S`;
   heads are limited to `MAX_HEAD_BYTES` and bodies (which no route reads) to
@@ -31,15 +35,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import http
 import ipaddress
 import logging
+import resource
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h11
 from prometheus_client import CollectorRegistry
@@ -59,6 +66,7 @@ RENDER_THREADS = 2
 # of ours until accepted, and asyncio accepts at most this many in one go.
 _BACKLOG = 64
 _READ_CHUNK = 64 * 1024
+_STARVED_SAY_EVERY_S = 300.0
 _COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
@@ -121,6 +129,8 @@ class MetricsServer:
         self._auth: BasicAuth | None = None
         self._ssl: ssl.SSLContext | None = None
         self._open: dict[_Connection, None] = {}
+        self.max_connections = min(MAX_CONNECTIONS, max(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
+        self._starved_said = -_STARVED_SAY_EVERY_S  # when accept() failing for want of descriptors was said
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
@@ -179,6 +189,7 @@ class MetricsServer:
 
     def _serve(self, listener: socket.socket, ready: threading.Event) -> None:
         loop = self._loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._loop_error)
         self._stopped = asyncio.Event()
         try:
             loop.run_until_complete(self._main(listener, ready))
@@ -199,9 +210,23 @@ class MetricsServer:
             await asyncio.wait(tasks, timeout=2)
         await server.wait_closed()
 
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            now = time.monotonic()
+            if now - self._starved_said >= _STARVED_SAY_EVERY_S:
+                self._starved_said = now
+                log.error(
+                    "the metrics listener cannot accept connections: %s (the process is out of file descriptors; "
+                    "raise LimitNOFILE=)",
+                    error.strerror,
+                )
+            return
+        loop.default_exception_handler(context)
+
     def _admit(self, transport: asyncio.Transport) -> None:
         now = time.monotonic()
-        if len(self._open) >= MAX_CONNECTIONS:
+        if len(self._open) >= self.max_connections:
             idle = [c for c in self._open if c.idle]
             if not idle:
                 transport.abort()  # every connection is busy being served: no room

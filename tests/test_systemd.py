@@ -152,6 +152,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         "ReadWritePaths=",
         "PrivateTmp=yes",
         "LoadCredential=",
+        "LimitNOFILE=65536",
     ):
         assert needed in text, needed
     result = subprocess.run(
@@ -174,6 +175,7 @@ def test_the_template_unit_runs_one_shard_per_gpu(tmp_path: Path) -> None:
         "Environment=CUDA_VISIBLE_DEVICES=%i",
         "StateDirectory=streamd/%i",
         "WorkingDirectory=/var/lib/streamd/%i",
+        "LimitNOFILE=65536",
     ):
         assert needed in text, needed
     template = tmp_path / "streamd@.service"

@@ -4,17 +4,23 @@ refused."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import http.server
+import logging
+import os
+import resource
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import StartRtspServer, run, wait_for
+from tests.conftest import StartRtspServer, free_port, run, wait_for
 from tests.test_ingest import make_config, running, scrape, sources
 
 pytestmark = pytest.mark.rtsp
@@ -99,3 +105,62 @@ def test_a_server_that_closes_at_once_and_a_web_server_are_told_apart_from_bad_d
 
     with closing_listener() as closing_port, web_server() as web_port:
         run(scenario(closing_port, web_port))
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """This process out of file descriptors (EMFILE), as a leak or a flood leaves a daemon:
+    whatever descriptor is freed is taken again at once. All returned after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+    held: list[int] = []
+    done = threading.Event()
+
+    def take_every_free_one() -> None:
+        while not done.is_set():
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as error:
+                assert error.errno == errno.EMFILE
+                time.sleep(0.002)
+
+    taker = threading.Thread(target=take_every_free_one, daemon=True)
+    taker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        taker.join()
+        for descriptor in held:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_running_out_of_descriptors_is_streamds_problem_not_the_cameras(
+    rtsp_servers: StartRtspServer, test_video: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = rtsp_servers({"cam": test_video}, port=free_port())
+
+    async def scenario() -> None:
+        async with running(make_config([{"id": "cam", "url": server.url("cam")}], fps=5)) as daemon:
+            cam = sources(daemon)["cam"]
+            await wait_for(lambda: cam.state == "streaming", 20, "the camera to stream")
+            server.kill()  # the camera reconnects, again and again
+            with descriptors_exhausted():
+                await wait_for(lambda: cam.reason == "local_resources", 20, "the reason")
+                await asyncio.sleep(2.5)  # several attempts, and the health loop's ticks
+                ready, why = daemon.health.ready()
+                message = str(cam.message)
+            assert not ready and "out of file descriptors" in why and "cam" in why, why
+            assert "camera is not at fault" in message and "LimitNOFILE" in message, message
+            server.start()
+            await wait_for(lambda: cam.state == "streaming", 30, "the camera to come back")
+            await wait_for(lambda: daemon.health.ready()[0], 10, "ready again")
+            await asyncio.sleep(1.5)  # a tick of the health loop, which says it is over
+
+    with caplog.at_level(logging.INFO):
+        run(scenario())
+    said = [r for r in caplog.records if "streamd is out of file descriptors" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR, [r.getMessage() for r in said]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "local_resources" in r.getMessage()]
+    assert any("file descriptors available again" in r.getMessage() for r in caplog.records)
