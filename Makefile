@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload bench-scale soak int8-report gpu-check install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale soak soak-reload int8-report gpu-check install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ SOAK_MINUTES ?= 30
 soak: system-deps $(STAMP)
 	$(BIN)/streamd --log-level WARNING bench soak --model "$$(./scripts/prepare-model.sh)" \
 		--cameras $(SOAK_CAMERAS) --minutes $(SOAK_MINUTES) --out bench-results
+
+## make soak-reload: reload storms (30 edits each) against one daemon with the detector: memory after each,
+## before and after malloc_trim, and Python's own allocations: a leak or the allocator's slack (RELOAD_STORMS)
+RELOAD_STORMS ?= 20
+soak-reload: system-deps $(STAMP)
+	$(BIN)/streamd --log-level WARNING bench reload-soak --storms $(RELOAD_STORMS) \
+		--model "$$(./scripts/prepare-model.sh)" --out bench-results
 
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
 int8-report: system-deps $(STAMP)

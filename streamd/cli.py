@@ -264,6 +264,7 @@ _BENCHES = {
     "scale": "orchestration cost per frame and event-loop lag at 50 to 400 cameras",
     "memory": "resident memory per 1080p camera at 10 and 20 cameras, streamd against PyAV alone",
     "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
+    "reload-soak": "reload storms one after another: memory by kind after each, leak or allocator slack",
     "gpu-check": "prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)",
 }
 

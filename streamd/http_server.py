@@ -136,8 +136,6 @@ class MetricsServer:
         self._stopped: asyncio.Event | None = None
         self._render = concurrent.futures.ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="http-render")
         self._bcrypt = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="http-auth")
-        self.evicted = 0
-        """Idle connections closed to make room for new ones (for tests and the curious)."""
 
     @property
     def scheme(self) -> str:
@@ -181,9 +179,6 @@ class MetricsServer:
         self._render.shutdown(wait=False, cancel_futures=True)
         self._bcrypt.shutdown(wait=False, cancel_futures=True)
         self._loop = self._thread = self._stopped = None
-
-    def open_connections(self) -> int:
-        return len(self._open)
 
     # -- the listener's thread -------------------------------------------------------------
 
@@ -234,7 +229,6 @@ class MetricsServer:
             oldest = min(idle, key=lambda c: c.idle_since)
             self._open.pop(oldest, None)
             oldest.close()
-            self.evicted += 1
         connection = _Connection(transport, now)
         self._open[connection] = None
         connection.task = asyncio.get_running_loop().create_task(self._run(connection))

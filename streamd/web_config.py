@@ -179,6 +179,11 @@ class BasicAuth:
         self._remembered: dict[bytes, None] = {}
         self._lock = threading.Lock()
 
+    def remembered(self, header: bytes | None) -> bool:
+        """True when these credentials were admitted before: no bcrypt needed."""
+        credentials = _basic_credentials(header)
+        return credentials is not None and self._known(_key(*credentials))
+
     def admits(self, header: bytes | None) -> bool:
         """True when the header carries a known user with the right password. Slow (bcrypt)
         the first time for each user and password: call it off the event loop."""
@@ -186,10 +191,9 @@ class BasicAuth:
         if credentials is None:
             return False
         user, password = credentials
-        key = hashlib.sha256(user + b"\0" + password).digest()
-        with self._lock:
-            if key in self._remembered:
-                return True
+        key = _key(user, password)
+        if self._known(key):
+            return True
         hashed = self._users.get(user.decode("utf-8", "replace"))
         ok = bcrypt.checkpw(password, hashed if hashed is not None else _DUMMY_HASH) and hashed is not None
         if ok:
@@ -199,14 +203,13 @@ class BasicAuth:
                 self._remembered[key] = None
         return ok
 
-    def remembered(self, header: bytes | None) -> bool | None:
-        """True when these credentials were admitted before (no bcrypt needed), else None."""
-        credentials = _basic_credentials(header)
-        if credentials is None:
-            return None
-        key = hashlib.sha256(credentials[0] + b"\0" + credentials[1]).digest()
+    def _known(self, key: bytes) -> bool:
         with self._lock:
-            return True if key in self._remembered else None
+            return key in self._remembered
+
+
+def _key(user: bytes, password: bytes) -> bytes:
+    return hashlib.sha256(user + b"\0" + password).digest()
 
 
 def _basic_credentials(header: bytes | None) -> tuple[bytes, bytes] | None:

@@ -174,8 +174,9 @@ def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(
 
 
 @contextlib.contextmanager
-def silent_tcp_listener() -> Iterator[int]:
-    """A host that accepts connections and never says a word."""
+def silent_tcp_listener(close_at_once: bool = False) -> Iterator[int]:
+    """A host that accepts connections and never says a word; with `close_at_once` it
+    closes each one as soon as it took it (a camera at its client limit)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -187,6 +188,8 @@ def silent_tcp_listener() -> Iterator[int]:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 accepted.append(listener.accept()[0])
+                if close_at_once:
+                    accepted.pop().close()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()

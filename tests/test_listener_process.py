@@ -29,6 +29,7 @@ import trustme
 from streamd.http_server import MAX_CONNECTIONS
 from tests.conftest import StartRtspServer, free_port, system_binary
 from tests.test_dashboard_prometheus import Prometheus, wait_until
+from tests.test_stop_process import DaemonProcess
 
 pytestmark = pytest.mark.rtsp
 
@@ -37,47 +38,23 @@ DESCRIPTOR_LIMIT = 1024
 FLOOD = 1100
 
 
-class Streamd:
-    """`streamd run` with its log in a file and, optionally, a descriptor limit."""
+def proc(daemon: DaemonProcess, what: str) -> int:
+    """The daemon's open descriptors (`fds`) or a line of /proc/PID/status (`Threads`)."""
+    pid = daemon.process.pid
+    if what == "fds":
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{what}:")))
 
-    def __init__(self, config: Path, nofile: int | None = None) -> None:
-        self.log_path = config.with_suffix(".log")
 
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                preexec_fn=limit,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def proc(self, what: str) -> int:
-        if what == "fds":
-            return len(os.listdir(f"/proc/{self.process.pid}/fd"))
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{what}:")))
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(40)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+def stop(daemon: DaemonProcess) -> int:
+    daemon.signal(signal.SIGTERM)
+    return daemon.wait(40)
 
 
 @contextlib.contextmanager
-def streamd(config: Path, nofile: int | None = None) -> Iterator[Streamd]:
-    daemon = Streamd(config, nofile)
+def streamd(config: Path, nofile: int | None = None) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(config, nofile=nofile)
     try:
         yield daemon
     finally:
@@ -134,18 +111,20 @@ def test_a_flood_of_idle_connections_leaves_health_threads_descriptors_and_camer
     )
     with streamd(config, nofile=DESCRIPTOR_LIMIT) as daemon:
         wait_until(lambda: camera_status(port, "cam")["state"] == "streaming", 30, "the camera to stream")
-        threads_before, fds_before = daemon.proc("Threads"), daemon.proc("fds")
+        threads_before, fds_before = proc(daemon, "Threads"), proc(daemon, "fds")
         with idle_connections(port, FLOOD):
             time.sleep(1.0)  # let the listener take every one it will
             started = time.monotonic()
             status, _, body = get(f"http://127.0.0.1:{port}/healthz", timeout=10)
             took = time.monotonic() - started
             assert (status, body) == (200, b"ok\n")
-            assert took < 2.0, f"/healthz took {took:.1f}s under the flood"
-            threads, fds = daemon.proc("Threads"), daemon.proc("fds")
+            assert took < 5.0, f"/healthz took {took:.1f}s under the flood"
+            threads, fds = proc(daemon, "Threads"), proc(daemon, "fds")
             # The old listener held a thread and a descriptor per connection, and ran out.
+            # Now: the open connections, plus at most a backlog's worth accepted in one go
+            # and not yet turned away, plus a few for the test's own requests.
             assert threads <= threads_before + 4, (threads_before, threads)
-            assert fds <= fds_before + 2 * MAX_CONNECTIONS, (fds_before, fds)
+            assert fds <= fds_before + 2 * MAX_CONNECTIONS + 8, (fds_before, fds)
 
             # The camera's server restarts during the flood: the camera must get a
             # descriptor to reconnect with.
@@ -161,7 +140,7 @@ def test_a_flood_of_idle_connections_leaves_health_threads_descriptors_and_camer
         status, headers, _ = get(f"http://127.0.0.1:{port}/status", method="DELETE")
         assert status == 405 and headers["Allow"] == "GET, HEAD"
         assert headers["X-Content-Type-Options"] == "nosniff"
-        assert daemon.stop() == 0, daemon.log[-3000:]
+        assert stop(daemon) == 0, daemon.log[-3000:]
     assert "Too many open files" not in daemon.log
 
 
@@ -179,7 +158,7 @@ def test_a_request_head_that_never_ends_is_cut_off(tmp_path: Path) -> None:
         took = time.monotonic() - started
         slow.close()
         assert 5 < took < 15, took
-        assert daemon.stop() == 0
+        assert stop(daemon) == 0
 
 
 @pytest.fixture
@@ -261,7 +240,7 @@ def test_tls_and_basic_auth_admit_prometheus_with_credentials_and_no_one_without
             assert not prometheus.query('streamd_build_info{job="anonymous"}')
         finally:
             prometheus.stop()
-        assert daemon.stop() == 0, daemon.log[-3000:]
+        assert stop(daemon) == 0, daemon.log[-3000:]
     assert password not in daemon.log and hashed not in daemon.log
 
 

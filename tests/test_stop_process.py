@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -26,17 +27,24 @@ from tests.test_systemd import drain
 
 
 class DaemonProcess:
-    """`streamd run` with its log in a file (read while it runs) and a notify socket."""
+    """`streamd run` with its log in a file (read while it runs), optionally a notify socket
+    and a limit on its file descriptors (soft and hard, as systemd's LimitNOFILE=)."""
 
-    def __init__(self, config: Path, notify: str) -> None:
+    def __init__(self, config: Path, notify: str | None = None, nofile: int | None = None) -> None:
         self.log_path = config.with_suffix(".log")
-        env = {**os.environ, "NOTIFY_SOCKET": notify}
+        env = {**os.environ, "NOTIFY_SOCKET": notify} if notify else None
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=env,
+                preexec_fn=limit,
             )
 
     @property

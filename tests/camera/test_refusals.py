@@ -11,7 +11,6 @@ import http.server
 import logging
 import os
 import resource
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,31 +20,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartRtspServer, free_port, run, wait_for
-from tests.test_ingest import make_config, running, scrape, sources
+from tests.test_ingest import make_config, running, scrape, silent_tcp_listener, sources
 
 pytestmark = pytest.mark.rtsp
-
-
-@contextlib.contextmanager
-def closing_listener() -> Iterator[int]:
-    """A host that takes every connection and closes it at once (a camera at its client limit)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                listener.accept()[0].close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 @contextlib.contextmanager
@@ -103,7 +80,7 @@ def test_a_server_that_closes_at_once_and_a_web_server_are_told_apart_from_bad_d
             assert cams["web"].reason == "not_rtsp", cams["web"].message
             assert "it answered HTTP" in str(cams["web"].message)
 
-    with closing_listener() as closing_port, web_server() as web_port:
+    with silent_tcp_listener(close_at_once=True) as closing_port, web_server() as web_port:
         run(scenario(closing_port, web_port))
 
 
