@@ -8,9 +8,12 @@ amount, and above all never the descriptors and threads the cameras need:
   replies are rendered on `RENDER_THREADS` threads, bcrypt checks on one more;
 - at most `MAX_CONNECTIONS` are open, and never more than a sixteenth of the process's
   descriptor limit (64 of systemd's default 1024). A connection beyond that closes the
-  one that has waited longest for a request, so a flood of idle connections can neither
-  lock a scrape or a health check out nor take the descriptors cameras reconnect with;
-  when every open connection is busy, the new one is closed. Should the process run out
+  one that has waited longest without sending a byte, so a flood of idle connections can
+  neither lock a scrape or a health check out nor take the descriptors cameras reconnect
+  with. A connection that has sent something (a request not yet read, a TLS hello) is
+  not chosen while a silent one is left: a flood arrives in waves (the kernel's SYN
+  retries), and a wave must not push out a health check whose request is already in
+  the socket. When every open connection is busy, the new one is closed. Should the process run out
   of descriptors all the same, the listener says so (once every five minutes while it
   lasts) and retries accepting each second (asyncio's own back-off), instead of logging
   a traceback every second;
@@ -40,6 +43,7 @@ import http
 import ipaddress
 import logging
 import resource
+import select
 import socket
 import ssl
 import threading
@@ -77,6 +81,22 @@ def describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (socket.create_server would reword bind's error)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
+        listener.bind(address)
+        listener.listen(_BACKLOG)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -87,8 +107,10 @@ def _loopback(host: str) -> bool:
 @dataclass(eq=False)
 class _Connection:
     transport: asyncio.Transport
+    fileno: int
     idle_since: float
     idle: bool = True
+    """Waiting for a request (or its first byte): what a flood's connections do."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -150,8 +172,7 @@ class MetricsServer:
             self._auth = BasicAuth(loaded.users) if loaded.auth_required else None
         where = f"{self.host}:{self.port}"
         try:
-            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-            listener = socket.create_server((self.host, self.port), family=family, backlog=_BACKLOG)
+            listener = _listen(self.host, self.port)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {where} (metrics.listen): {describe(exc)}") from exc
         self.port = listener.getsockname()[1]  # the real one when 0 was asked for
@@ -222,16 +243,28 @@ class MetricsServer:
     def _admit(self, transport: asyncio.Transport) -> None:
         now = time.monotonic()
         if len(self._open) >= self.max_connections:
-            idle = [c for c in self._open if c.idle]
-            if not idle:
+            victim = self._victim()
+            if victim is None:
                 transport.abort()  # every connection is busy being served: no room
                 return
-            oldest = min(idle, key=lambda c: c.idle_since)
-            self._open.pop(oldest, None)
-            oldest.close()
-        connection = _Connection(transport, now)
+            self._open.pop(victim, None)
+            victim.close()
+        connection = _Connection(transport, transport.get_extra_info("socket").fileno(), now)
         self._open[connection] = None
         connection.task = asyncio.get_running_loop().create_task(self._run(connection))
+
+    def _victim(self) -> _Connection | None:
+        """The idle connection to close for a new one: the oldest that has sent nothing,
+        else the oldest; None when none is idle."""
+        idle = [c for c in self._open if c.idle]
+        if not idle:
+            return None
+        poller = select.poll()
+        for connection in idle:
+            poller.register(connection.fileno, select.POLLIN)
+        sent = {fileno for fileno, _ in poller.poll(0)}
+        silent = [c for c in idle if c.fileno not in sent]
+        return min(silent or idle, key=lambda c: c.idle_since)
 
     async def _run(self, connection: _Connection) -> None:
         try:
@@ -271,10 +304,9 @@ class MetricsServer:
         while True:
             connection.idle, connection.idle_since = True, time.monotonic()
             try:
-                request = await asyncio.wait_for(self._next_request(conn, reader), REQUEST_TIMEOUT_S)
+                request = await asyncio.wait_for(self._next_request(conn, reader, connection), REQUEST_TIMEOUT_S)
                 if request is None:
                     return
-                connection.idle = False
                 too_large = await asyncio.wait_for(self._skip_body(conn, reader), REQUEST_TIMEOUT_S)
             except h11.RemoteProtocolError as exc:
                 await self._send(conn, writer, "GET", text(exc.error_status_hint, "bad request"), close=True)
@@ -287,11 +319,15 @@ class MetricsServer:
             conn.start_next_cycle()
 
     @staticmethod
-    async def _next_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
+    async def _next_request(
+        conn: h11.Connection, reader: asyncio.StreamReader, connection: _Connection
+    ) -> h11.Request | None:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(_READ_CHUNK))
+                data = await reader.read(_READ_CHUNK)
+                connection.idle = not data  # a request has begun: no longer a candidate to close
+                conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 return event
             else:

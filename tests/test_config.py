@@ -94,7 +94,7 @@ def test_every_error_is_reported_at_once_with_file_line_and_key_path(tmp_path: P
         ("fps: 0", "cameras[0].fps: must be > 0.0 (got 0)"),
         ("fps: 500", "cameras[0].fps: must be <= 120.0 (got 500)"),
         ("fps: fast", "cameras[0].fps: must be a number (got 'fast')"),
-        ("transport: quic", "cameras[0].transport: must be one of 'tcp' or 'udp' (got 'quic')"),
+        ("transport: quic", "cameras[0].transport: must be one of 'tcp', 'udp' or 'auto' (got 'quic')"),
         ("decode: gpu", "cameras[0].decode: must be one of 'auto', 'nvdec' or 'cpu' (got 'gpu')"),
         ("enabled: maybe", "cameras[0].enabled: must be true or false (got 'maybe')"),
         ("stall_timeout_s: -1", "cameras[0].stall_timeout_s: must be > 0.0 (got -1)"),

@@ -113,12 +113,16 @@ def test_a_flood_of_idle_connections_leaves_health_threads_descriptors_and_camer
         wait_until(lambda: camera_status(port, "cam")["state"] == "streaming", 30, "the camera to stream")
         threads_before, fds_before = proc(daemon, "Threads"), proc(daemon, "fds")
         with idle_connections(port, FLOOD):
-            time.sleep(1.0)  # let the listener take every one it will
-            started = time.monotonic()
-            status, _, body = get(f"http://127.0.0.1:{port}/healthz", timeout=10)
-            took = time.monotonic() - started
-            assert (status, body) == (200, b"ok\n")
-            assert took < 5.0, f"/healthz took {took:.1f}s under the flood"
+            # The connections the full backlog refused come back in waves (the kernel's SYN
+            # retries after 1, 3, 7 s...): health checks all through them must be answered.
+            slowest = 0.0
+            for _ in range(16):
+                started = time.monotonic()
+                status, _, body = get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+                slowest = max(slowest, time.monotonic() - started)
+                assert (status, body) == (200, b"ok\n")
+                time.sleep(0.5)
+            assert slowest < 5.0, f"/healthz took {slowest:.1f}s under the flood"
             threads, fds = proc(daemon, "Threads"), proc(daemon, "fds")
             # The old listener held a thread and a descriptor per connection, and ran out.
             # Now: the open connections, plus at most a backlog's worth accepted in one go
