@@ -12,7 +12,15 @@ NVDEC, per camera (`decode: auto`): a connection tries NVDEC first, unless the p
 has no NVDEC at all or this camera's NVDEC already failed. Until its first frame is
 delivered the connection is on trial: a hardware open that fails, a packet the hardware
 decoder rejects, or a first frame the GPU letterbox cannot convert ends the trial, and
-the same session reconnects at once on the CPU. When the CPU connection streams, NVDEC
+the same session reconnects at once on the CPU. NVDEC's refusal of a stream it cannot
+decode (H.264 4:2:2 or 10-bit, a picture beyond its limits, no decoder session or memory
+left) does not come as an error of its own: FFmpeg's h264 decoder swallows the failed
+hardware set-up and answers every packet with InvalidDataError, or (skipping frames)
+with no frame at all. So on trial a run of undecodable packets, or packets after a
+keyframe with no frame out of them, ends the trial too. After the trial, an error of
+the GPU side (CuPy out of memory, a CUDA error, a frame format the GPU letterbox cannot
+read after the stream switched to 10-bit) is this camera's, never a crash: `auto` moves
+it to the CPU, `nvdec` retries it (`gpu_error`). When the CPU connection streams, NVDEC
 is blamed for good (until the camera restarts), said once in the log and shown in
 `streamd_decoder_info`. When the CPU fails too, the trouble was the camera or the
 network, NVDEC is not blamed, and the camera retries as after any failure.
@@ -50,6 +58,12 @@ _PROBE_DURATION_US = 500_000
 _PROBE_BYTES = 1_000_000  # room for a 1080p keyframe
 # After this many undecodable packets in a row the stream is broken, not glitching.
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
+# On NVDEC's trial: this many undecodable packets in a row (about a second at 25 fps), or
+# this many packets decoded after the first keyframe (or keyframes, when only those are
+# decoded) without a frame, and NVDEC is taken to have refused the stream.
+_TRIAL_BAD_PACKETS = 25
+_TRIAL_SILENT_PACKETS = 50
+_TRIAL_SILENT_KEYFRAMES = 3
 
 
 Converter = Callable[[av.VideoFrame], tuple[Any, Letterbox | None]]
@@ -84,11 +98,19 @@ class NvdecFailure(Exception):
 
     `certain`: NVDEC's fault beyond doubt (no NVDEC for the codec, a rejected packet, an
     unreadable frame); otherwise the same error could have come from the network.
+    `streaming`: it came after the trial, from a connection that had worked.
     """
 
-    def __init__(self, message: str, certain: bool) -> None:
+    def __init__(self, message: str, certain: bool, streaming: bool = False) -> None:
         super().__init__(message)
         self.certain = certain
+        self.streaming = streaming
+
+
+def _gpu_side(error: BaseException) -> bool:
+    """An error of the GPU side, by where its class lives: CuPy's (out of memory, CUDA
+    runtime errors) or the GPU letterbox's (a frame format it cannot read)."""
+    return type(error).__module__.startswith(("cupy", "cupyx", "cupy_backends", "streamd.gpu"))
 
 
 def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
@@ -142,6 +164,8 @@ class DecodeSession:
             self._connect(hwaccel)
         except NvdecFailure as failure:
             if self.camera.decode is DecodeMode.nvdec:
+                if failure.streaming:
+                    raise CameraError(Reason.gpu_error, f"NVDEC failed while streaming: {failure}") from failure
                 if failure.certain:
                     raise CameraError(Reason.nvdec_unavailable, f"NVDEC failed: {failure}") from failure
                 raise classify(failure.__cause__ or failure, streaming=False) from failure
@@ -260,6 +284,7 @@ class DecodeSession:
         pacer = _RealTimePacer() if self.camera.is_file else None
         self._stall_baseline = self._last_advance_mono = waiting_since = time.monotonic()
         consecutive_errors = 0
+        trial = _TrialWatch() if self._nvdec_trial else None
         for packet in container.demux(stream):
             if self.stop.is_set():
                 return
@@ -283,6 +308,12 @@ class DecodeSession:
             except av.error.InvalidDataError as exc:
                 self.metrics.decode_error()
                 consecutive_errors += 1
+                if self._nvdec_trial and consecutive_errors >= _TRIAL_BAD_PACKETS:
+                    raise NvdecFailure(
+                        f"{consecutive_errors} packets in a row failed to decode on NVDEC ({exc}): "
+                        "it refuses this stream",
+                        certain=False,
+                    ) from exc
                 if consecutive_errors >= _MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise CameraError(
                         Reason.invalid_data, f"{consecutive_errors} packets in a row failed to decode: {exc}"
@@ -291,10 +322,20 @@ class DecodeSession:
                 continue
             except Exception as exc:
                 # Not bad data but a decoder that cannot work (a CUDA error, a missing
-                # libnvcuvid): on trial that is NVDEC's failure, not the camera's.
-                if self._nvdec_trial:
-                    raise NvdecFailure(f"decoding failed: {type(exc).__name__}: {exc}", certain=True) from exc
+                # libnvcuvid): on NVDEC that is NVDEC's failure, not the camera's.
+                if self._nvdec_trial or (self.camera_run.decoder is Decoder.nvdec and isinstance(exc, _STREAM_ERRORS)):
+                    raise NvdecFailure(
+                        f"decoding failed: {type(exc).__name__}: {exc}", certain=True, streaming=not self._nvdec_trial
+                    ) from exc
                 raise
+            if trial is not None and self._nvdec_trial:
+                decoded = packet.is_keyframe or not gate.keyframes_only
+                if trial.silent(packet.is_keyframe, decoded, produced=bool(frames)):
+                    raise NvdecFailure(
+                        f"NVDEC decoded {trial.describe()} from the first keyframe on and gave no frame: "
+                        "it refuses this stream",
+                        certain=False,
+                    )
             for frame in frames:
                 if pacer is not None and frame.time is not None:
                     pacer.wait_until(frame.time, self.stop)
@@ -351,8 +392,12 @@ class DecodeSession:
         try:
             image, box = self.convert(frame)
         except Exception as exc:
-            if self._nvdec_trial:
-                raise NvdecFailure(f"cannot convert its frames: {type(exc).__name__}: {exc}", certain=True) from exc
+            if self._nvdec_trial or (self.camera_run.decoder is Decoder.nvdec and _gpu_side(exc)):
+                raise NvdecFailure(
+                    f"cannot convert its frames: {type(exc).__name__}: {exc}",
+                    certain=True,
+                    streaming=not self._nvdec_trial,
+                ) from exc
             raise
         ready = time.monotonic()
         self.deliver(
@@ -395,6 +440,26 @@ class DecodeSession:
         silent = time.monotonic() - self._stall_baseline
         if silent > self.camera.stall_timeout_s:
             raise CameraError(Reason.stalled, f"no frame decoded for {silent:.1f}s")
+
+
+class _TrialWatch:
+    """Counts what NVDEC was given on trial since the first keyframe, until a frame comes."""
+
+    def __init__(self) -> None:
+        self.packets = self.keyframes = 0
+
+    def silent(self, keyframe: bool, decoded: bool, produced: bool) -> bool:
+        """After a packet: True when NVDEC has had enough of the stream to answer and has not."""
+        if produced:
+            self.packets = self.keyframes = 0
+            return False
+        if keyframe or self.keyframes:
+            self.keyframes += keyframe
+            self.packets += decoded
+        return self.packets >= _TRIAL_SILENT_PACKETS or self.keyframes >= _TRIAL_SILENT_KEYFRAMES
+
+    def describe(self) -> str:
+        return f"{self.packets} packet(s) ({self.keyframes} keyframe(s))"
 
 
 class _RealTimePacer:

@@ -50,6 +50,9 @@ class Reason(enum.StrEnum):
     """Something else answers at that address (a web server)."""
     local_resources = "local_resources"
     """streamd itself is out of file descriptors: not the camera's fault."""
+    gpu_error = "gpu_error"
+    """A GPU error while streaming on NVDEC (out of GPU memory, a CUDA error, a frame
+    format the GPU letterbox cannot read): this camera's, retried."""
     error = "error"
 
 

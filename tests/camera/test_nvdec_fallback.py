@@ -28,6 +28,7 @@ from streamd.camera.errors import CameraError, Reason
 from streamd.camera.state import CameraRun
 from streamd.config import CameraConfig, DecodeMode
 from streamd.frame import Frame
+from streamd.gpu.preprocess import UnsupportedFrameFormat
 from streamd.metrics import Metrics
 from streamd.preprocess import letterbox
 
@@ -286,3 +287,107 @@ def test_probe_names_a_driver_without_its_video_library(monkeypatch: pytest.Monk
     monkeypatch.setattr(ctypes, "CDLL", driver_without_video)
     reason = nvdec.nvdec_unavailable_reason.__wrapped__()
     assert reason is not None and "libnvcuvid.so.1" in reason and "`video` driver capability" in reason
+
+
+class _FfmpegRefusal:
+    """A real packet's fields; decoding it does what FFmpeg's h264 decoder does once
+    NVDEC refused the stream: InvalidDataError for every packet, or nothing at all."""
+
+    def __init__(self, packet: av.Packet, silent: bool) -> None:
+        self.is_keyframe = packet.is_keyframe
+        self.pts, self.dts, self.time_base = packet.pts, packet.dts, packet.time_base
+        self._silent = silent
+
+    def decode(self) -> list[av.VideoFrame]:
+        if self._silent:
+            return []
+        raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+
+
+class _RefusingNvdec(_DecoderThatRejectsPackets):
+    def __init__(self, container: Any, silent: bool) -> None:
+        super().__init__(container)
+        self._silent = silent
+
+    def demux(self, stream: Any) -> Iterator[Any]:  # type: ignore[override]
+        for packet in self._container.demux(stream):
+            yield _FfmpegRefusal(packet, self._silent)
+
+
+def refused_by_nvdec(silent: bool) -> Opener:
+    def opener(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+        container = open_container(url, options, timeout, None)
+        return _RefusingNvdec(container, silent) if hw is not None else container
+
+    return opener
+
+
+def test_a_stream_nvdec_refuses_as_bad_data_falls_back_to_the_cpu(test_video: Path) -> None:
+    recorder = Recorder(test_video)
+    recorder.run(refused_by_nvdec(silent=False))
+    assert_fell_back_once(recorder, "packets in a row failed to decode on NVDEC")
+
+
+def test_a_stream_nvdec_answers_with_no_frames_falls_back_to_the_cpu(test_video: Path) -> None:
+    recorder = Recorder(test_video)
+    recorder.run(refused_by_nvdec(silent=True))
+    assert_fell_back_once(recorder, "gave no frame")
+
+
+class OutOfMemoryError(Exception):
+    """Stands in for CuPy's, where CuPy defines it (the decoder knows GPU errors by that)."""
+
+
+OutOfMemoryError.__module__ = "cupy.cuda.memory"
+
+
+def gpu_fails_after(frames: int, error: Exception, recorder: Recorder) -> Callable[[Any], Any]:
+    """A GPU letterbox that works for `frames` frames of NVDEC, then raises `error`."""
+    converted = [0]
+
+    def convert(frame: av.VideoFrame) -> Any:
+        if recorder.hardware_asked[-1]:
+            converted[0] += 1
+            if converted[0] > frames:
+                raise error
+        return letterbox(frame, 64, 64)
+
+    return convert
+
+
+def pretend_nvdec(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+    return open_container(url, options, timeout, None)  # frames come, as from NVDEC
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OutOfMemoryError("Out of memory allocating 3,110,400 bytes"),
+        UnsupportedFrameFormat("NVDEC gives p010le frames; the GPU letterbox reads nv12"),
+    ],
+    ids=["cupy-out-of-memory", "switch-to-10-bit"],
+)
+def test_a_gpu_error_while_streaming_moves_that_camera_to_the_cpu(test_video: Path, error: Exception) -> None:
+    recorder = Recorder(test_video)
+    recorder.run(pretend_nvdec, gpu_fails_after(4, error, recorder), frames=8)
+    assert recorder.hardware_asked == [True, False], "NVDEC, then the CPU in the same session: no crash"
+    assert len(recorder.frames) >= 8 and recorder.camera_run.decoder == "cpu"
+    assert recorder.camera_run.nvdec_failure is not None and type(error).__name__ in recorder.camera_run.nvdec_failure
+
+
+def test_a_gpu_error_while_streaming_with_decode_nvdec_is_a_retried_camera_error(test_video: Path) -> None:
+    recorder = Recorder(test_video, DecodeMode.nvdec)
+    with pytest.raises(CameraError) as caught:
+        recorder.run(pretend_nvdec, gpu_fails_after(4, OutOfMemoryError("Out of memory"), recorder), frames=8)
+    assert caught.value.reason is Reason.gpu_error and not caught.value.permanent
+    assert recorder.hardware_asked == [True]
+
+
+def test_a_bug_in_conversion_on_the_cpu_is_still_a_bug(test_video: Path) -> None:
+    recorder = Recorder(test_video, DecodeMode.cpu)
+
+    def buggy(frame: av.VideoFrame) -> Any:
+        raise KeyError("width")
+
+    with pytest.raises(KeyError):
+        recorder.run(convert=buggy)
