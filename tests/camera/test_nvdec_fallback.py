@@ -309,7 +309,7 @@ class _RefusingNvdec(_DecoderThatRejectsPackets):
         super().__init__(container)
         self._silent = silent
 
-    def demux(self, stream: Any) -> Iterator[Any]:  # type: ignore[override]
+    def demux(self, stream: Any) -> Iterator[Any]:
         for packet in self._container.demux(stream):
             yield _FfmpegRefusal(packet, self._silent)
 
