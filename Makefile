@@ -65,8 +65,10 @@ int8-report: system-deps $(STAMP)
 	./scripts/int8-report.sh
 
 ## make gpu-check: on a machine with an NVIDIA GPU, prove NVDEC, GPU letterbox, TensorRT and NVML with figures
+## (GPU_EXTRA=gpu-cuda13 on a CUDA 13 driver)
+GPU_EXTRA ?= gpu-cuda12
 gpu-check: system-deps $(STAMP)
-	$(BIN)/pip install --quiet -e ".[gpu]"
+	$(BIN)/pip install --quiet -e ".[$(GPU_EXTRA)]"
 	$(BIN)/streamd --log-level WARNING bench gpu-check
 
 ## make install: the systemd service (root): /opt/streamd, user streamd, /etc/streamd/streams.yaml

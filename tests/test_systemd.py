@@ -153,6 +153,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         "PrivateTmp=yes",
         "LoadCredential=",
         "LimitNOFILE=65536",
+        "Environment=CUPY_CACHE_DIR=/var/lib/streamd/cupy",
     ):
         assert needed in text, needed
     result = subprocess.run(
@@ -176,6 +177,7 @@ def test_the_template_unit_runs_one_shard_per_gpu(tmp_path: Path) -> None:
         "StateDirectory=streamd/%i",
         "WorkingDirectory=/var/lib/streamd/%i",
         "LimitNOFILE=65536",
+        "Environment=CUPY_CACHE_DIR=/var/lib/streamd/%i/cupy",
     ):
         assert needed in text, needed
     template = tmp_path / "streamd@.service"

@@ -47,20 +47,44 @@ def is_qdq_model(model: Path) -> bool:
     return any(node.op_type == "QuantizeLinear" for node in graph.node)
 
 
+# The Python API this backend speaks (named tensors, set_tensor_address, execute_async_v3).
+MIN_TENSORRT_MAJOR = 10
+
+
 def _import_tensorrt() -> tuple[Any, Any]:
+    """TensorRT and CuPy, or BackendUnavailable saying why not: whatever importing them
+    raises. CuPy 14.1+ creates its kernel cache under $HOME when imported, and a unit
+    with a read-only home gets an OSError, not an ImportError: the units set
+    CUPY_CACHE_DIR under their state directory."""
     try:
         import cupy
         import tensorrt as trt
     except ImportError as error:
         raise BackendUnavailable(
             f"the TensorRT backend needs the `tensorrt` extra ({error.name} is missing): "
-            "pip install 'streamd[tensorrt]' --extra-index-url https://pypi.nvidia.com"
+            "pip install 'streamd[tensorrt-cuda12]' (or tensorrt-cuda13) --extra-index-url https://pypi.nvidia.com"
         ) from error
+    except Exception as error:
+        raise BackendUnavailable(
+            f"importing CuPy or TensorRT failed: {type(error).__name__}: {error} (CuPy writes its kernel cache "
+            "under $HOME unless CUPY_CACHE_DIR names a writable directory)"
+        ) from error
+    version = str(getattr(trt, "__version__", "0"))
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < MIN_TENSORRT_MAJOR:
+        raise BackendUnavailable(
+            f"TensorRT {version} is too old: streamd needs {MIN_TENSORRT_MAJOR} or later "
+            "(named tensors, set_tensor_address, execute_async_v3)"
+        )
     try:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as error:
         raise BackendUnavailable(f"the TensorRT backend needs an NVIDIA GPU: {error}") from error
     return trt, cupy
+
+
+def _from_the_gpu(error: BaseException) -> bool:
+    """CuPy's own errors (out of memory, CUDA runtime errors), by where their class lives."""
+    return type(error).__module__.startswith(("cupy", "cupyx", "cupy_backends"))
 
 
 def gpu_name(cupy: Any, device: int = 0) -> str:
@@ -131,26 +155,38 @@ class TensorRtEngine:
     on_gpu = True
 
     def __init__(self, model: str | Path, max_batch: int, profile: Profile, cache_dir: Path) -> None:
+        """Every failure is an EngineError (BackendUnavailable where TensorRT cannot run
+        here), so `backend: auto` can fall back to ONNX Runtime and say why."""
         trt, cupy = _import_tensorrt()
-        model = Path(model)
+        self._trt, self._cupy = trt, cupy
+        self.profile, self.max_batch = profile, max_batch
         try:
-            info = read_canonical_info(model)
-        except ModelError as error:
+            self._set_up(Path(model), cache_dir)
+        except ModelError as error:  # TensorRT cannot parse it, or it is not a canonical model
             raise EngineError(str(error)) from error
+        except EngineError:
+            raise
+        except Exception as error:
+            if not _from_the_gpu(error):
+                raise  # a bug of ours: its traceback is what fixes it
+            raise EngineError(f"setting the TensorRT engine up failed: {type(error).__name__}: {error}") from error
+
+    def _set_up(self, model: Path, cache_dir: Path) -> None:
+        trt, cupy, profile, max_batch = self._trt, self._cupy, self.profile, self.max_batch
+        info = read_canonical_info(model)
         if not profile.min <= max_batch <= profile.max:
             raise EngineError(
                 f"batcher.max_batch {max_batch} is outside the engine profile {profile.min}..{profile.max}"
             )
         plan = build_engine(model, profile, EngineCache(cache_dir))
-        self.profile = profile
-        self._trt, self._cupy = trt, cupy
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if self._engine is None:
             raise EngineError(f"{plan}: TensorRT could not load the engine (rebuild with `streamd engine build`)")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT's answer when it cannot (GPU memory, mostly)
+            raise EngineError(f"{plan}: TensorRT could not create an execution context (out of GPU memory?)")
         self.input_height, self.input_width = info.input_height, info.input_width
-        self.max_batch = max_batch
         self._stream = cupy.cuda.Stream(non_blocking=True)
         candidates = self._candidates(max_batch)
         self._input = cupy.empty((max_batch, self.input_height, self.input_width, 3), dtype=cupy.uint8)
@@ -160,8 +196,13 @@ class TensorRtEngine:
         self._host_output = cupyx.empty_pinned((max_batch, ROW_WIDTH, candidates), dtype=np.float32)
         log.info("tensorrt engine: %s on %s, max batch %d", plan.name, gpu_name(cupy), max_batch)
 
+    def _input_shape(self, batch: int) -> None:
+        shape = (batch, self.input_height, self.input_width, 3)
+        if not self._context.set_input_shape(INPUT_NAME, shape):  # False, not an exception, when refused
+            raise EngineError(f"TensorRT refused input shape {shape} (outside the engine's profile?)")
+
     def _candidates(self, batch: int) -> int:
-        self._context.set_input_shape(INPUT_NAME, (batch, self.input_height, self.input_width, 3))
+        self._input_shape(batch)
         shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
         if len(shape) != 3 or shape[1] != ROW_WIDTH:
             raise EngineError(
@@ -195,7 +236,7 @@ class TensorRtEngine:
         device_out = self._output[:rows]
         host_out = self._host_output[:rows]
         with self._stream:
-            self._context.set_input_shape(INPUT_NAME, (rows, self.input_height, self.input_width, 3))
+            self._input_shape(rows)
             self._context.set_tensor_address(INPUT_NAME, device_in.data.ptr)
             self._context.set_tensor_address(OUTPUT_NAME, device_out.data.ptr)
             if not self._context.execute_async_v3(self._stream.ptr):

@@ -1,0 +1,221 @@
+"""`backend: auto` falls back to ONNX Runtime on every way TensorRT can fail, and
+`backend: tensorrt` says which, through `create_engines`.
+
+There is no GPU here, so the edges are stood in for: the `tensorrt` and `cupy` modules.
+They answer as TensorRT's Python binding does (pyCore.cpp, TensorRT 10 and 11): a parse
+failure is `parse_from_file` returning False with errors to read, a refused shape is
+`set_input_shape` returning False, an execution context or engine that cannot be made
+is None, and `get_tensor_shape` has -1 where a shape was not set. CuPy's out of memory
+is an exception class from `cupy.cuda.memory`; a read-only home makes `import cupy`
+raise OSError (CuPy 14.1+ creates its kernel cache there when imported).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamd.config import parse_config
+from streamd.engine.base import BackendUnavailable, EngineError
+from streamd.engine.factory import create_engines
+from streamd.model.canonical import ROW_WIDTH
+
+pytestmark = pytest.mark.assets
+
+
+class OutOfMemoryError(Exception):
+    pass
+
+
+OutOfMemoryError.__module__ = "cupy.cuda.memory"
+
+
+class Failures:
+    """What the stand-in TensorRT does wrong this time."""
+
+    def __init__(self) -> None:
+        self.parse = True
+        self.context = True
+        self.shape = True
+        self.memory = True
+
+
+def stand_in_tensorrt(fail: Failures) -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.13.0"  # type: ignore[attr-defined]
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            self.level = level
+
+    class Parser:
+        def __init__(self, network: Any, logger: Any) -> None:
+            self.num_errors = 0 if fail.parse else 1
+
+        def parse_from_file(self, path: str) -> bool:
+            return fail.parse
+
+        def get_error(self, index: int) -> str:
+            return "In node 12 (parseGraph): UNSUPPORTED_NODE: No importer registered for op: GridSample"
+
+    class Timing:
+        def serialize(self) -> bytes:
+            return b"timing"
+
+    class Config:
+        def set_memory_pool_limit(self, pool: Any, size: int) -> None: ...
+        def set_flag(self, flag: Any) -> None: ...
+        def add_optimization_profile(self, profile: Any) -> int:
+            return 0
+
+        def create_timing_cache(self, data: bytes) -> Timing:
+            return Timing()
+
+        def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
+            return True
+
+    class Profile:
+        def set_shape(self, name: str, low: Any, best: Any, high: Any) -> None: ...
+
+    class Builder:
+        platform_has_fast_fp16 = True
+
+        def __init__(self, logger: Any) -> None: ...
+        def create_network(self, flags: int) -> object:
+            return object()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Any, config: Any) -> bytes:
+            return b"plan"
+
+    class Context:
+        def __init__(self) -> None:
+            self.batch = -1
+
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            if fail.shape:
+                self.batch = shape[0]
+            return fail.shape
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (self.batch, ROW_WIDTH, 25200 if self.batch > 0 else -1)
+
+    class Engine:
+        def create_execution_context(self) -> Context | None:
+            return Context() if fail.context else None
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None: ...
+        def deserialize_cuda_engine(self, plan: bytes) -> Engine:
+            return Engine()
+
+    for name, value in {
+        "Logger": Logger,
+        "Builder": Builder,
+        "OnnxParser": Parser,
+        "Runtime": Runtime,
+        "NetworkDefinitionCreationFlag": types.SimpleNamespace(STRONGLY_TYPED=0),
+        "MemoryPoolType": types.SimpleNamespace(WORKSPACE=0),
+        "BuilderFlag": types.SimpleNamespace(FP16=0),
+    }.items():
+        setattr(trt, name, value)
+    return trt
+
+
+def stand_in_cupy(fail: Failures) -> types.ModuleType:
+    cupy = types.ModuleType("cupy")
+
+    def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        if not fail.memory:
+            raise OutOfMemoryError(f"Out of memory allocating {int(np.prod(shape)) * 4:,} bytes")
+        return np.empty(shape, dtype)
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda d: {"name": b"Stand-in"})
+    cupy.cuda = types.SimpleNamespace(runtime=runtime, Stream=lambda non_blocking=False: object())  # type: ignore[attr-defined]
+    cupy.empty, cupy.uint8, cupy.float32 = empty, np.uint8, np.float32  # type: ignore[attr-defined]
+    return cupy
+
+
+@pytest.fixture
+def failures(monkeypatch: pytest.MonkeyPatch) -> Failures:
+    fail = Failures()
+    cupyx = types.ModuleType("cupyx")
+    cupyx.empty_pinned = lambda shape, dtype: np.empty(shape, dtype)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", stand_in_tensorrt(fail))
+    monkeypatch.setitem(sys.modules, "cupy", stand_in_cupy(fail))
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    return fail
+
+
+def engines_for(model: Path, tmp_path: Path, backend: str) -> list[Any]:
+    text = f"engine: {{model: {model}, backend: {backend}, cache_dir: {tmp_path / 'cache'}}}\ncameras: []"
+    config = parse_config(text, "s.yaml", env={})
+    assert config.engine is not None
+    return create_engines(config.engine, 8)
+
+
+BREAKS: dict[str, tuple[Callable[[Failures], None], str]] = {
+    "parse": (lambda f: setattr(f, "parse", False), "TensorRT cannot parse it"),
+    "context": (lambda f: setattr(f, "context", False), "could not create an execution context"),
+    "shape": (lambda f: setattr(f, "shape", False), "TensorRT refused input shape"),
+    "gpu-memory": (lambda f: setattr(f, "memory", False), "OutOfMemoryError"),
+    "old-tensorrt": (lambda f: setattr(sys.modules["tensorrt"], "__version__", "8.6.1"), "TensorRT 8.6.1 is too old"),
+}
+
+
+def test_the_stand_ins_build_a_working_engine(failures: Failures, canonical_model: Path, tmp_path: Path) -> None:
+    """Unbroken, the stand-ins give a TensorRT engine: the failures below are the only difference."""
+    (engine,) = engines_for(canonical_model, tmp_path, "tensorrt")
+    assert engine.name == "tensorrt" and engine.max_batch == 8
+
+
+@pytest.mark.parametrize("broken", list(BREAKS))
+def test_auto_falls_back_to_onnxruntime_naming_the_cause(
+    broken: str, failures: Failures, canonical_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    breaks, cause = BREAKS[broken]
+    breaks(failures)
+    with caplog.at_level(logging.INFO, logger="streamd.engine.factory"):
+        engines = engines_for(canonical_model, tmp_path, "auto")
+    assert engines and all(engine.name == "onnxruntime" for engine in engines)
+    assert "engine.backend auto: ONNX Runtime, because TensorRT" in caplog.text and cause in caplog.text
+    with pytest.raises(EngineError, match=cause):
+        engines_for(canonical_model, tmp_path, "tensorrt")
+
+
+@pytest.fixture
+def cupy_with_a_read_only_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A real `import cupy` that fails as CuPy 14.1+ does when $HOME is read-only."""
+    package = tmp_path / "site" / "cupy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import errno\nraise OSError(errno.EROFS, 'Read-only file system', '/var/lib/streamd/.cupy')\n"
+    )
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    yield
+
+
+def test_an_import_that_fails_with_oserror_is_backend_unavailable(
+    cupy_with_a_read_only_home: None, canonical_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(BackendUnavailable, match="CUPY_CACHE_DIR"):
+        engines_for(canonical_model, tmp_path, "tensorrt")
+    with caplog.at_level(logging.INFO, logger="streamd.engine.factory"):
+        engines = engines_for(canonical_model, tmp_path, "auto")
+    assert all(engine.name == "onnxruntime" for engine in engines)
+    assert "Read-only file system" in caplog.text
