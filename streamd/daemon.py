@@ -39,6 +39,7 @@ from streamd.config import ConfigError, Overrides, StreamsConfig, config_sha256,
 from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
 from streamd.engine.factory import create_engines
+from streamd.gpu.context import share_primary_context
 from streamd.gpu_metrics import GpuCollector
 from streamd.health import Health
 from streamd.http_server import MetricsServer
@@ -149,6 +150,11 @@ class Daemon:
 
     async def start(self) -> None:
         """Start every part, each pushing its stop; `stop` undoes whatever got started."""
+        # Before anything uses CUDA (the engine, the GPU letterbox): NVDEC shares the
+        # primary context only if it has the flags FFmpeg wants (streamd.gpu.context).
+        problem = share_primary_context()
+        if problem is not None:
+            log.error("NVDEC cannot share the GPU: %s; cameras with decode auto decode on the CPU", problem)
         lifecycle = self.lifecycle
         self.http.start()
         lifecycle.started("metrics listener", self._stop_listener, _SHARE_LISTENER)

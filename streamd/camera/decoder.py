@@ -30,6 +30,7 @@ camera (`nvdec_unavailable`); one that may be the network's is retried.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from streamd.camera.sampler import FrameSampler
 from streamd.camera.state import CameraRun, Decoder
 from streamd.config import CameraConfig, DecodeFrames, DecodeMode, Transport
 from streamd.frame import Frame, StageTimes
+from streamd.gpu.context import primary_context_problem
 from streamd.metrics import CameraMetrics
 from streamd.preprocess import Letterbox
 
@@ -212,6 +214,13 @@ class DecodeSession:
                 if self._udp_instead_of_tcp():
                     return None
                 error = refused_transport(self.camera_run.transport or self.camera.transport.value)
+            if hwaccel is not None and getattr(exc, "errno", None) == errno.ENOTSUP:
+                # FFmpeg's answer when the CUDA primary context is active with other flags.
+                raise NvdecFailure(
+                    f"cannot open the NVDEC decoder: {exc} (the GPU's CUDA primary context was started with "
+                    "flags NVDEC cannot share)",
+                    certain=True,
+                ) from exc
             if hwaccel is not None and error.reason not in _NETWORK_REASONS:
                 # PyAV says "no stream is compatible" with a plain RuntimeError.
                 certain = isinstance(exc, (RuntimeError, NotImplementedError))
@@ -233,7 +242,9 @@ class DecodeSession:
         mode = self.camera.decode
         if mode is DecodeMode.cpu:
             return None
-        reason = nvdec_unavailable_reason() or self.camera_run.nvdec_failure
+        # Frames kept on the GPU make FFmpeg share the primary context (streamd.gpu.context).
+        shared = primary_context_problem() if self.keep_on_gpu else None
+        reason = nvdec_unavailable_reason() or shared or self.camera_run.nvdec_failure
         if reason is not None:
             if mode is DecodeMode.nvdec:
                 raise CameraError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")

@@ -60,8 +60,9 @@ def ffv1_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Recorder:
     """Runs sessions of one camera as its CameraSource would, and keeps what they did."""
 
-    def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto) -> None:
+    def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto, keep_on_gpu: bool = False) -> None:
         self.camera = CameraConfig(id="cam", url=str(url), decode=mode, fps=5)
+        self.keep_on_gpu = keep_on_gpu
         self.camera_run = CameraRun(self.camera.fps)
         self.said: list[str] = []
         self.frames: list[Frame] = []
@@ -90,6 +91,7 @@ class Recorder:
             convert=convert or (lambda frame: letterbox(frame, 64, 64)),
             camera_run=self.camera_run,
             log=self.said.append,
+            keep_on_gpu=self.keep_on_gpu,
             opener=recording_opener,
         ).run()
 
@@ -391,3 +393,38 @@ def test_a_bug_in_conversion_on_the_cpu_is_still_a_bug(test_video: Path) -> None
 
     with pytest.raises(KeyError):
         recorder.run(convert=buggy)
+
+
+def primary_context_in_use(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+    """FFmpeg's hardware open when the CUDA primary context is active with other flags:
+    cuda_context_init returns AVERROR(ENOTSUP), which PyAV raises as its OSError."""
+    if hw is not None:
+        av.error.err_check(-errno.ENOTSUP)
+    return open_container(url, options, timeout, None)
+
+
+def test_enotsup_from_the_hardware_open_is_nvdecs_failure_not_the_cameras(test_video: Path) -> None:
+    demanded = Recorder(test_video, DecodeMode.nvdec, keep_on_gpu=True)
+    with pytest.raises(CameraError) as caught:
+        demanded.run(primary_context_in_use)
+    # Not "unreachable" and retried forever: NVDEC's, for certain, and said so.
+    assert caught.value.reason is Reason.nvdec_unavailable and "primary context" in str(caught.value)
+    auto = Recorder(test_video, keep_on_gpu=True)
+    auto.run(primary_context_in_use)
+    assert_fell_back_once(auto, "primary context")
+
+
+def test_a_primary_context_nvdec_cannot_share_sends_auto_cameras_to_the_cpu_at_once(test_video: Path) -> None:
+    from streamd.gpu.context import share_primary_context
+    from tests.gpu.libcuda import Libcuda
+
+    try:
+        assert share_primary_context(Libcuda(flags=0, active=True)) is not None
+        on_gpu = Recorder(test_video, keep_on_gpu=True)
+        on_gpu.run()
+        assert on_gpu.hardware_asked == [False] and "primary context" in on_gpu.said[0]
+        to_host = Recorder(test_video)  # frames copied to the host: FFmpeg makes its own context
+        to_host.run(pretend_nvdec)
+        assert to_host.hardware_asked == [True]
+    finally:
+        share_primary_context(Libcuda())
