@@ -216,16 +216,22 @@ MAX_BATCH = 64
 class BatchProfileConfig(StrictModel):
     min: int = Field(1, ge=1, le=MAX_BATCH)
     """Smallest batch the TensorRT engine accepts."""
-    opt: int = Field(16, ge=1, le=MAX_BATCH)
-    """The batch TensorRT optimizes for."""
+    opt: int | None = Field(None, ge=1, le=MAX_BATCH)
+    """The batch TensorRT optimizes for; default `batcher.max_batch`, the batch the
+    daemon sends whenever it has work for more than one."""
     max: int = Field(32, ge=1, le=MAX_BATCH)
     """Largest batch the TensorRT engine accepts (>= batcher.max_batch)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> BatchProfileConfig:
-        if not self.min <= self.opt <= self.max:
+        opt = self.min if self.opt is None else self.opt
+        if not self.min <= opt <= self.max:
             raise ValueError(f"needs min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
         return self
+
+    def optimize_for(self, max_batch: int) -> int:
+        """`opt`, or the batcher's largest batch kept within min..max."""
+        return self.opt if self.opt is not None else max(self.min, min(max_batch, self.max))
 
 
 class EngineConfig(StrictModel):

@@ -49,5 +49,5 @@ def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
 def _tensorrt(config: EngineConfig, max_batch: int) -> Engine:
     from streamd.engine.tensorrt_backend import Profile, TensorRtEngine
 
-    profile = Profile(config.profile.min, config.profile.opt, config.profile.max)
+    profile = Profile(config.profile.min, config.profile.optimize_for(max_batch), config.profile.max)
     return TensorRtEngine(config.model, max_batch, profile, config.cache_path)

@@ -2,7 +2,7 @@
 
 Build: the canonical ONNX (FP32) or its Q/DQ INT8 form (`streamd calibrate quantize`) is
 parsed into a network, given one optimization profile over the batch (min/opt/max,
-default 1/16/32) and built with a timing cache. A Q/DQ model is built as a strongly
+default 1 / batcher.max_batch / 32) and built with a timing cache. A Q/DQ model is built as a strongly
 typed network: TensorRT 11 has no INT8 flag or calibrator, the precision comes from the
 Q/DQ pairs. A plain FP32 model asks for FP16 where the builder still has that flag
 (TensorRT 10) and runs FP32 otherwise.

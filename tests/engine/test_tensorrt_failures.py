@@ -41,6 +41,7 @@ class Failures:
     """What the stand-in TensorRT does wrong this time."""
 
     def __init__(self) -> None:
+        self.shapes: list[tuple[Any, Any, Any]] = []  # what the optimization profile was given
         self.parse = True
         self.context = True
         self.shape = True
@@ -84,7 +85,8 @@ def stand_in_tensorrt(fail: Failures) -> types.ModuleType:
             return True
 
     class Profile:
-        def set_shape(self, name: str, low: Any, best: Any, high: Any) -> None: ...
+        def set_shape(self, name: str, low: Any, best: Any, high: Any) -> None:
+            fail.shapes.append((low, best, high))
 
     class Builder:
         platform_has_fast_fp16 = True
@@ -181,6 +183,9 @@ def test_the_stand_ins_build_a_working_engine(failures: Failures, canonical_mode
     """Unbroken, the stand-ins give a TensorRT engine: the failures below are the only difference."""
     (engine,) = engines_for(canonical_model, tmp_path, "tensorrt")
     assert engine.name == "tensorrt" and engine.max_batch == 8
+    # The profile's opt is the batcher's max_batch (8 here) unless the file says otherwise.
+    ((low, best, high),) = failures.shapes
+    assert (low[0], best[0], high[0]) == (1, 8, 32)
 
 
 @pytest.mark.parametrize("broken", list(BREAKS))
