@@ -361,16 +361,21 @@ def pretend_nvdec(url: str, options: dict[str, str], timeout: tuple[float, float
     return open_container(url, options, timeout, None)  # frames come, as from NVDEC
 
 
+# Factories, not instances: an exception object pytest keeps for the session would keep
+# the traceback of its raise, and the decoder's frames and container with it.
 @pytest.mark.parametrize(
-    "error",
+    "make_error",
     [
-        OutOfMemoryError("Out of memory allocating 3,110,400 bytes"),
-        UnsupportedFrameFormat("NVDEC gives p010le frames; the GPU letterbox reads nv12"),
+        lambda: OutOfMemoryError("Out of memory allocating 3,110,400 bytes"),
+        lambda: UnsupportedFrameFormat("NVDEC gives p010le frames; the GPU letterbox reads nv12"),
     ],
     ids=["cupy-out-of-memory", "switch-to-10-bit"],
 )
-def test_a_gpu_error_while_streaming_moves_that_camera_to_the_cpu(test_video: Path, error: Exception) -> None:
+def test_a_gpu_error_while_streaming_moves_that_camera_to_the_cpu(
+    test_video: Path, make_error: Callable[[], Exception]
+) -> None:
     recorder = Recorder(test_video)
+    error = make_error()
     recorder.run(pretend_nvdec, gpu_fails_after(4, error, recorder), frames=8)
     assert recorder.hardware_asked == [True, False], "NVDEC, then the CPU in the same session: no crash"
     assert len(recorder.frames) >= 8 and recorder.camera_run.decoder == "cpu"
