@@ -269,7 +269,19 @@ _BENCHES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _bench_named(argv: list[str]) -> str | None:
+    """The benchmark `argv` runs (`streamd ... bench NAME ...`), if any."""
+    if "bench" not in argv:
+        return None
+    following = argv[argv.index("bench") + 1 :]
+    return next((word for word in following if word in _BENCHES), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; of the benchmarks, only the one `argv` names is imported
+    (they import the daemon, PyAV and onnx: `streamd --version` and `streamd check` must
+    not pay for that)."""
+    wanted = _bench_named(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="streamd", description="Real-time multi-camera face detection daemon.")
     parser.add_argument("--version", action="version", version=f"streamd {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -383,10 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     benches = commands.add_parser("bench", help="benchmarks (not tests)").add_subparsers(dest="bench", required=True)
     for name, help_text in _BENCHES.items():
-        bench = importlib.import_module(f"streamd.bench.{name.replace('-', '_')}")
         command = benches.add_parser(name, help=help_text)
-        bench.add_arguments(command)
-        command.set_defaults(func=bench.main)
+        if name == wanted:
+            bench = importlib.import_module(f"streamd.bench.{name.replace('-', '_')}")
+            bench.add_arguments(command)
+            command.set_defaults(func=bench.main)
     return parser
 
 
@@ -398,12 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         _EARLY_SIGNALS.install()  # first thing: a signal during start-up must not kill the daemon
     from streamd.dependencies import pyav_problem
 
-    # Before the parser: building it imports the benchmarks, which import PyAV.
+    # Before the parser: building it for a benchmark imports that one, which imports PyAV.
     problem = pyav_problem()
     if problem is not None:
         print(f"streamd: {problem}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))

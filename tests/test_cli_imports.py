@@ -1,0 +1,42 @@
+"""`streamd --version` and `streamd check FILE` load neither the daemon nor onnx: counted
+in a fresh interpreter, as an operator's shell runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Runs the CLI's entry as the `streamd` script does, then prints every module loaded.
+PROBE = """
+import json, sys
+from streamd.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+HEAVY = ("streamd.daemon", "streamd.detector", "streamd.bench", "onnx", "onnxruntime", "av", "numpy")
+
+
+def loaded(*argv: str) -> tuple[int, list[str]]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    report = json.loads(result.stdout.splitlines()[-1])
+    return int(report["code"] or 0), report["modules"]
+
+
+def test_version_and_check_load_neither_the_daemon_nor_onnx() -> None:
+    for argv in (["--version"], ["check", str(ROOT / "streams.yaml")]):
+        code, modules = loaded(*argv)
+        assert code == 0, argv
+        heavy = [m for m in modules if m in HEAVY or m.startswith(("streamd.bench.", "onnx."))]
+        assert heavy == [], (argv, heavy)
+        assert len([m for m in modules if m.startswith("streamd")]) <= 12, (argv, modules)
+
+
+def test_a_benchmark_still_gets_its_own_arguments() -> None:
+    code, modules = loaded("bench", "scale", "--help")
+    assert code == 0 and "streamd.bench.scale" in modules and "streamd.bench.soak" not in modules
