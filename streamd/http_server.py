@@ -56,7 +56,7 @@ import h11
 from prometheus_client import CollectorRegistry
 
 from streamd.http_routes import METHODS, HealthView, Reply, Request, Routes, text
-from streamd.web_config import BasicAuth, load_web_config
+from streamd.web_config import BasicAuth, WebConfig, WebConfigError, files_stamp, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ RENDER_THREADS = 2
 _BACKLOG = 64
 _READ_CHUNK = 64 * 1024
 _STARVED_SAY_EVERY_S = 300.0
+# How often, at most, the web config's files are looked at for a change.
+_WEB_CONFIG_CHECK_S = 1.0
 _COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
@@ -150,6 +152,9 @@ class MetricsServer:
         self.web_config = web_config
         self._auth: BasicAuth | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._web_files: tuple[Path, ...] = ()
+        self._web_stamp: tuple[tuple[int, int] | None, ...] = ()
+        self._web_checked = 0.0
         self._open: dict[_Connection, None] = {}
         self.max_connections = min(MAX_CONNECTIONS, max(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
         self._starved_said = -_STARVED_SAY_EVERY_S  # when accept() failing for want of descriptors was said
@@ -167,9 +172,7 @@ class MetricsServer:
         """Bind and serve; raises OSError naming the address when it is taken or invalid,
         WebConfigError naming the file and key when the web config is wrong."""
         if self.web_config is not None:
-            loaded = load_web_config(self.web_config)
-            self._ssl = loaded.ssl_context
-            self._auth = BasicAuth(loaded.users) if loaded.auth_required else None
+            self._use(load_web_config(self.web_config))
         where = f"{self.host}:{self.port}"
         try:
             listener = _listen(self.host, self.port)
@@ -188,6 +191,29 @@ class MetricsServer:
                 self.host,
                 self.port,
             )
+
+    def _use(self, loaded: WebConfig) -> None:
+        self._ssl = loaded.ssl_context
+        self._auth = BasicAuth(loaded.users) if loaded.auth_required else None
+        self._web_files, self._web_stamp = loaded.files, files_stamp(loaded.files)
+
+    def _refresh_web_config(self, now: float) -> None:
+        """Read the web config again when it or a file it names changed (a renewed
+        certificate); a change that does not load is said once and the last good stays."""
+        if self.web_config is None or now - self._web_checked < _WEB_CONFIG_CHECK_S:
+            return
+        self._web_checked = now
+        stamp = files_stamp(self._web_files)
+        if stamp == self._web_stamp:
+            return
+        self._web_stamp = stamp  # a bad state is tried once, not every second
+        try:
+            loaded = load_web_config(self.web_config)
+        except WebConfigError as error:
+            log.error("metrics.web_config changed but cannot be used, so the last good one stays: %s", error)
+            return
+        self._use(loaded)
+        log.info("metrics.web_config read again: %s", self.web_config)
 
     def stop(self) -> None:
         """Close the listener and every connection; idempotent."""
@@ -242,6 +268,7 @@ class MetricsServer:
 
     def _admit(self, transport: asyncio.Transport) -> None:
         now = time.monotonic()
+        self._refresh_web_config(now)
         if len(self._open) >= self.max_connections:
             victim = self._victim()
             if victim is None:

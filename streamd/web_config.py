@@ -13,6 +13,11 @@ streamd the same way:
     basic_auth_users:
       prometheus: $2b$12$...        # bcrypt hashes only, never a clear password
 
+The file is read again, with the certificate, key and CA files it names, when any of
+them changes (checked at most once a second, as connections arrive), so a renewed
+certificate is served without a restart; an edit that does not load is logged and the
+last good configuration stays.
+
 The part of the convention streamd does not implement (cipher suites, curve
 preferences, allowed client SANs, HTTP/2, extra headers) is refused by name rather
 than ignored: a file that asks for a restriction must not run without it.
@@ -105,6 +110,8 @@ class WebConfig:
     path: Path
     ssl_context: ssl.SSLContext | None
     users: dict[str, bytes]
+    files: tuple[Path, ...] = ()
+    """The file and the certificate, key and CA files it names: what a renewal changes."""
 
     @property
     def auth_required(self) -> bool:
@@ -128,9 +135,25 @@ def load_web_config(path: Path) -> WebConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise WebConfigError(f"{path}: {problems}") from None
-    context = _ssl_context(path, parsed.tls_server_config) if parsed.tls_server_config else None
+    tls = parsed.tls_server_config
+    context = _ssl_context(path, tls) if tls else None
     users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}
-    return WebConfig(path, context, users)
+    named = [tls.cert_file, tls.key_file, tls.client_ca_file] if tls else []
+    files = (path, *((path.parent / name).resolve() for name in named if name))
+    return WebConfig(path, context, users, files)
+
+
+def files_stamp(files: tuple[Path, ...]) -> tuple[tuple[int, int] | None, ...]:
+    """What changes when any of `files` is written, replaced or removed."""
+    stamps: list[tuple[int, int] | None] = []
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
 
 
 def _refuse_unsupported(path: Path, raw: dict[str, Any]) -> None:

@@ -165,17 +165,22 @@ def test_a_request_head_that_never_ends_is_cut_off(tmp_path: Path) -> None:
         assert stop(daemon) == 0
 
 
+def write_certificate(authority: trustme.CA, directory: Path, ca_name: str = "ca.pem") -> dict[str, Path]:
+    """A server certificate for 127.0.0.1 from `authority`, as server.pem and server.key
+    (each replaced whole, as a renewal does), and the CA as `ca_name`."""
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    files = {"ca": directory / ca_name, "cert": directory / "server.pem", "key": directory / "server.key"}
+    authority.cert_pem.write_to_path(str(files["ca"]))
+    for name, blobs in (("key", [certificate.private_key_pem]), ("cert", certificate.cert_chain_pems)):
+        partial = files[name].with_suffix(".partial")
+        partial.write_bytes(b"".join(blob.bytes() for blob in blobs))
+        partial.replace(files[name])
+    return files
+
+
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, Path]:
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key"}
-    authority.cert_pem.write_to_path(str(files["ca"]))
-    certificate.private_key_pem.write_to_path(str(files["key"]))
-    with files["cert"].open("wb") as chain:
-        for blob in certificate.cert_chain_pems:
-            chain.write(blob.bytes())
-    return files
+    return write_certificate(trustme.CA(), tmp_path)
 
 
 def test_tls_and_basic_auth_admit_prometheus_with_credentials_and_no_one_without(
@@ -269,3 +274,35 @@ def test_check_deep_names_what_is_wrong_in_the_web_config(tmp_path: Path, tls_fi
         assert check.returncode == 1, (text, check.stdout, check.stderr)
         assert "metrics.web_config" in check.stderr and expected in check.stderr and str(web) in check.stderr
         assert "plaintext" not in check.stderr
+
+
+def test_a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_refused(
+    tmp_path: Path, tls_files: dict[str, Path]
+) -> None:
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n")
+    port = free_port()
+    config = tmp_path / "streams.yaml"
+    config.write_text(f"metrics: {{listen: 127.0.0.1:{port}, web_config: web.yml}}\ncameras: []\n")
+
+    def answers(ca: Path) -> bool:
+        trusted = ssl.create_default_context(cafile=str(ca))
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=5, context=trusted) as reply:
+                return bool(reply.status == 200)
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ssl.SSLCertVerificationError):
+                return False
+            raise
+
+    with streamd(config) as daemon:
+        wait_until(lambda: answers(tls_files["ca"]), 30, "the listener with the first certificate")
+        renewed = write_certificate(trustme.CA(), tmp_path, "renewed-ca.pem")
+        wait_until(lambda: answers(renewed["ca"]), 15, "the renewed certificate to be served")
+        assert not answers(tls_files["ca"]), "the old certificate is no longer served"
+        renewed["key"].write_text("not a key\n")  # a renewal gone wrong
+        time.sleep(2.5)
+        assert answers(renewed["ca"]), "the last good certificate stays"
+        assert stop(daemon) == 0
+    log = daemon.log
+    assert "metrics.web_config read again" in log
+    assert "metrics.web_config changed but cannot be used, so the last good one stays" in log
