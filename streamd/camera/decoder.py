@@ -49,6 +49,7 @@ from streamd.camera.state import CameraRun, Decoder
 from streamd.config import CameraConfig, DecodeFrames, DecodeMode, Transport
 from streamd.frame import Frame, StageTimes
 from streamd.gpu.context import primary_context_problem
+from streamd.gpu.errors import raised_by_cupy
 from streamd.metrics import CameraMetrics
 from streamd.preprocess import Letterbox
 
@@ -110,9 +111,8 @@ class NvdecFailure(Exception):
 
 
 def _gpu_side(error: BaseException) -> bool:
-    """An error of the GPU side, by where its class lives: CuPy's (out of memory, CUDA
-    runtime errors) or the GPU letterbox's (a frame format it cannot read)."""
-    return type(error).__module__.startswith(("cupy", "cupyx", "cupy_backends", "streamd.gpu"))
+    """An error of the GPU side: CuPy's, or the GPU letterbox's (a frame format it cannot read)."""
+    return raised_by_cupy(error) or type(error).__module__.startswith("streamd.gpu")
 
 
 def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from streamd.engine.base import BackendUnavailable, EngineError
 from streamd.engine.cache import EngineCache, Profile
+from streamd.gpu.errors import raised_by_cupy
 from streamd.model.canonical import INPUT_NAME, OUTPUT_NAME, ROW_WIDTH, ModelError, read_canonical_info
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,6 @@ def _import_tensorrt() -> tuple[Any, Any]:
     except Exception as error:
         raise BackendUnavailable(f"the TensorRT backend needs an NVIDIA GPU: {error}") from error
     return trt, cupy
-
-
-def _from_the_gpu(error: BaseException) -> bool:
-    """CuPy's own errors (out of memory, CUDA runtime errors), by where their class lives."""
-    return type(error).__module__.startswith(("cupy", "cupyx", "cupy_backends"))
 
 
 def gpu_name(cupy: Any, device: int = 0) -> str:
@@ -167,7 +163,7 @@ class TensorRtEngine:
         except EngineError:
             raise
         except Exception as error:
-            if not _from_the_gpu(error):
+            if not raised_by_cupy(error):
                 raise  # a bug of ours: its traceback is what fixes it
             raise EngineError(f"setting the TensorRT engine up failed: {type(error).__name__}: {error}") from error
 
