@@ -419,6 +419,15 @@ class ReloadConfig(StrictModel):
     half-written is never applied (SIGHUP reads at once)."""
 
 
+class NvdecConfig(StrictModel):
+    budget_fps: float | None = Field(None, ge=0, le=100_000)
+    """Frames a second (1080p-equivalent: a 4K frame counts 4) the GPU's NVDEC may
+    decode. Cameras with `decode: auto` are placed on NVDEC by priority until it is
+    spent and decode on the CPU beyond it. None: from the GPU's model (a table of NVDEC
+    engines, about 748 frames/s of H.264 1080p each); 0: no camera on NVDEC unless it
+    demands it (`decode: nvdec`)."""
+
+
 class StreamsConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     """Where Prometheus scrapes streamd."""
@@ -436,6 +445,8 @@ class StreamsConfig(StrictModel):
     """How edits to this file are picked up."""
     overload: OverloadConfig = OverloadConfig()
     """What happens when cameras offer more frames than the engine can analyse."""
+    nvdec: NvdecConfig = NvdecConfig()
+    """How much decoding the GPU's NVDEC takes on (the rest decodes on the CPU)."""
     limits: LimitsConfig = LimitsConfig()
     """Bounds on what one file may ask of the daemon."""
     shard: str = "0/1"

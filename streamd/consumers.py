@@ -21,8 +21,6 @@ from streamd.tasks import cancel_and_wait
 
 
 class DiscardingConsumer:
-    gpu_frames = False
-
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

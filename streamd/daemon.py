@@ -34,12 +34,15 @@ import os
 import signal
 from pathlib import Path
 
+from streamd.camera.nvdec import nvdec_unavailable_reason
+from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.config import ConfigError, Overrides, StreamsConfig, config_sha256, read_config
 from streamd.consumers import DiscardingConsumer
 from streamd.detector import Detector
 from streamd.engine.factory import create_engines
 from streamd.gpu.context import share_primary_context
+from streamd.gpu.nvdec_budget import NvdecBudget, budget_for, gpu_name
 from streamd.gpu_metrics import GpuCollector
 from streamd.health import Health
 from streamd.http_server import MetricsServer
@@ -113,6 +116,9 @@ class Daemon:
         self.watch_config = watch_config and config_path is not None
         self.early_signals = early_signals or EarlySignals()
         self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed, self.failures)
+        self.placement = DecoderPlacement(None, self.metrics.nvdec_planned)
+        self.rate_log.listen(lambda rates: self.placement.measured(self.sources(), rates))
+        self._gpu_name: str | None = None
         self.health = Health(
             lambda: (self.config, self.config_path, self.config_sha256),
             self.sources,
@@ -120,6 +126,7 @@ class Daemon:
             self.metrics,
             self.notifier,
             self.failures,
+            self.placement,
         )
         self.overload = OverloadGovernor(
             lambda: self.config.overload, self.sources, self._analysed, self.metrics, self.failures
@@ -155,6 +162,9 @@ class Daemon:
         problem = share_primary_context()
         if problem is not None:
             log.error("NVDEC cannot share the GPU: %s; cameras with decode auto decode on the CPU", problem)
+        elif nvdec_unavailable_reason() is None:
+            self._gpu_name = gpu_name()
+            self.placement.set_budget(self._nvdec_budget(self.config), [])
         lifecycle = self.lifecycle
         self.http.start()
         lifecycle.started("metrics listener", self._stop_listener, _SHARE_LISTENER)
@@ -173,7 +183,7 @@ class Daemon:
             self.metrics.engine_busy.set_function(detector.engine_stuck_s)
         await self.consumer.start()
         lifecycle.started("detector" if self.detector else "frame consumer", self.consumer.stop, _SHARE_DETECTOR)
-        self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures)
+        self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures, self.placement)
         lifecycle.started("cameras", supervisor.stop, _SHARE_CAMERAS)
         self.metrics.watch_cameras(self.sources)
         await supervisor.apply(self.config)
@@ -203,6 +213,9 @@ class Daemon:
         return Detector(
             engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup, self.failures
         )
+
+    def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
+        return budget_for(self._gpu_name, config.nvdec.budget_fps)
 
     async def stop(self) -> bool:
         """Stop what was started within `shutdown_timeout_s`; True when every part stopped
@@ -319,6 +332,8 @@ class Daemon:
         if new.postprocess != self.config.postprocess and self.detector is not None:
             self.detector.update_postprocess(new.postprocess)
         applied = new.model_copy(update=kept)
+        if self.placement.budget is not None:
+            self.placement.set_budget(self._nvdec_budget(applied), self.sources())
         diff = await supervisor.apply(applied)
         self.config, self.config_sha256 = applied, sha256
         self.metrics.loaded_config(str(path), sha256)

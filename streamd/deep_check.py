@@ -1,7 +1,8 @@
 """`streamd check --deep`: what `run` does before its first camera, then undone.
 
-Binds the metrics listener, opens every sink for appending, loads the model and runs
-one full batch on every engine instance (with the same memory guard as `run`). Cameras
+Binds the metrics listener, opens every sink for appending, says where the cameras
+would decode (the NVDEC budget and plan), loads the model and runs one full batch on
+every engine instance (with the same memory guard as `run`). Cameras
 are not opened: checking a file must not disturb the cameras it names. An operator runs
 it on the edited file before a reload, while the daemon holds the metrics address; that
 one case is recognised (the daemon's /status names the same file) and is not an error.
@@ -18,10 +19,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streamd.config import MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
+from streamd.camera.nvdec import nvdec_unavailable_reason
+from streamd.camera.placement import ESTIMATED_COST, DecodeDemand, plan_nvdec
+from streamd.config import DecodeMode, MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
 from streamd.engine.base import EngineError
 from streamd.engine.factory import create_engines
 from streamd.engine.runner import EngineRunner
+from streamd.gpu.nvdec_budget import budget_for, gpu_name
 from streamd.http_server import MetricsServer, describe
 from streamd.sinks.jsonl import JsonLinesSink
 from streamd.sinks.redis_streams import RedisStreamSink
@@ -55,6 +59,7 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
             JsonLinesSink(Path(sink.path), None, rotate_daily=False).probe()
         except OSError as exc:
             result.problems.append(f"sinks[{index}].path: cannot write {sink.path}: {describe(exc)}")
+    _check_decoders(config, result)
     if config.engine is not None:
         _check_engine(config, result)
     return result
@@ -91,6 +96,30 @@ def _served_by_daemon_of(metrics: MetricsConfig, path: Path) -> bool:
         return bool(status["config"]["path"] == str(path))
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _check_decoders(config: StreamsConfig, result: DeepCheck) -> None:
+    """Where the cameras would decode: the NVDEC budget and the plan `run` starts with
+    (cameras not yet measured count as 1080p at 25 frames/s)."""
+    unavailable = nvdec_unavailable_reason()
+    if unavailable is not None:
+        result.notes.append(f"decoders: NVDEC not available here ({unavailable}); every camera decodes on the CPU")
+        return
+    budget = budget_for(gpu_name(), config.nvdec.budget_fps)
+    cameras = config.cameras_to_run
+    demands = [
+        DecodeDemand(camera.id, camera.priority, camera.decode is DecodeMode.nvdec, ESTIMATED_COST)
+        for camera in cameras
+        if camera.decode is not DecodeMode.cpu
+    ]
+    plan = plan_nvdec(demands, budget.fps)
+    on_cpu = [camera.id for camera in cameras if camera.id not in plan.on_nvdec]
+    shown = ", ".join(on_cpu[:10]) + (f" and {len(on_cpu) - 10} more" if len(on_cpu) > 10 else "")
+    result.notes.append(
+        f"decoders: NVDEC budget {budget.fps:g} 1080p frames/s ({budget.source}); {len(plan.on_nvdec)} of "
+        f"{len(cameras)} cameras on NVDEC ({plan.planned_fps:g} frames/s taken as 1080p25 until measured)"
+        + (f", on the CPU: {shown}" if on_cpu else "")
+    )
 
 
 def _check_engine(config: StreamsConfig, result: DeepCheck) -> None:

@@ -73,10 +73,9 @@ class Detector:
         self._counts_lock = threading.Lock()
         self._postprocess_failure_logged = False
         self.snapshots = Snapshots()
-        # NVDEC frames stay on the GPU only when the engine reads GPU memory and the
-        # letterbox kernel can run; otherwise they come back to the host as usual.
+        # NVDEC frames are letterboxed on the GPU when the engine reads GPU memory and the
+        # kernel can run; otherwise each sampled frame is downloaded and letterboxed here.
         self._gpu_letterbox = _gpu_letterbox() if engine.on_gpu else None
-        self.gpu_frames = self._gpu_letterbox is not None
 
     def convert(self, frame: av.VideoFrame) -> tuple[Any, Letterbox | None]:
         if self._gpu_letterbox is not None and frame.format.name == "cuda":

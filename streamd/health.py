@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.camera.errors import Reason
+from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
 from streamd.config import StreamsConfig
@@ -44,8 +45,10 @@ class Health:
         metrics: Metrics,
         notifier: Notifier,
         failures: Failures,
+        placement: DecoderPlacement | None = None,
     ) -> None:
         self.config = config
+        self.placement = placement or DecoderPlacement(None)
         self.sources = sources
         self.rate_log = rate_log
         self.metrics = metrics
@@ -150,6 +153,7 @@ class Health:
                     "reason": source.reason,
                     "message": source.message,
                     "decoder": source.decoder.value,
+                    "decode_lag_s": None if source.decode_lag_s is None else round(source.decode_lag_s, 3),
                     "transport": source.run.transport,
                     "decode_frames": "keyframes" if source.run.keyframes_only else "all",
                     "priority": source.camera.priority,
@@ -169,7 +173,20 @@ class Health:
             "summary": why,
             "config": {"path": str(path) if path else None, "sha256": sha256},
             "shard": config.shard,
+            "nvdec": self._nvdec_status(),
             "cameras": cameras,
+        }
+
+    def _nvdec_status(self) -> dict[str, Any] | None:
+        """The NVDEC budget and what is placed in it; None where NVDEC is not possible."""
+        budget, plan = self.placement.budget, self.placement.plan
+        if budget is None or plan is None:
+            return None
+        return {
+            "budget_fps": budget.fps,
+            "budget_source": budget.source,
+            "planned_fps": round(plan.planned_fps, 1),
+            "cameras_placed": sorted(plan.on_nvdec),
         }
 
 

@@ -53,6 +53,9 @@ class CameraStatusView(Protocol):
     @property
     def sampling_fps(self) -> float: ...
 
+    @property
+    def decode_lag_s(self) -> float | None: ...
+
 
 class CameraMetrics:
     """One camera's counters: the Prometheus children plus plain totals for status and logs.
@@ -205,6 +208,16 @@ class Metrics:
             "How late the event loop ran a timer, last check.",
             registry=self.registry,
         )
+        self.nvdec_budget = Gauge(
+            "streamd_nvdec_budget_fps",
+            "1080p-equivalent frames/s the GPU's NVDEC may decode (absent without NVDEC).",
+            registry=self.registry,
+        )
+        self.nvdec_placed = Gauge(
+            "streamd_nvdec_planned_fps",
+            "1080p-equivalent frames/s of the cameras placed on NVDEC (estimated until measured).",
+            registry=self.registry,
+        )
         self._per_camera = (
             self.frames_decoded,
             self.frames_sampled,
@@ -227,6 +240,10 @@ class Metrics:
 
     def watch_cameras(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
         self.registry.register(_CameraStateCollector(cameras))
+
+    def nvdec_planned(self, budget_fps: float, planned_fps: float) -> None:
+        self.nvdec_budget.set(budget_fps)
+        self.nvdec_placed.set(planned_fps)
 
     def running_shard(self, shard: str) -> None:
         self.build_info.clear()
@@ -290,6 +307,12 @@ class _CameraStateCollector(Collector):
             "The rate the camera is sampled at now: its fps, unless overload.degrade lowered it.",
             labels=["camera"],
         )
+        lag = GaugeMetricFamily(
+            "streamd_decode_lag_seconds",
+            "Capture (the camera's clock, from RTCP) to decode, last sampled frame; absent where the stream "
+            "does not say when it captured. Growing: the decoder falls behind.",
+            labels=["camera"],
+        )
         now = time.monotonic()
         for camera in self._cameras():
             up.add_metric([camera.camera_id], 1.0 if camera.state == CameraState.streaming else 0.0)
@@ -300,7 +323,9 @@ class _CameraStateCollector(Collector):
             decoder.add_metric([camera.camera_id, camera.decoder], 1.0)
             target.add_metric([camera.camera_id], camera.target_fps)
             sampling.add_metric([camera.camera_id], camera.sampling_fps)
-        yield from (up, state, age, decoder, target, sampling)
+            if camera.decode_lag_s is not None:
+                lag.add_metric([camera.camera_id], camera.decode_lag_s)
+        yield from (up, state, age, decoder, target, sampling, lag)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -45,6 +45,7 @@ class RateLogger:
         self.interval_s = interval_s
         self.analysed = analysed or (lambda camera_id: 0)
         self.rates: dict[str, Rates] = {}
+        self._listeners: list[Callable[[dict[str, float]], None]] = []
         self._last: dict[str, _Counts] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -56,6 +57,10 @@ class RateLogger:
         await cancel_and_wait(self._task)
         self._task = None
         return True
+
+    def listen(self, listener: Callable[[dict[str, float]], None]) -> None:
+        """Call `listener` with each camera's decoded frames/s after every measurement."""
+        self._listeners.append(listener)
 
     def analysed_fps_total(self) -> float:
         return sum(rates.analysed_fps for rates in self.rates.values())
@@ -95,3 +100,6 @@ class RateLogger:
                 m.reconnects,
                 f", last error: {source.reason}" if source.reason else "",
             )
+        decoded = {camera_id: rates.decoded_fps for camera_id, rates in self.rates.items()}
+        for listener in self._listeners:
+            listener(decoded)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import av
 
+from streamd.camera.placement import DecoderPlacement
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.source import CameraSource
 from streamd.config import CameraConfig, StreamsConfig
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 
 class FrameConsumer(Protocol):
     """What the supervisor needs of the stage that takes frames out of the cameras' slots."""
-
-    gpu_frames: bool
-    """Whether NVDEC frames should stay in GPU memory for `convert` (is_hw_owned)."""
 
     def convert(self, frame: av.VideoFrame) -> tuple[Any, Letterbox | None]:
         """The pixels this consumer needs from a sampled frame (runs in decode threads)."""
@@ -73,10 +71,17 @@ def diff_cameras(running: dict[str, CameraConfig], wanted: list[CameraConfig]) -
 
 
 class Supervisor:
-    def __init__(self, metrics: Metrics, consumer: FrameConsumer, failures: Failures | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        consumer: FrameConsumer,
+        failures: Failures | None = None,
+        placement: DecoderPlacement | None = None,
+    ) -> None:
         self.metrics = metrics
         self.consumer = consumer
         self.failures = failures or Failures()
+        self.placement = placement or DecoderPlacement(None)
         self._sources: dict[str, CameraSource] = {}
 
     def sources(self) -> list[CameraSource]:
@@ -88,8 +93,11 @@ class Supervisor:
         diff = diff_cameras(running, config.cameras_to_run)
         await asyncio.gather(*(self._stop_camera(cid) for cid in diff.removed))
         await asyncio.gather(*(self._stop_camera(camera.id, forget=False) for camera in diff.changed))
-        for camera in [*diff.added, *diff.changed]:
-            self._start_camera(camera)
+        starting = [self._new_camera(camera) for camera in [*diff.added, *diff.changed]]
+        # Placed before they start, so each first connection uses the planned decoder.
+        self.placement.replan(self.sources())
+        for source in starting:
+            source.start()
         if diff.added or diff.removed or diff.changed:
             log.info(
                 "cameras: %d added, %d removed, %d changed, %d unchanged",
@@ -106,19 +114,18 @@ class Supervisor:
         await asyncio.gather(*(self._stop_camera(cid, forget=False, timeout=timeout) for cid in list(self._sources)))
         return True
 
-    def _start_camera(self, camera: CameraConfig) -> None:
+    def _new_camera(self, camera: CameraConfig) -> CameraSource:
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
         source = CameraSource(
             camera,
             slot,
             self.metrics.camera(camera.id),
             self.consumer.convert,
-            keep_on_gpu=self.consumer.gpu_frames,
             failures=self.failures,
         )
         self._sources[camera.id] = source
         self.consumer.attach(camera.id, slot, camera.priority)
-        source.start()
+        return source
 
     async def _stop_camera(self, camera_id: str, forget: bool = True, timeout: float | None = None) -> None:
         source = self._sources.pop(camera_id)

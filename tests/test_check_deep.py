@@ -186,7 +186,26 @@ def test_deep_check_passes_a_good_file_and_leaves_nothing_behind(canonical_model
     assert result.returncode == 0, result.stderr
     assert f"{path}: engine: 2 onnxruntime instance(s), a batch of 2 in" in result.stdout
     assert f"{path}: OK, 0 camera(s), 0 enabled" in result.stdout
+    assert f"{path}: decoders: NVDEC not available here (" in result.stdout, "no GPU here"
     assert not sink.exists(), "a check writes nothing"
+
+
+def test_deep_check_shows_where_seventy_cameras_would_decode_on_an_a10(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import streamd.deep_check
+    import streamd.gpu.nvdec_budget
+    from tests.gpu.libcuda import Libcuda
+
+    monkeypatch.setattr(streamd.deep_check, "nvdec_unavailable_reason", lambda: None)
+    monkeypatch.setattr(streamd.gpu.nvdec_budget, "load_libcuda", lambda: Libcuda(name="NVIDIA A10"))
+    cameras = [{"id": f"c{i:02d}", "url": f"rtsp://10.0.0.{i + 1}/s", "priority": int(i >= 20)} for i in range(70)]
+    path = write(tmp_path / "streams.yaml", {"metrics": {"listen": f"127.0.0.1:{free_port()}"}, "cameras": cameras})
+    notes = deep_check(load_config(path), path).notes
+    (decoders,) = [note for note in notes if note.startswith("decoders:")]
+    assert "NVDEC budget 1496 1080p frames/s (NVIDIA A10: 2 NVDEC engine(s)" in decoders
+    assert "59 of 70 cameras on NVDEC (1475 frames/s" in decoders
+    assert "on the CPU: c09, c10, c11, c12, c13, c14, c15, c16, c17, c18 and 1 more" in decoders
 
 
 def test_deep_check_against_the_running_daemon_of_the_same_file(tmp_path: Path) -> None:

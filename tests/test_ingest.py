@@ -101,6 +101,8 @@ def test_three_cameras_at_25fps_are_sampled_at_5fps_within_10_percent(rtsp_serve
                 assert metric_value(second, "streamd_camera_state", camera=camera_id, state="streaming") == 1.0
                 age = metric_value(second, "streamd_last_frame_age_seconds", camera=camera_id)
                 assert age is not None and age < 1.0
+                lag = metric_value(second, "streamd_decode_lag_seconds", camera=camera_id)
+                assert lag is not None and 0.0 <= lag < 1.0, "capture to decode, by the sender's RTCP clock"
             assert "process_cpu_seconds_total" in second
 
     run(scenario())

@@ -72,8 +72,6 @@ def test_a_start_that_fails_half_way_stops_what_it_had_started(caplog: pytest.Lo
     config = StreamsConfig.model_validate({"metrics": {"listen": f"127.0.0.1:{port}"}, "cameras": []})
 
     class Broken:
-        gpu_frames = False
-
         async def start(self) -> None:
             raise OSError(28, "No space left on device")
 

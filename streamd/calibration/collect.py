@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 class _Collector:
     """A frame consumer that keeps a spread-out sample of frames."""
 
-    gpu_frames = False  # frames are saved as JPEG: host memory
-
     def __init__(self, out_dir: Path, count: int, interval_s: float, held_out_share: float) -> None:
         self.out_dir = out_dir
         self.count = count

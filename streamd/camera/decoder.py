@@ -131,8 +131,7 @@ class DecodeSession:
         convert: Converter = to_rgb,
         camera_run: CameraRun | None = None,
         log: Callable[[str], None] | None = None,
-        keep_on_gpu: bool = False,
-        opener: ContainerOpener = open_container,
+        opener: ContainerOpener | None = None,
     ) -> None:
         self.camera = camera
         self.deliver = deliver
@@ -142,10 +141,11 @@ class DecodeSession:
         self.convert = convert
         # What outlives this connection: frame numbers, the decoder verdict, the rate.
         self.camera_run = camera_run or CameraRun(camera.fps)
-        self.keep_on_gpu = keep_on_gpu
         self.log = log or (lambda message: None)
-        self.opener = opener
+        self.opener = opener or open_container
         self._suspected_nvdec: str | None = None
+        self._container: Any = None
+        self._moved = False
         self._reset_connection(nvdec=False)
 
     def _reset_connection(self, nvdec: bool) -> None:
@@ -158,7 +158,14 @@ class DecodeSession:
         self._nvdec_trial = nvdec
 
     def run(self) -> None:
-        hwaccel = self._hwaccel()
+        while True:
+            self._moved = False
+            self._run_with(self._hwaccel())
+            if not self._moved or self.stop.is_set():
+                return
+            # The NVDEC plan moved this camera: connect again at once with the other decoder.
+
+    def _run_with(self, hwaccel: HWAccel | None) -> None:
         if hwaccel is None:
             self._connect(None)
             return
@@ -242,17 +249,32 @@ class DecodeSession:
         mode = self.camera.decode
         if mode is DecodeMode.cpu:
             return None
-        # Frames kept on the GPU make FFmpeg share the primary context (streamd.gpu.context).
-        shared = primary_context_problem() if self.keep_on_gpu else None
-        reason = nvdec_unavailable_reason() or shared or self.camera_run.nvdec_failure
+        reason = self._nvdec_refusal()
         if reason is not None:
             if mode is DecodeMode.nvdec:
                 raise CameraError(Reason.nvdec_unavailable, f"NVDEC demanded but unavailable: {reason}")
             self._say_why_cpu(reason)
             return None
-        # With a GPU engine the frames stay on the device (the consumer letterboxes them
-        # there); otherwise FFmpeg copies them back to system memory.
-        return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=self.keep_on_gpu)
+        if mode is DecodeMode.auto and not self.camera_run.nvdec_placed:
+            return None  # beyond the NVDEC budget (streamd.camera.placement says so in the log)
+        # Frames stay on the GPU (FFmpeg then shares the primary context, set up by
+        # streamd.gpu.context): a GPU consumer letterboxes them there, a host one
+        # downloads only the frames it samples (PyAV's reformat transfers a hardware
+        # frame first). Copying every decoded frame down would move 3 MB a frame of
+        # 1080p, most of them never analysed.
+        return HWAccel(device_type="cuda", allow_software_fallback=False, is_hw_owned=True)
+
+    def _nvdec_refusal(self) -> str | None:
+        """Why NVDEC cannot decode this camera now, whatever the budget; None when it may."""
+        return nvdec_unavailable_reason() or primary_context_problem() or self.camera_run.nvdec_failure
+
+    def _plan_moved(self) -> bool:
+        """Whether the NVDEC plan now wants this `decode: auto` camera on the other decoder."""
+        if self.camera.decode is not DecodeMode.auto or self._nvdec_trial or self._suspected_nvdec is not None:
+            return False
+        on_nvdec = self.camera_run.decoder is Decoder.nvdec
+        wanted = self.camera_run.nvdec_placed and self._nvdec_refusal() is None
+        return on_nvdec != wanted
 
     def _say_why_cpu(self, reason: str) -> None:
         if not self.camera_run.fallback_logged:
@@ -287,6 +309,7 @@ class DecodeSession:
 
     def _read(self, container: Any) -> None:
         stream = container.streams.video[0]
+        self._container = container
         # One thread per camera: with dozens of cameras the parallelism comes from the
         # cameras, and frame threading would add a frame of latency per thread.
         stream.codec_context.thread_count = 1
@@ -308,6 +331,9 @@ class DecodeSession:
             if waited >= self.camera.stall_timeout_s * _TIMED_OUT:
                 raise CameraError(Reason.stalled, f"no data for {waited:.1f}s")
             if packet.is_keyframe:
+                if self._plan_moved():
+                    self._moved = True
+                    return
                 self._at_keyframe(packet, gate, stream.codec_context)
             elif gate.keyframes_only:
                 self._stall_baseline = time.monotonic()  # the skipped frames are ours to skip: it flows
@@ -390,7 +416,10 @@ class DecodeSession:
 
     def _on_frame(self, frame: av.VideoFrame, decode_s: float = 0.0) -> None:
         now = time.monotonic()
-        self.camera_run.last_decoded_mono = self._stall_baseline = now
+        run = self.camera_run
+        run.last_decoded_mono = self._stall_baseline = now
+        if run.picture is None or run.picture[0] != frame.width or run.picture[1] != frame.height:
+            run.picture = (frame.width, frame.height)  # what it costs to decode (NVDEC plan)
         self.metrics.frame_decoded()
         if not self._streaming and not self._nvdec_trial:
             self._mark_streaming()
@@ -400,6 +429,7 @@ class DecodeSession:
         if timestamp is None or not self.sampler.take(timestamp):
             return
         self.metrics.frame_sampled()
+        run.decode_lag_s = self._decode_lag(frame)
         try:
             image, box = self.convert(frame)
         except Exception as exc:
@@ -446,6 +476,17 @@ class DecodeSession:
             )
         self._last_pts, self._last_pts_mono = pts, now
         return pts
+
+    def _decode_lag(self, frame: av.VideoFrame) -> float | None:
+        """Seconds from capture (the sender's wall clock) to now, where the stream says when it
+        captured: FFmpeg's RTSP demuxer maps pts 0 to the wall clock of the first RTCP sender
+        report (`start_time_realtime`, libavformat/rtsp.c), so capture = that + pts. A decoder
+        that falls behind shows here; `captured_at`, stamped at decode, cannot show it. It
+        includes any offset of the camera's clock from ours."""
+        start_us = getattr(self._container, "start_time_realtime", None)
+        if start_us is None or frame.time is None:
+            return None
+        return time.time() - (float(start_us) / 1e6 + frame.time)
 
     def _check_stall(self) -> None:
         silent = time.monotonic() - self._stall_baseline

@@ -51,13 +51,11 @@ class CameraSource:
         slot: LatestFrameSlot[Frame],
         metrics: CameraMetrics,
         convert: Converter = to_rgb,
-        keep_on_gpu: bool = False,
         failures: Failures | None = None,
     ) -> None:
         self.camera = camera
         self.failures = failures or Failures()
         self.convert = convert
-        self.keep_on_gpu = keep_on_gpu
         self.camera_id = camera.id
         self.slot = slot
         self.metrics = metrics
@@ -118,6 +116,16 @@ class CameraSource:
         return self.run.decoder
 
     @property
+    def placed_on_nvdec(self) -> bool:
+        """Whether the NVDEC budget has room for this camera (`decode: auto` only uses NVDEC then)."""
+        return self.run.nvdec_placed
+
+    def place_on_nvdec(self, placed: bool) -> None:
+        """The NVDEC plan changed for this camera: a streaming connection moves to the
+        other decoder at its next keyframe (read by the decode thread)."""
+        self.run.nvdec_placed = placed
+
+    @property
     def target_fps(self) -> float:
         return self.camera.fps
 
@@ -125,6 +133,11 @@ class CameraSource:
     def sampling_fps(self) -> float:
         """The rate sampled now: `fps`, unless overload lowered it."""
         return self.run.fps
+
+    @property
+    def decode_lag_s(self) -> float | None:
+        """Capture to decode of the last sampled frame, where the stream says when it captured."""
+        return self.run.decode_lag_s
 
     @property
     def last_frame_mono(self) -> float | None:
@@ -191,7 +204,6 @@ class CameraSource:
             convert=self.convert,
             camera_run=self.run,
             log=self.log.info,
-            keep_on_gpu=self.keep_on_gpu,
         )
 
     def _deliver(self, frame: Frame) -> None:

@@ -42,6 +42,9 @@ class CameraRun:
     """Why NVDEC failed for this camera (confirmed by the CPU streaming where it did not);
     it is not tried again until the camera restarts."""
     fallback_logged: bool = False
+    nvdec_placed: bool = True
+    """Whether the NVDEC budget has room for this camera (`streamd.camera.placement`);
+    with `decode: auto` a camera outside it decodes on the CPU."""
     transport: str | None = None
     """The RTSP transport in use (`tcp` or `udp`; `transport: auto` settles on one), None
     for files."""
@@ -52,4 +55,9 @@ class CameraRun:
     """The next sampled frame's number: frames are numbered across reconnects."""
     last_decoded_mono: float | None = None
     """time.monotonic() of the last decoded frame, or None before the first."""
+    picture: tuple[int, int] | None = None
+    """Width and height of the last decoded frame."""
+    decode_lag_s: float | None = None
+    """How long after the camera captured it (by the sender's clock, from RTCP) the last
+    sampled frame was decoded; None where the stream does not say when it captured."""
     streaming_since: float | None = None

@@ -60,9 +60,8 @@ def ffv1_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Recorder:
     """Runs sessions of one camera as its CameraSource would, and keeps what they did."""
 
-    def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto, keep_on_gpu: bool = False) -> None:
+    def __init__(self, url: Path | str, mode: DecodeMode = DecodeMode.auto) -> None:
         self.camera = CameraConfig(id="cam", url=str(url), decode=mode, fps=5)
-        self.keep_on_gpu = keep_on_gpu
         self.camera_run = CameraRun(self.camera.fps)
         self.said: list[str] = []
         self.frames: list[Frame] = []
@@ -91,7 +90,6 @@ class Recorder:
             convert=convert or (lambda frame: letterbox(frame, 64, 64)),
             camera_run=self.camera_run,
             log=self.said.append,
-            keep_on_gpu=self.keep_on_gpu,
             opener=recording_opener,
         ).run()
 
@@ -219,30 +217,75 @@ def test_decode_nvdec_fails_the_camera_only_when_nvdec_is_at_fault(ffv1_video: P
     assert not caught.value.permanent, "an error the network could also cause is retried"
 
 
-def test_hardware_frames_stay_on_the_gpu_only_for_a_gpu_consumer(test_video: Path) -> None:
+class _DeviceFrame:
+    """A decoded frame as PyAV gives it with `is_hw_owned=True`: it stays in GPU memory
+    until something reads its pixels; `reformat` (what `letterbox` and `to_ndarray`
+    call) downloads it first (av/video/reformatter.py, av_hwframe_transfer_data)."""
+
+    downloads = 0
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        self._frame = frame
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._frame, name)
+
+    def reformat(self, *args: Any, **kwargs: Any) -> av.VideoFrame:
+        _DeviceFrame.downloads += 1
+        return self._frame.reformat(*args, **kwargs)
+
+
+class _DevicePacket:
+    def __init__(self, packet: av.Packet) -> None:
+        self._packet = packet
+        self.is_keyframe = packet.is_keyframe
+        self.pts, self.dts, self.time_base = packet.pts, packet.dts, packet.time_base
+
+    def decode(self) -> list[_DeviceFrame]:
+        return [_DeviceFrame(frame) for frame in self._packet.decode()]
+
+
+class _NvdecKeepingFrames:
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self.streams = container.streams
+
+    def demux(self, stream: Any) -> Iterator[_DevicePacket]:
+        for packet in self._container.demux(stream):
+            yield _DevicePacket(packet)
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def test_nvdec_frames_stay_on_the_gpu_and_a_host_consumer_downloads_only_sampled_ones(test_video: Path) -> None:
     asked: list[HWAccel | None] = []
 
-    def remember(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
+    def device_frames(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
         asked.append(hw)
-        return open_container(url, options, timeout, None)
+        container = open_container(url, options, timeout, None)
+        return _NvdecKeepingFrames(container) if hw is not None and hw.is_hw_owned else container
 
-    for keep_on_gpu in (True, False):
-        camera = CameraConfig(id="cam", url=str(test_video), decode=DecodeMode.auto)
-        stop = threading.Event()
-        stop.set()  # open, then return at the first packet
-        DecodeSession(
-            camera,
-            lambda f: None,
-            Metrics().camera("cam"),
-            stop,
-            lambda: None,
-            keep_on_gpu=keep_on_gpu,
-            opener=remember,
-        ).run()
-    on_device, to_host = asked
-    assert on_device is not None and on_device.is_hw_owned
-    assert not on_device.allow_software_fallback  # type: ignore[attr-defined]  # public, not in PyAV's stub
-    assert to_host is not None and not to_host.is_hw_owned
+    _DeviceFrame.downloads = 0
+    recorder = Recorder(test_video)  # an engine on the host: ONNX Runtime's letterbox on the CPU
+    metrics = Metrics().camera("cam")
+    stop = threading.Event()
+    delivered: list[Frame] = []
+
+    def deliver(frame: Frame) -> None:
+        delivered.append(frame)
+        if len(delivered) >= 4:
+            stop.set()
+
+    def to_model(frame: av.VideoFrame) -> tuple[Any, Any]:
+        return letterbox(frame, 64, 64)
+
+    DecodeSession(recorder.camera, deliver, metrics, stop, lambda: None, to_model, opener=device_frames).run()
+    (hw,) = asked
+    assert hw is not None and hw.is_hw_owned, "frames stay in GPU memory, whatever the engine"
+    assert not hw.allow_software_fallback  # type: ignore[attr-defined]  # public, not in PyAV's stub
+    assert _DeviceFrame.downloads == metrics.sampled == len(delivered) == 4
+    assert metrics.decoded >= 4 * 25 / 5 - 5, "about five frames decoded for each one sampled"
 
 
 def test_camera_source_shows_the_fallback_in_metrics_and_logs_it_once(
@@ -409,12 +452,12 @@ def primary_context_in_use(url: str, options: dict[str, str], timeout: tuple[flo
 
 
 def test_enotsup_from_the_hardware_open_is_nvdecs_failure_not_the_cameras(test_video: Path) -> None:
-    demanded = Recorder(test_video, DecodeMode.nvdec, keep_on_gpu=True)
+    demanded = Recorder(test_video, DecodeMode.nvdec)
     with pytest.raises(CameraError) as caught:
         demanded.run(primary_context_in_use)
     # Not "unreachable" and retried forever: NVDEC's, for certain, and said so.
     assert caught.value.reason is Reason.nvdec_unavailable and "primary context" in str(caught.value)
-    auto = Recorder(test_video, keep_on_gpu=True)
+    auto = Recorder(test_video)
     auto.run(primary_context_in_use)
     assert_fell_back_once(auto, "primary context")
 
@@ -425,11 +468,9 @@ def test_a_primary_context_nvdec_cannot_share_sends_auto_cameras_to_the_cpu_at_o
 
     try:
         assert share_primary_context(Libcuda(flags=0, active=True)) is not None
-        on_gpu = Recorder(test_video, keep_on_gpu=True)
-        on_gpu.run()
-        assert on_gpu.hardware_asked == [False] and "primary context" in on_gpu.said[0]
-        to_host = Recorder(test_video)  # frames copied to the host: FFmpeg makes its own context
-        to_host.run(pretend_nvdec)
-        assert to_host.hardware_asked == [True]
+        # Frames stay on the GPU for every consumer, so every NVDEC open shares the context.
+        camera = Recorder(test_video)
+        camera.run(pretend_nvdec)
+        assert camera.hardware_asked == [False] and "primary context" in camera.said[0]
     finally:
         share_primary_context(Libcuda())

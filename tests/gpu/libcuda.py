@@ -1,6 +1,6 @@
 """A stand-in for the NVIDIA driver's libcuda, at the boundary where streamd calls it.
 
-`Libcuda` answers the four primary-context calls as libcuda does (results through the
+`Libcuda` answers the four primary-context calls and cuDeviceGetName as libcuda does (results through the
 `ctypes.byref` arguments, 0 for success) and records them; `ffmpeg_opens_nvdec` is
 FFmpeg's own `cuda_context_init` (libavutil/hwcontext_cuda.c) on that state: refused
 (ENOTSUP) when the context is active with flags other than CU_CTX_SCHED_BLOCKING_SYNC,
@@ -15,8 +15,8 @@ from streamd.gpu.context import CU_CTX_SCHED_BLOCKING_SYNC
 
 
 class Libcuda:
-    def __init__(self, flags: int = 0, active: bool = False) -> None:
-        self.flags, self.active = flags, active
+    def __init__(self, flags: int = 0, active: bool = False, name: str = "NVIDIA A10") -> None:
+        self.flags, self.active, self.name = flags, active, name
         self.calls: list[str] = []
 
     def cuInit(self, flags: int) -> int:
@@ -26,6 +26,11 @@ class Libcuda:
     def cuDeviceGet(self, device: Any, ordinal: int) -> int:
         self.calls.append("cuDeviceGet")
         device._obj.value = ordinal
+        return 0
+
+    def cuDeviceGetName(self, name: Any, length: int, device: Any) -> int:
+        self.calls.append("cuDeviceGetName")
+        name.value = self.name.encode()[: length - 1]
         return 0
 
     def cuDevicePrimaryCtxGetState(self, device: Any, flags: Any, active: Any) -> int:
