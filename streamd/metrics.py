@@ -208,16 +208,16 @@ class Metrics:
             "How late the event loop ran a timer, last check.",
             registry=self.registry,
         )
+        # Registered at the first NVDEC plan: without NVDEC the series are absent, not 0.
         self.nvdec_budget = Gauge(
-            "streamd_nvdec_budget_fps",
-            "1080p-equivalent frames/s the GPU's NVDEC may decode (absent without NVDEC).",
-            registry=self.registry,
+            "streamd_nvdec_budget_fps", "1080p-equivalent frames/s the GPU's NVDEC may decode.", registry=None
         )
         self.nvdec_placed = Gauge(
             "streamd_nvdec_planned_fps",
             "1080p-equivalent frames/s of the cameras placed on NVDEC (estimated until measured).",
-            registry=self.registry,
+            registry=None,
         )
+        self._nvdec_registered = False
         self._per_camera = (
             self.frames_decoded,
             self.frames_sampled,
@@ -242,6 +242,10 @@ class Metrics:
         self.registry.register(_CameraStateCollector(cameras))
 
     def nvdec_planned(self, budget_fps: float, planned_fps: float) -> None:
+        if not self._nvdec_registered:
+            self._nvdec_registered = True
+            self.registry.register(self.nvdec_budget)
+            self.registry.register(self.nvdec_placed)
         self.nvdec_budget.set(budget_fps)
         self.nvdec_placed.set(planned_fps)
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "streamd.json"
 RULES = DEPLOY / "prometheus" / "streamd-rules.yml"
-GPU_PANELS = ("GPU utilisation", "GPU memory", "NVDEC utilisation", "GPU temperature", "GPU power")
+GPU_PANELS = ("GPU utilisation", "GPU memory", "NVDEC utilisation", "GPU temperature", "GPU power", "NVDEC budget")
 
 
 def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
