@@ -2,19 +2,19 @@
 
 Build: the canonical ONNX (FP32) or its Q/DQ INT8 form (`streamd calibrate quantize`) is
 parsed into a network, given one optimization profile over the batch (min/opt/max,
-default 1 / batcher.max_batch / 32) and built with a timing cache. A Q/DQ model is built as a strongly
-typed network: TensorRT 11 has no INT8 flag or calibrator, the precision comes from the
-Q/DQ pairs. A plain FP32 model asks for FP16 where the builder still has that flag
-(TensorRT 10) and runs FP32 otherwise.
+default 1 / batcher.max_batch / 32) and built with a timing cache. Precision (`_precision`):
+on TensorRT 10, INT8 where the Q/DQ pairs say and FP16 for the float parts; on TensorRT
+11, which removed the precision flags, a strongly typed network in the model's own types.
 
 Engines are specific to the GPU and the TensorRT version, so they are cached under a
 key of (model file hash, GPU name, TensorRT version, profile) and rebuilt when any of
 them changes (`streamd.engine.cache`); `streamd engine build` builds ahead of time.
 
 Inference: `set_input_shape`, `set_tensor_address`, `execute_async_v3` on the engine's
-own (non-default) CUDA stream; host images are copied up asynchronously, GPU
-letterboxed ones are copied device to device with a plain memcpy (no CuPy elementwise
-kernel, which would need NVRTC); the output comes back into a pinned host buffer.
+own (non-default) CUDA stream; host images are copied up asynchronously from pinned
+staging buffers, GPU letterboxed ones device to device with a plain memcpy (no CuPy
+elementwise kernel, which would need NVRTC), all on the stream the batch then runs on;
+the output comes back into a pinned host buffer.
 Batches smaller than the profile's minimum run padded to it (the extra rows are
 ignored), so any `profile.min` works with the batcher's partial batches.
 
@@ -101,18 +101,19 @@ def build_engine(model: Path, profile: Profile, cache: EngineCache, force: bool 
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = is_qdq_model(model)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
+    qdq = is_qdq_model(model)
+    strongly_typed, precision_flags = _precision(trt, builder, qdq)
+    network = builder.create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    )
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(model)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"{model}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    # TensorRT 10 has the FP16 flag (deprecated with platform_has_fast_fp16); 11 removed both.
-    if not strongly_typed and hasattr(trt.BuilderFlag, "FP16") and getattr(builder, "platform_has_fast_fp16", True):
-        config.set_flag(trt.BuilderFlag.FP16)
+    for flag in precision_flags:
+        config.set_flag(flag)
     shape = (info.input_height, info.input_width, 3)
     optimization = builder.create_optimization_profile()
     optimization.set_shape(INPUT_NAME, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
@@ -122,7 +123,9 @@ def build_engine(model: Path, profile: Profile, cache: EngineCache, force: bool 
     log.info(
         "building the TensorRT engine for %s (%s); this takes minutes",
         model.name,
-        "INT8 Q/DQ" if strongly_typed else "FP32/FP16",
+        ("INT8 Q/DQ, float parts FP16" if precision_flags else "INT8 Q/DQ, float parts as typed (FP32)")
+        if qdq
+        else ("FP16" if precision_flags else "FP32"),
     )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -130,6 +133,23 @@ def build_engine(model: Path, profile: Profile, cache: EngineCache, force: bool 
     cache.write(plan_path, bytes(serialized))
     cache.write(cache.timing_path(gpu, trt.__version__), bytes(timing.serialize()))
     return plan_path
+
+
+def _precision(trt: Any, builder: Any, qdq: bool) -> tuple[bool, list[Any]]:
+    """(strongly typed?, builder flags) for a Q/DQ or a float model.
+
+    TensorRT 10 still has the precision flags: a Q/DQ model is built weakly typed with
+    INT8 and FP16 (the Q/DQ pairs fix the INT8 regions, and the layers left in float, the
+    first convolution, the heads and the decode, may run in FP16); a float model with FP16.
+    TensorRT 11 removed the flags (and platform_has_fast_fp16): networks are strongly
+    typed and precision is the model's tensor types, so a Q/DQ model's float parts stay
+    FP32 unless the model itself was converted (NVIDIA's ModelOpt AutoCast does that).
+    """
+    flag = trt.BuilderFlag
+    fp16 = hasattr(flag, "FP16") and bool(getattr(builder, "platform_has_fast_fp16", True))
+    if qdq:
+        return (False, [flag.INT8, flag.FP16]) if fp16 and hasattr(flag, "INT8") else (True, [])
+    return False, [flag.FP16] if fp16 else []
 
 
 def _attach_timing_cache(config: Any, cache: EngineCache, path: Path) -> Any:
@@ -190,6 +210,8 @@ class TensorRtEngine:
         import cupyx
 
         self._host_output = cupyx.empty_pinned((max_batch, ROW_WIDTH, candidates), dtype=np.float32)
+        self._empty_pinned = cupyx.empty_pinned
+        self._staging: dict[int, np.ndarray] = {}
         log.info("tensorrt engine: %s on %s, max batch %d", plan.name, gpu_name(cupy), max_batch)
 
     def _input_shape(self, batch: int) -> None:
@@ -208,17 +230,25 @@ class TensorRtEngine:
         return int(shape[2])
 
     def new_input_buffer(self) -> Any:
-        return self._cupy.empty((self.max_batch, self.input_height, self.input_width, 3), dtype=self._cupy.uint8)
+        shape = (self.max_batch, self.input_height, self.input_width, 3)
+        buffer = self._cupy.empty(shape, dtype=self._cupy.uint8)
+        # Host images go up through pinned memory: from pageable memory cudaMemcpyAsync is
+        # staged through a driver buffer and waits for it; from pinned memory it is a DMA
+        # that overlaps the running batch. A row is refilled only when its buffer is free
+        # again, after its batch (and so its uploads) finished.
+        self._staging[buffer.data.ptr] = self._empty_pinned(shape, dtype=np.uint8)
+        return buffer
 
     def load(self, buffer: Any, index: int, image: Any) -> None:
-        # On the engine's own stream, so the copy is ordered before the batch's execution.
         target = buffer[index]
         if isinstance(image, np.ndarray):
-            target.set(image, stream=self._stream)
-            return
-        from streamd.gpu.preprocess import copy_image_into
+            staged = self._staging[buffer.data.ptr][index]
+            np.copyto(staged, image)
+            target.set(staged, stream=self._stream)
+        else:
+            from streamd.gpu.preprocess import copy_image_into
 
-        copy_image_into(target, image, self._stream)  # an NVDEC frame's letterbox: a memcpy, no kernel
+            copy_image_into(target, image, self._stream)  # an NVDEC frame's letterbox: a memcpy, no kernel
 
     def infer(self, images: Any) -> np.ndarray:
         batch = len(images)
@@ -231,7 +261,7 @@ class TensorRtEngine:
         rows = max(batch, self.profile.min)
         device_out = self._output[:rows]
         host_out = self._host_output[:rows]
-        with self._stream:
+        with self._stream:  # one instance (factory): loads and the batch share this stream, in order
             self._input_shape(rows)
             self._context.set_tensor_address(INPUT_NAME, device_in.data.ptr)
             self._context.set_tensor_address(OUTPUT_NAME, device_out.data.ptr)
