@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload bench-scale soak soak-reload int8-report gpu-check install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale soak soak-reload int8-report gpu-check gpu-pack install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ GPU_EXTRA ?= gpu-cuda12
 gpu-check: system-deps $(STAMP)
 	$(BIN)/pip install --quiet -e ".[$(GPU_EXTRA)]"
 	$(BIN)/streamd --log-level WARNING bench gpu-check
+
+## make gpu-pack: .gpucheck/ for an offline GPU box with its system Python (then, there:
+## scripts/gpu-check-offline.sh run OUTDIR); see README "GPU status"
+gpu-pack: system-deps $(STAMP)
+	./scripts/gpu-check-offline.sh prepare
 
 ## make install: the systemd service (root): /opt/streamd, user streamd, /etc/streamd/streams.yaml
 install:
