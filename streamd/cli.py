@@ -210,18 +210,35 @@ def _cmd_calibrate_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate_crowd(args: argparse.Namespace) -> int:
-    from streamd.calibration.crowd import write_crowd_frames
+    from streamd.calibration.crowd import write_crowd_frames, write_scene_frames
     from streamd.engine.base import EngineError
 
+    write = write_scene_frames if args.scene else write_crowd_frames
     try:
-        entries = write_crowd_frames(
+        entries = write(
             args.model, args.images, args.out, args.count, args.held_out, args.seed, (args.min_face, args.max_face)
         )
     except (EngineError, ValueError, OSError) as error:
         print(f"calibrate crowd: {error}", file=sys.stderr)
         return 1
-    print(f"{args.out}: {len(entries)} crowd frames, faces {args.min_face:g} to {args.max_face:g} px")
+    kind = "crowd scenes" if args.scene else "crowd mosaics"
+    print(f"{args.out}: {len(entries)} {kind}, faces {args.min_face:g} to {args.max_face:g} px in the model input")
     return 0
+
+
+def _cmd_calibrate_choose(args: argparse.Namespace) -> int:
+    from streamd.calibration.choose import choose
+    from streamd.engine.base import EngineError
+    from streamd.model.canonical import ModelError
+
+    try:
+        best, _ = choose(args.model, args.frames, args.held_out, args.output, tuple(args.methods), args.threshold)
+    except (EngineError, ModelError, ValueError) as error:
+        print(f"calibrate choose: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.output}: {best.name} (recall {best.report.recall:.3f}, precision {best.report.precision:.3f})")
+    print(best.report.text())
+    return 0 if best.report.passed else 1
 
 
 def _cmd_calibrate_report(args: argparse.Namespace) -> int:
@@ -376,7 +393,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--all-int8", action="store_true", help="quantize the first and the head convolutions too (less accurate)"
     )
     quant.set_defaults(func=_cmd_calibrate_quantize)
-    crowd = steps.add_parser("crowd", help="crowd mosaics of photos (small faces) with a manifest")
+    crowd = steps.add_parser("crowd", help="crowd mosaics or scenes of photos (small faces) with a manifest")
     crowd.add_argument("images", type=Path, nargs="+", metavar="PHOTO")
     crowd.add_argument("--model", type=Path, required=True, help="canonical model: measures the photos' faces")
     crowd.add_argument("-o", "--out", type=Path, required=True)
@@ -385,7 +402,24 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     crowd.add_argument("--seed", type=int, default=0, help="other seeds give other mosaics")
     crowd.add_argument("--min-face", type=float, default=10.0, help="smallest face, model-input pixels")
     crowd.add_argument("--max-face", type=float, default=30.0, help="largest face, model-input pixels")
+    crowd.add_argument(
+        "--scene", action="store_true", help="seamless 1920x1080 scenes of blended faces instead of mosaics"
+    )
     crowd.set_defaults(func=_cmd_calibrate_crowd)
+    pick = steps.add_parser(
+        "choose", help="quantize with every method, with and without float layers; keep the best on held-out frames"
+    )
+    pick.add_argument("model", type=Path, metavar="MODEL.onnx")
+    pick.add_argument("--frames", type=Path, action="append", required=True, help="calibration frames (repeat)")
+    pick.add_argument(
+        "--held-out", type=Path, action="append", required=True, help="folders whose held-out frames judge (repeat)"
+    )
+    pick.add_argument("-o", "--output", type=Path, required=True, metavar="INT8.onnx")
+    pick.add_argument(
+        "--methods", nargs="+", choices=["minmax", "percentile", "entropy"], default=["minmax", "percentile", "entropy"]
+    )
+    pick.add_argument("--threshold", type=float, default=0.95, help="recall and precision needed")
+    pick.set_defaults(func=_cmd_calibrate_choose)
     report = steps.add_parser("report", help="INT8 against FP32 on the held-out frames; exit 1 on FAIL")
     report.add_argument("fp32", type=Path, metavar="FP32.onnx")
     report.add_argument("int8", type=Path, metavar="INT8.onnx")

@@ -20,14 +20,17 @@ outputs become boxes and scores).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
+from streamd.calibration.histograms import histogram_ranges
 from streamd.calibration.manifest import FrameEntry, load_manifest, split
 from streamd.model.canonical import INPUT_NAME, ModelError, read_canonical_info
 from streamd.preprocess import letterbox, load_image
@@ -106,18 +109,12 @@ def quantize(
     for directory, frames in sources:
         if not frames:
             raise ValueError(f"{directory}: no calibration frames in the manifest")
-    images = (
-        image
-        for directory, frames in sources
-        for image in letterboxed_frames(directory, frames, info.input_width, info.input_height)
-    )
+
+    def images() -> Iterator[np.ndarray]:
+        for directory, frames in sources:
+            yield from letterboxed_frames(directory, frames, info.input_width, info.input_height)
+
     total = sum(len(frames) for _, frames in sources)
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            image = next(images, None)
-            return None if image is None else {INPUT_NAME: image[np.newaxis]}
-
     source = onnx.load(str(model))
     float_nodes = [node.name for node in source.graph.node if node.name.startswith("streamd_")]
     if keep_sensitive_float:
@@ -130,27 +127,35 @@ def quantize(
         except Exception as error:
             raise ModelError(f"{model}: cannot convert to opset {QDQ_OPSET} for per-channel Q/DQ: {error}") from error
         quant_pre_process(str(converted), str(prepared), skip_symbolic_shape=True)
+        if method == "minmax":
+            pending = images()
+
+            class Reader(CalibrationDataReader):  # type: ignore[misc]
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    image = next(pending, None)
+                    return None if image is None else {INPUT_NAME: image[np.newaxis]}
+
+            calibration: dict[str, Any] = {
+                "calibration_data_reader": Reader(),
+                "calibrate_method": CalibrationMethod.MinMax,
+            }
+        else:
+            if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+                raise ValueError(
+                    f"calibration method {method} needs onnxruntime 1.24 or later (calibration_cache_path)"
+                )
+            cache, calibrate_method = histogram_ranges(prepared, images, method, Path(scratch))
+            calibration = {"calibration_cache_path": str(cache), "calibrate_method": calibrate_method}
         quantize_static(
             str(prepared),
             str(output),
-            Reader(),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "percentile": CalibrationMethod.Percentile,
-                "entropy": CalibrationMethod.Entropy,
-            }[method],
             nodes_to_exclude=float_nodes,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                # Histogram methods keep every frame's activations until the end
-                # otherwise: gigabytes for a hundred 640x640 frames (killed at 24 GiB).
-                "CalibMaxIntermediateOutputs": 8,
-            },
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            **calibration,
         )
     quantized = onnx.load(str(output))
     del quantized.metadata_props[:]

@@ -113,3 +113,69 @@ def test_crowd_frames_hold_many_small_faces(assets_dir: Path, canonical_model: P
         widths = faces.boxes[:, 2] - faces.boxes[:, 0]
         assert len(faces) >= 20, f"{entry.file}: a crowd, not {len(faces)} faces"
         assert 10 <= float(np.median(widths)) <= 30 and widths.max() <= 40
+
+
+def test_crowd_scenes_hold_hundreds_of_small_faces_at_camera_resolution(
+    assets_dir: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from streamd.calibration.crowd import write_scene_frames
+    from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
+    from streamd.postprocess import PostprocessSettings, postprocess
+    from streamd.preprocess import letterbox, load_image
+
+    photos = sorted((assets_dir / "images").glob("*.jpg"))
+    (entry,) = write_scene_frames(canonical_model, photos, tmp_path, count=1, held_out_share=1.0, seed=7)
+    assert (entry.width, entry.height, entry.split) == (1920, 1080, "held_out")
+    picture = load_image(str(tmp_path / entry.file))
+    assert (picture.width, picture.height) == (1920, 1080), "a camera frame's size, letterboxed like one"
+    engine = OnnxRuntimeEngine(canonical_model, max_batch=1)
+    image, box = letterbox(picture, 640, 640)
+    faces = postprocess(engine.infer(image[np.newaxis])[0], box, PostprocessSettings())
+    engine.close()
+    widths_in_model = (faces.boxes[:, 2] - faces.boxes[:, 0]) * box.scale
+    assert len(faces) >= 80, f"a crowd, not {len(faces)} faces"
+    assert 8 <= float(np.median(widths_in_model)) <= 32
+
+
+def test_percentile_calibration_fits_in_a_few_gigabytes(frames: Path, canonical_model: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's histogram calibrator kept every frame's activations and grew histograms
+    without bound (killed at 24 GiB); streamed with fixed bins it must fit under 6 GiB of
+    address space, enforced by the kernel on a child process."""
+    import subprocess
+    import sys
+
+    int8 = tmp_path / "percentile.onnx"
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n"
+        "from pathlib import Path\n"
+        "from streamd.calibration.quantize import quantize\n"
+        "print(quantize(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[3]), 'percentile'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(canonical_model), str(frames), str(int8)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "18"
+    report = compare(canonical_model, int8, frames, threshold=0.95)
+    assert report.passed, report.text()
+
+
+def test_choose_keeps_the_candidate_that_agrees_best_on_held_out_frames(
+    frames: Path, canonical_model: Path, tmp_path: Path
+) -> None:
+    from streamd.calibration.choose import choose
+
+    said: list[str] = []
+    chosen = tmp_path / "chosen.onnx"
+    best, candidates = choose(canonical_model, [frames], [frames], chosen, methods=("minmax",), say=said.append)
+    assert [(c.method, c.keep_sensitive_float) for c in candidates] == [("minmax", True), ("minmax", False)]
+    assert len(said) == 2 and all("recall" in line for line in said)
+    assert best.rank == max(c.rank for c in candidates)
+    again = compare(canonical_model, chosen, frames)
+    assert (again.recall, again.precision) == (best.report.recall, best.report.precision), "the kept file is the best"
