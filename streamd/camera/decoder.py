@@ -201,6 +201,7 @@ class DecodeSession:
             raise classify(exc, streaming=self._streaming) from exc
         finally:
             container.close()
+            self._container = None  # the session may outlive the connection (in a traceback)
 
     def _open_or_explain(self, hwaccel: HWAccel | None) -> Any:
         """The opened container; None when `transport: auto` is to try UDP instead. A failure
