@@ -24,40 +24,40 @@ test: system-deps $(STAMP) lint
 	$(BIN)/pytest -ra
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamd tests
-	$(BIN)/ruff format --check streamd tests
+	$(BIN)/ruff check streamd devtools tests
+	$(BIN)/ruff format --check streamd devtools tests
 	$(BIN)/mypy
 
 ## make bench: detection throughput and latency, engine alone vs streamd vs naive, with a plot
 bench: system-deps $(STAMP)
-	$(BIN)/streamd --log-level WARNING bench detect --out bench-results
+	$(BIN)/python -m devtools.bench --log-level WARNING detect --out bench-results
 
 ## make bench-ingest: decode rate per core, sampled-rate accuracy, CPU per frame against raw PyAV, keyframes
 ## against all, then resident memory per 1080p camera against PyAV alone
 bench-ingest: system-deps $(STAMP)
-	$(BIN)/streamd bench ingest --cameras 3 --seconds 20
-	$(BIN)/streamd --log-level WARNING bench memory --model "$$(./scripts/prepare-model.sh)" --out bench-results
+	$(BIN)/python -m devtools.bench ingest --cameras 3 --seconds 20
+	$(BIN)/python -m devtools.bench --log-level WARNING memory --model "$$(./scripts/prepare-model.sh)" --out bench-results
 
 ## make bench-overload: 12 cameras on a deliberately small engine for a minute: fairness and priorities
 bench-overload: system-deps $(STAMP)
-	$(BIN)/streamd --log-level WARNING bench overload
+	$(BIN)/python -m devtools.bench --log-level WARNING overload
 
 ## make bench-scale: 50 to 400 synthetic cameras through the real batcher, runner, postprocess and sink
 bench-scale: $(STAMP)
-	$(BIN)/streamd --log-level WARNING bench scale --out bench-results
+	$(BIN)/python -m devtools.bench --log-level WARNING scale --out bench-results
 
 ## make soak: 12 RTSP cameras through a real daemon for 30 minutes (SOAK_CAMERAS, SOAK_MINUTES)
 SOAK_CAMERAS ?= 12
 SOAK_MINUTES ?= 30
 soak: system-deps $(STAMP)
-	$(BIN)/streamd --log-level WARNING bench soak --model "$$(./scripts/prepare-model.sh)" \
+	$(BIN)/python -m devtools.bench --log-level WARNING soak --model "$$(./scripts/prepare-model.sh)" \
 		--cameras $(SOAK_CAMERAS) --minutes $(SOAK_MINUTES) --out bench-results
 
 ## make soak-reload: reload storms (30 edits each) against one daemon with the detector: memory after each,
 ## before and after malloc_trim, and Python's own allocations: a leak or the allocator's slack (RELOAD_STORMS)
 RELOAD_STORMS ?= 20
 soak-reload: system-deps $(STAMP)
-	$(BIN)/streamd --log-level WARNING bench reload-soak --storms $(RELOAD_STORMS) \
+	$(BIN)/python -m devtools.bench --log-level WARNING reload-soak --storms $(RELOAD_STORMS) \
 		--model "$$(./scripts/prepare-model.sh)" --out bench-results
 
 ## make int8-report: prepare, collect frames from photo cameras, quantize to Q/DQ INT8, report against FP32
@@ -69,7 +69,7 @@ int8-report: system-deps $(STAMP)
 GPU_EXTRA ?= gpu-cuda12
 gpu-check: system-deps $(STAMP)
 	$(BIN)/pip install --quiet -e ".[$(GPU_EXTRA)]"
-	$(BIN)/streamd --log-level WARNING bench gpu-check
+	$(BIN)/streamd --log-level WARNING gpu-check
 
 ## make gpu-pack: .gpucheck/ for an offline GPU box with its system Python (then, there:
 ## scripts/gpu-check-offline.sh run OUTDIR); see README "GPU status"

@@ -11,7 +11,7 @@
 #       copy the project root, .gpucheck/ included, to the box
 #   scripts/gpu-check-offline.sh run OUTDIR  there, in the copied project root: installs
 #       the wheels into /tmp/streamd-site (no index, no compile), then runs the runbook's
-#       probes and `streamd bench gpu-check`, each logged to OUTDIR; exits as gpu-check does
+#       probes and `streamd gpu-check`, each logged to OUTDIR; exits as gpu-check does
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=.gpucheck
@@ -49,7 +49,7 @@ run)
   } 2>&1 | tee "$out/gpu.txt"
   timeout 150 python3 "$pack/probes.py" 2>&1 | tee "$out/probes.log" || true
   set -o pipefail
-  timeout 420 python3 -m streamd --log-level WARNING bench gpu-check 2>&1 | tee "$out/gpu-check.log"
+  timeout 420 python3 -m streamd --log-level WARNING gpu-check 2>&1 | tee "$out/gpu-check.log"
   ;;
 *)
   echo "usage: $0 prepare | run OUTDIR" >&2

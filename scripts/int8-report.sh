@@ -16,7 +16,7 @@ source_model=${STREAMD_SOURCE_MODEL:-../shared/assets/models/yolov5n-0.5.onnx}
 # Demo cameras as local files: the same 1080p pans the RTSP demo serves.
 "$bin/python" - "$work/streams.yaml" <<'PY'
 import sys
-from streamd.testing.demo import demo_videos
+from devtools.testing.demo import demo_videos
 cameras = "".join(f"  - {{id: {name}, url: '{path}', fps: 5}}\n" for name, path in demo_videos(3).items())
 open(sys.argv[1], "w").write("metrics: {listen: 127.0.0.1:9199}\ncameras:\n" + cameras)
 PY

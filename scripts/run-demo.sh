@@ -7,7 +7,7 @@ bin=.venv/bin
 # The model: streams.yaml loads the canonical engines/yolov5n-0.5.onnx.
 ./scripts/prepare-model.sh >/dev/null
 
-"$bin/streamd" testserver --demo 3 --port 8554 &
+"$bin/python" -m devtools.testserver --demo 3 --port 8554 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -105,41 +104,18 @@ def _exit_past_left_threads(code: int) -> None:
         os._exit(code)
 
 
-def _cmd_testserver(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+def _add_gpu_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--streams", default="1,8,32", help="concurrent NVDEC streams to measure")
+    parser.add_argument("--seconds", type=float, default=8.0, help="decode time per measurement")
+    parser.add_argument("--model", type=Path, default=None, help="YOLOv5-Face ONNX (default: the shared assets')")
+    parser.add_argument("--photo", type=Path, default=None, help="a photo of faces for TensorRT (default: shared)")
+    parser.add_argument("--work", type=Path, default=Path(".cache") / "gpu-check", help="the test clip and model")
 
-    from streamd.testing.demo import demo_videos
-    from streamd.testing.rtsp import RtspTestServer, gstreamer_missing
 
-    missing = gstreamer_missing()
-    if missing:
-        print(f"testserver: {missing}", file=sys.stderr)
-        return 1
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from streamd.gpu.check import run_checks
 
-    mounts = {name: Path(path) for name, _, path in (m.partition("=") for m in args.mount)}
-    if args.demo:
-        mounts.update(demo_videos(args.demo, args.width, args.height, args.fps))
-    if not mounts:
-        print("testserver: give --demo N or --mount NAME=FILE.mkv", file=sys.stderr)
-        return 2
-    server = RtspTestServer(mounts, port=args.port, host=args.host)
-    # Handlers that only set a flag (not a blocked mask and sigwait: a blocked mask is
-    # inherited by the server child, which would then never see its stop signal).
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    server.start()
-    try:
-        for name in mounts:
-            print(server.url(name), flush=True)
-        while not stop.wait(1.0):
-            if not server.running:
-                print("testserver: the RTSP server exited", file=sys.stderr)
-                return 1
-    finally:
-        server.stop()
-    return 0
+    return run_checks(args)
 
 
 def _cmd_model_prepare(args: argparse.Namespace) -> int:
@@ -273,32 +249,9 @@ def _cmd_engine_build(args: argparse.Namespace) -> int:
     return 0
 
 
-# `streamd bench NAME`: each is a module of streamd.bench with add_arguments() and main().
-_BENCHES = {
-    "ingest": "decode rate per core and streamd's ingest against it",
-    "detect": "detection throughput: engine alone, streamd, naive",
-    "overload": "a real overload shared between cameras and priorities",
-    "scale": "orchestration cost per frame and event-loop lag at 50 to 400 cameras",
-    "memory": "resident memory per 1080p camera at 10 and 20 cameras, streamd against PyAV alone",
-    "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
-    "reload-soak": "reload storms one after another: memory by kind after each, leak or allocator slack",
-    "gpu-check": "prove the GPU path (NVDEC, GPU letterbox, TensorRT, NVML)",
-}
-
-
-def _bench_named(argv: list[str]) -> str | None:
-    """The benchmark `argv` runs (`streamd ... bench NAME ...`), if any."""
-    if "bench" not in argv:
-        return None
-    following = argv[argv.index("bench") + 1 :]
-    return next((word for word in following if word in _BENCHES), None)
-
-
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The whole command line; of the benchmarks, only the one `argv` names is imported
-    (they import the daemon, PyAV and onnx: `streamd --version` and `streamd check` must
-    not pay for that)."""
-    wanted = _bench_named(sys.argv[1:] if argv is None else argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line. A command's modules are imported when it runs, not here
+    (`streamd --version` and `streamd check` load neither the daemon nor onnx)."""
     parser = argparse.ArgumentParser(prog="streamd", description="Real-time multi-camera face detection daemon.")
     parser.add_argument("--version", action="version", version=f"streamd {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -336,15 +289,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_cmd_check)
 
-    server = commands.add_parser("testserver", help="serve test videos over RTSP on loopback (demos, benchmarks)")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=8554)
-    server.add_argument("--demo", type=int, default=0, metavar="N", help="serve N demo cameras cam1..camN")
-    server.add_argument("--mount", action="append", default=[], metavar="NAME=FILE.mkv")
-    server.add_argument("--width", type=int, default=1920)
-    server.add_argument("--height", type=int, default=1080)
-    server.add_argument("--fps", type=int, default=25)
-    server.set_defaults(func=_cmd_testserver)
+    gpu = commands.add_parser("gpu-check", help="prove the GPU path here: NVDEC, GPU letterbox, TensorRT, NVML")
+    _add_gpu_check_arguments(gpu)
+    gpu.set_defaults(func=_cmd_gpu_check)
 
     model = commands.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
     prepare = model.add_parser("prepare", help="convert a YOLOv5-Face ONNX (either layout) to the canonical model")
@@ -427,13 +374,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     report.add_argument("--threshold", type=float, default=0.95, help="recall and precision needed")
     report.set_defaults(func=_cmd_calibrate_report)
 
-    benches = commands.add_parser("bench", help="benchmarks (not tests)").add_subparsers(dest="bench", required=True)
-    for name, help_text in _BENCHES.items():
-        command = benches.add_parser(name, help=help_text)
-        if name == wanted:
-            bench = importlib.import_module(f"streamd.bench.{name.replace('-', '_')}")
-            bench.add_arguments(command)
-            command.set_defaults(func=bench.main)
     return parser
 
 
@@ -445,12 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         _EARLY_SIGNALS.install()  # first thing: a signal during start-up must not kill the daemon
     from streamd.dependencies import pyav_problem
 
-    # Before the parser: building it for a benchmark imports that one, which imports PyAV.
+    # Before any command imports PyAV: an old one is named, not a traceback.
     problem = pyav_problem()
     if problem is not None:
         print(f"streamd: {problem}", file=sys.stderr)
         return 2
-    args = build_parser(argv).parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))

@@ -21,10 +21,10 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from streamd.testing.demo import ASSETS, CACHE_DIR
-from streamd.testing.ports import free_port as free_port  # the tests import it from here
-from streamd.testing.rtsp import RtspTestServer, gstreamer_missing
-from streamd.testing.video import VideoSpec, cached_video
+from devtools.testing.demo import ASSETS, CACHE_DIR
+from devtools.testing.ports import free_port as free_port  # the tests import it from here
+from devtools.testing.rtsp import RtspTestServer, gstreamer_missing
+from devtools.testing.video import VideoSpec, cached_video
 
 T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

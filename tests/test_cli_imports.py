@@ -1,5 +1,6 @@
-"""`streamd --version` and `streamd check FILE` load neither the daemon nor onnx: counted
-in a fresh interpreter, as an operator's shell runs them."""
+"""`streamd --version` and `streamd check FILE` load neither the daemon nor onnx, and the
+product never loads the developer tools: counted in a fresh interpreter, as an
+operator's shell runs them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ except SystemExit as exit:
     code = exit.code
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
-HEAVY = ("streamd.daemon", "streamd.detector", "streamd.bench", "onnx", "onnxruntime", "av", "numpy")
+HEAVY = ("streamd.daemon", "streamd.detector", "onnx", "onnxruntime", "av", "numpy")
 
 
 def loaded(*argv: str) -> tuple[int, list[str]]:
@@ -34,11 +35,28 @@ def test_version_and_check_load_neither_the_daemon_nor_onnx(tmp_path: Path) -> N
     for argv in (["--version"], ["check", str(config)]):
         code, modules = loaded(*argv)
         assert code == 0, argv
-        heavy = [m for m in modules if m in HEAVY or m.startswith(("streamd.bench.", "onnx."))]
+        heavy = [m for m in modules if m in HEAVY or m.startswith(("devtools", "onnx."))]
         assert heavy == [], (argv, heavy)
         assert len([m for m in modules if m.startswith("streamd")]) <= 12, (argv, modules)
 
 
+def test_the_product_never_imports_the_developer_tools() -> None:
+    """`make install` copies `streamd/` alone: an import of `devtools` in it would fail there."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "streamd").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if line.lstrip().startswith(("import devtools", "from devtools"))
+    ]
+    assert offenders == []
+
+
 def test_a_benchmark_still_gets_its_own_arguments() -> None:
-    code, modules = loaded("bench", "scale", "--help")
-    assert code == 0 and "streamd.bench.scale" in modules and "streamd.bench.soak" not in modules
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.bench", "scale", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "--out" in result.stdout, result.stderr

@@ -90,7 +90,7 @@ cameras:
 
 def test_testserver_cli_stops_its_rtsp_server_on_sigterm(gstreamer: None, test_video: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamd", "testserver", "--port", str(free_port()), "--mount", f"cam1={test_video}"],
+        [sys.executable, "-m", "devtools.testserver", "--port", str(free_port()), "--mount", f"cam1={test_video}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

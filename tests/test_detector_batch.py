@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamd.bench.scale import SleepingEngine
+from devtools.bench.scale import SleepingEngine
 from streamd.camera.slot import LatestFrameSlot
 from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
 from streamd.detector import Detector

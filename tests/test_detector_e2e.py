@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.testing.demo import CACHE_DIR
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
 from streamd.postprocess import PostprocessSettings
 from streamd.still_images import detect_images
-from streamd.testing.demo import CACHE_DIR
-from streamd.testing.video import VideoSpec, cached_video
 from tests.conftest import StartRtspServer, run, wait_for
 from tests.model.conftest import box_iou
 

@@ -19,10 +19,10 @@ from typing import Any
 import av
 import pytest
 
+from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.source import CameraSource
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
-from streamd.testing.rtsp import RtspTestServer
 from tests.conftest import StartRtspServer, free_port, run, wait_for
 
 pytestmark = pytest.mark.rtsp

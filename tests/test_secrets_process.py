@@ -23,8 +23,8 @@ import av
 import pytest
 import yaml
 
+from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.errors import classify
-from streamd.testing.rtsp import RtspTestServer
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.rtsp

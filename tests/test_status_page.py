@@ -19,9 +19,9 @@ import av
 import numpy as np
 import pytest
 
+from devtools.testing.demo import CACHE_DIR
+from devtools.testing.video import VideoSpec, cached_video
 from streamd import status_page
-from streamd.testing.demo import CACHE_DIR
-from streamd.testing.video import VideoSpec, cached_video
 from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]

@@ -12,7 +12,7 @@
   Planes, not rows (format 2): the score threshold reads one contiguous plane of
   N floats per image (100 KB at 640) instead of striding through all 1.5 MB of
   candidates, which made it the most expensive step per frame on the host (measured
-  by `streamd bench scale`: 110 against 13 us); on the GPU the planes are the
+  by `python -m devtools.bench scale`: 110 against 13 us); on the GPU the planes are the
   detection heads' own layout, so the engine does less work too.
 - the batch dimension is dynamic; H and W are fixed and recorded in the metadata.
 

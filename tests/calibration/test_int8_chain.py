@@ -9,6 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from devtools.testing.demo import CACHE_DIR
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.calibration.collect import collect
 from streamd.calibration.crowd import write_crowd_frames
 from streamd.calibration.manifest import load_manifest, split
@@ -16,8 +18,6 @@ from streamd.calibration.quantize import quantize, sensitive_convolutions
 from streamd.calibration.report import compare
 from streamd.config import StreamsConfig
 from streamd.model.canonical import read_canonical_info
-from streamd.testing.demo import CACHE_DIR
-from streamd.testing.video import VideoSpec, cached_video
 from tests.conftest import run
 
 pytestmark = pytest.mark.assets

@@ -11,13 +11,13 @@ from typing import Any
 import av
 import pytest
 
+from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.decoder import DecodeSession
 from streamd.camera.state import CameraRun
 from streamd.config import CameraConfig
 from streamd.frame import Frame
 from streamd.metrics import Metrics
 from streamd.preprocess import Letterbox, letterbox
-from streamd.testing.rtsp import RtspTestServer
 
 pytestmark = pytest.mark.rtsp
 

@@ -8,12 +8,12 @@ import av
 import numpy as np
 import pytest
 
+from devtools.testing.decode import decode_as_live
 from streamd.camera.keyframes import KeyframeGate
 from streamd.camera.state import CameraRun
 from streamd.config import CameraConfig, DecodeFrames
 from streamd.frame import Frame
 from streamd.preprocess import letterbox
-from streamd.testing.decode import decode_as_live
 
 
 def test_auto_decodes_keyframes_only_once_three_intervals_are_short_enough() -> None:

@@ -1,4 +1,4 @@
-"""`streamd bench gpu-check` runs its parts in the daemon's own start order and lets
+"""`streamd gpu-check` runs its parts in the daemon's own start order and lets
 every part report: on a machine without a GPU (here) each says why, none stops the rest."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ DAEMON_ORDER = [
 
 def test_gpu_check_runs_in_the_daemons_order_and_every_part_reports(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streamd", "--log-level", "WARNING", "bench", "gpu-check", "--seconds", "1",
-         "--model", str(tmp_path / "absent.onnx")],
+        [sys.executable, "-m", "streamd", "--log-level", "WARNING", "gpu-check", "--seconds", "1",
+         "--model", str(tmp_path / "absent.onnx"), "--work", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     lines = result.stdout.splitlines()

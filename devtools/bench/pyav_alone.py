@@ -1,4 +1,4 @@
-"""PyAV alone on N RTSP cameras: the floor `streamd bench memory` compares the daemon with.
+"""PyAV alone on N RTSP cameras: the floor `python -m devtools.bench memory` compares the daemon with.
 
 Run as its own process by the memory bench: one thread per camera opens the stream
 (TCP, one decoding thread, as streamd does), decodes every frame and letterboxes the
@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from streamd.bench.memory import settled_resident
+from devtools.bench.memory import settled_resident
 from streamd.camera.sampler import FrameSampler
 from streamd.preprocess import letterbox
 

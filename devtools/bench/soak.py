@@ -1,4 +1,4 @@
-"""`streamd bench soak` (`make soak`): N real cameras through a real daemon for M minutes.
+"""`python -m devtools.bench soak` (`make soak`): N real cameras through a real daemon for M minutes.
 
 The RTSP test server serves N cameras (a 640x480 H.264 pan at 25 fps) on loopback; the
 daemon is `streamd run` in its own process, as operators run it, with the model, a
@@ -27,12 +27,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamd.bench.streams_file import streams_yaml
+from devtools.bench.streams_file import streams_yaml
+from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
+from devtools.testing.ports import free_port
+from devtools.testing.rtsp import RtspTestServer
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.memory import rss_bytes
-from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
-from streamd.testing.ports import free_port
-from streamd.testing.rtsp import RtspTestServer
-from streamd.testing.video import VideoSpec, cached_video
 
 _INFERRED_AT_STOP = re.compile(r"detector stopped: (\d+) frames inferred")
 

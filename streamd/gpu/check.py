@@ -1,4 +1,4 @@
-"""`make gpu-check`: prove the GPU path on a machine with an NVIDIA GPU, with figures.
+"""`streamd gpu-check` (`make gpu-check`): prove the GPU path on a machine with an NVIDIA GPU, with figures.
 
 The parts run in the daemon's own start order, so the check fails where the daemon
 would: the CUDA primary context is set up for NVDEC first, then CuPy and TensorRT start
@@ -36,14 +36,34 @@ import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
-from streamd.testing.demo import ASSETS, CACHE_DIR, shared_image
-from streamd.testing.video import VideoSpec, cached_video
+# The shared assets beside the checkout (or STREAMD_ASSETS): the model and a photo of faces.
+ASSETS = Path(os.environ.get("STREAMD_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
+CLIP_SECONDS = 10
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--streams", default="1,8,32", help="concurrent NVDEC streams to measure")
-    parser.add_argument("--seconds", type=float, default=8.0, help="decode time per measurement")
-    parser.add_argument("--model", type=Path, default=ASSETS / "models" / "yolov5n-0.5.onnx")
+def make_clip(path: Path, seconds: int = CLIP_SECONDS) -> Path:
+    """A 1080p25 H.264 clip as cameras send it (no B-frames, a keyframe a second), with a
+    moving texture so every frame costs the decoder real work; made once."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.mkv")
+    y, x = np.mgrid[0:1080, 0:1920].astype(np.float32)
+    with av.open(str(partial), "w") as output:
+        stream = output.add_stream("libx264", rate=25, options={"bf": "0", "g": "25", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        for index in range(seconds * 25):
+            shift = index * 6.0
+            picture = np.stack(
+                [128 + 100 * np.sin((x + shift) / 37.0), 128 + 100 * np.cos((y + shift) / 23.0), (x + y + shift) % 256],
+                axis=-1,
+            ).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    partial.replace(path)
+    return path
 
 
 def _decode_rate(video: Path, streams: int, seconds: float, hw: bool) -> float:
@@ -161,7 +181,7 @@ def _needs_nvdec(check: Callable[[], bool]) -> Callable[[], bool]:
     return run
 
 
-def check_tensorrt(model: Path) -> bool:
+def check_tensorrt(model: Path, photo: Path, work: Path) -> bool:
     from streamd.config import default_engine_cache
     from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
     from streamd.engine.tensorrt_backend import Profile, TensorRtEngine
@@ -172,12 +192,11 @@ def check_tensorrt(model: Path) -> bool:
     if not model.exists():
         print(f"  SKIP: no model at {model} (--model)")
         return True
-    canonical = prepare_model(model, Path("engines") / "gpu-check.onnx").path
-    image = shared_image("group9.jpg")
-    if image is None:
-        print("  SKIP: no shared photo for the comparison")
+    if not photo.is_file():
+        print(f"  SKIP: no photo of faces at {photo} (--photo)")
         return True
-    picture, box = letterbox(load_image(str(image)), 640, 640)
+    canonical = prepare_model(model, work / "gpu-check.onnx").path
+    picture, box = letterbox(load_image(str(photo)), 640, 640)
     batch = np.stack([picture] * 8)
     start = time.perf_counter()
     engine = TensorRtEngine(canonical, 8, Profile(1, 8, 32), default_engine_cache(Path.cwd(), os.environ))
@@ -210,17 +229,19 @@ def check_nvml() -> bool:
     return True
 
 
-def main(args: argparse.Namespace) -> int:
+def run_checks(args: argparse.Namespace) -> int:
+    """Every part, each reporting PASS, FAIL or SKIP; 1 if any failed."""
     from streamd.engine.base import BackendUnavailable
 
-    image = shared_image("street_bus.jpg")
-    video = cached_video(VideoSpec(seconds=10, image=str(image) if image else None), CACHE_DIR)
+    video = make_clip(args.work / f"clip-1080p25-{CLIP_SECONDS}s.mkv")
+    model = args.model or ASSETS / "models" / "yolov5n-0.5.onnx"
+    photo = args.photo or ASSETS / "images" / "group9.jpg"
     results = {}
     streams = [int(s) for s in args.streams.split(",")]
     parts: list[tuple[str, Callable[[], bool]]] = [
         ("CUDA primary context", check_primary_context),
         ("NVML", check_nvml),
-        ("TensorRT", lambda: check_tensorrt(args.model)),
+        ("TensorRT", lambda: check_tensorrt(model, photo, args.work)),
         ("GPU letterbox kernel", check_letterbox_kernel),
         ("NVDEC decode", _needs_nvdec(lambda: check_nvdec(video, streams, args.seconds))),
         ("NVDEC -> GPU letterbox -> engine buffer", _needs_nvdec(lambda: check_daemon_path(video))),

@@ -1,4 +1,4 @@
-"""`streamd bench memory`: resident memory per camera, the daemon against PyAV alone.
+"""`python -m devtools.bench memory`: resident memory per camera, the daemon against PyAV alone.
 
 Real cameras: the RTSP test server serves 1080p H.264 (a keyframe a second) on loopback.
 
@@ -11,7 +11,7 @@ Real cameras: the RTSP test server serves 1080p H.264 (a keyframe a second) on l
    camera holds must not grow with its reconnects.
 2. PyAV alone, in its own process: the same streams opened one thread each, every frame
    decoded, the frames sampled at the same rate letterboxed, nothing else
-   (`streamd.bench.pyav_alone`); read the same way, before any stream and at 10 and 20.
+   (`devtools.bench.pyav_alone`); read the same way, before any stream and at 10 and 20.
 
 `rss_mb_per_camera` = (resident at N - baseline) / N, for both, and their ratio, all
 measured in the same run. The cameras' source rate is kept low (5 fps by default) so
@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from streamd.bench.streams_file import streams_yaml
+from devtools.bench.streams_file import streams_yaml
+from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
+from devtools.testing.ports import free_port
+from devtools.testing.rtsp import RtspTestServer
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.memory import resident_by_kind, rss_bytes
-from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
-from streamd.testing.ports import free_port
-from streamd.testing.rtsp import RtspTestServer
-from streamd.testing.video import VideoSpec, cached_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +128,7 @@ def _streamd(
 
 
 def _pyav_alone(urls: dict[str, str], counts: list[int], args: argparse.Namespace) -> dict[int, Resident]:
-    command = [sys.executable, "-X", "faulthandler", "-m", "streamd.bench.pyav_alone", "--fps", str(args.fps)]
+    command = [sys.executable, "-X", "faulthandler", "-m", "devtools.bench.pyav_alone", "--fps", str(args.fps)]
     command += ["--counts", ",".join(map(str, counts)), "--settle", str(args.settle), "--measure", str(args.measure)]
     done = subprocess.run([*command, *urls.values()], capture_output=True, text=True)
     if done.returncode != 0:

@@ -2,7 +2,7 @@
 
 Run by Debian's own /usr/bin/python3, whose `gi` module is not in the virtual
 environment, so this file imports nothing but the standard library and GObject
-introspection. `streamd.testing.rtsp` starts and stops it.
+introspection. `devtools.testing.rtsp` starts and stops it.
 
 Each mount loads its file's access units once (GStreamer demuxes it) and a feeder thread
 per client session pushes them into an `appsrc` at the file's real frame rate, looping

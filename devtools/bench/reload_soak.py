@@ -1,4 +1,4 @@
-"""`streamd bench reload-soak` (`make soak-reload`): reload storms, one after another:
+"""`python -m devtools.bench reload-soak` (`make soak-reload`): reload storms, one after another:
 does memory grow because something leaks, or is it the allocator's slack?
 
 A daemon in this process (the `Daemon` that `streamd run` builds, on a streams.yaml
@@ -30,11 +30,11 @@ import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devtools.testing.demo import CACHE_DIR
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.config import read_config
 from streamd.daemon import Daemon
 from streamd.memory import rss_bytes
-from streamd.testing.demo import CACHE_DIR
-from streamd.testing.video import VideoSpec, cached_video
 
 _MB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""`streamd bench`: ingest figures measured in one run, reported as ratios.
+"""`python -m devtools.bench ingest`: ingest figures measured in one run, reported as ratios.
 
 1. The raw limit: PyAV decoding the test clip from a file on one thread, as fast as it
    goes: frames per second per core, and CPU seconds per frame.
@@ -27,14 +27,14 @@ from typing import Any
 import av
 import numpy as np
 
+from devtools.testing.decode import decode_as_live
+from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
+from devtools.testing.rtsp import RtspTestServer
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.config import CameraConfig, DecodeFrames, StreamsConfig
 from streamd.consumers import DiscardingConsumer
 from streamd.daemon import Daemon
 from streamd.preprocess import letterbox
-from streamd.testing.decode import decode_as_live
-from streamd.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
-from streamd.testing.rtsp import RtspTestServer
-from streamd.testing.video import VideoSpec, cached_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""`streamd bench detect` (`make bench`): detection throughput, three ways in one run.
+"""`python -m devtools.bench detect` (`make bench`): detection throughput, three ways in one run.
 
 (a) limit: the engine alone on ready-made batches of letterboxed frames, every batch
     size from 1 to `max_batch`; the best is the limit.
@@ -33,7 +33,10 @@ from typing import Any
 import av
 import numpy as np
 
-from streamd.bench.thread_cpu import cpu_by_role, spent_between
+from devtools.bench.thread_cpu import cpu_by_role, spent_between
+from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
+from devtools.testing.rtsp import RtspTestServer
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.camera.sampler import FrameSampler
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
@@ -41,9 +44,6 @@ from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.model.prepare import prepare_model
 from streamd.postprocess import PostprocessSettings, postprocess
 from streamd.preprocess import letterbox
-from streamd.testing.demo import ASSETS, CACHE_DIR, shared_image
-from streamd.testing.rtsp import RtspTestServer
-from streamd.testing.video import VideoSpec, cached_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

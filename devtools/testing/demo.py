@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from streamd.testing.video import VideoSpec, cached_video
+from devtools.testing.video import VideoSpec, cached_video
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("STREAMD_CACHE", PROJECT_ROOT / ".cache")) / "videos"

@@ -1,4 +1,4 @@
-"""`streamd bench scale`: what the Python orchestration costs per frame, at 50 to 400 cameras.
+"""`python -m devtools.bench scale`: what the Python orchestration costs per frame, at 50 to 400 cameras.
 
 Everything between a camera's slot and the sinks is the real thing: the latest-frame
 slots, the DynamicBatcher on the event loop (uvloop where installed, as `streamd run`),
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from streamd.bench.thread_cpu import cpu_by_role, spent_between
+from devtools.bench.thread_cpu import cpu_by_role, spent_between
 from streamd.camera.slot import LatestFrameSlot
 from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
 from streamd.detector import Detector

@@ -1,4 +1,4 @@
-"""`streamd bench overload`: how a real overload is shared, in real time.
+"""`python -m devtools.bench overload`: how a real overload is shared, in real time.
 
 N cameras served by the RTSP test server on loopback, analysed by the real detector on
 an engine deliberately kept small (one instance, one thread), so the cameras offer well
@@ -21,12 +21,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
+from devtools.testing.rtsp import RtspTestServer
+from devtools.testing.video import VideoSpec, cached_video
 from streamd.config import StreamsConfig
 from streamd.daemon import Daemon
 from streamd.model.prepare import prepare_model
-from streamd.testing.demo import ASSETS, CACHE_DIR, shared_image
-from streamd.testing.rtsp import RtspTestServer
-from streamd.testing.video import VideoSpec, cached_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
