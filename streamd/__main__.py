@@ -1,5 +1,5 @@
 import sys
 
-from streamd.cli import main
+from streamd.cli.main import main
 
 sys.exit(main())

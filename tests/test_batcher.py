@@ -9,9 +9,9 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pytest
 
-from streamd.batcher import BatchDecision, BatchPolicy, DynamicBatcher, Waiting
+from streamd.analysis.batcher import BatchDecision, BatchPolicy, DynamicBatcher, Waiting
 from streamd.camera.slot import LatestFrameSlot
-from streamd.frame import Frame
+from streamd.frames.frame import Frame
 from tests.conftest import run
 
 DELAY, AGE = 0.010, 1.0

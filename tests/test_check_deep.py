@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamd.config import ConfigError, load_config
-from streamd.daemon import Daemon
-from streamd.deep_check import deep_check
+from streamd.config.loader import ConfigError, load_config
+from streamd.service.daemon import Daemon
+from streamd.service.deep_check import deep_check
 from tests.conftest import free_port
 
 NAN, INF = float("nan"), float("inf")
@@ -193,11 +193,11 @@ def test_deep_check_passes_a_good_file_and_leaves_nothing_behind(canonical_model
 def test_deep_check_shows_where_seventy_cameras_would_decode_on_an_a10(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import streamd.deep_check
     import streamd.gpu.nvdec_budget
+    import streamd.service.deep_check
     from tests.gpu.libcuda import Libcuda
 
-    monkeypatch.setattr(streamd.deep_check, "nvdec_unavailable_reason", lambda: None)
+    monkeypatch.setattr(streamd.service.deep_check, "nvdec_unavailable_reason", lambda: None)
     monkeypatch.setattr(streamd.gpu.nvdec_budget, "load_libcuda", lambda: Libcuda(name="NVIDIA A10"))
     cameras = [{"id": f"c{i:02d}", "url": f"rtsp://10.0.0.{i + 1}/s", "priority": int(i >= 20)} for i in range(70)]
     path = write(tmp_path / "streams.yaml", {"metrics": {"listen": f"127.0.0.1:{free_port()}"}, "cameras": cameras})

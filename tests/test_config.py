@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streamd.config import ConfigError, DecodeMode, Transport, load_config, parse_config
+from streamd.config.loader import ConfigError, load_config, parse_config
+from streamd.config.schema import DecodeMode, Transport
 
 PASSWORD = "Sup3rS3cret!"
 

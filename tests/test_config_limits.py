@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamd.config import ConfigError, load_config
-from streamd.yaml_source import MAX_BYTES
+from streamd.config.loader import ConfigError, load_config
+from streamd.config.yaml_source import MAX_BYTES
 
 # Nine levels of nine aliases: 9**9 (387 million) strings once expanded.
 ALIAS_BOMB = (
@@ -41,7 +41,7 @@ def errors_of(tmp_path: Path, text: str) -> list[str]:
 # once for time, once under tracemalloc for the peak of what it allocated.
 _MEASURE = """
 import json, sys, time, tracemalloc
-from streamd.config import ConfigError, load_config
+from streamd.config.loader import ConfigError, load_config
 
 def read():
     try:

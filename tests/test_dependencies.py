@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamd.dependencies import pyav_problem
+from streamd.base.dependencies import pyav_problem
 
 
 def _fake_pyav(root: Path, version: str) -> None:

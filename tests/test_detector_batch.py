@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from devtools.bench.scale import SleepingEngine
+from streamd.analysis.detector import Detector
+from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
-from streamd.detector import Detector
-from streamd.frame import Frame, StageTimes
-from streamd.metrics import Metrics
-from streamd.postprocess import PostprocessSettings, postprocess
-from streamd.preprocess import letterbox_geometry
+from streamd.config.schema import BatcherConfig, JsonlSinkConfig, PostprocessConfig
+from streamd.frames.frame import Frame, StageTimes
+from streamd.frames.letterbox import letterbox_geometry
+from streamd.metrics.registry import Metrics
 from streamd.sinks.factory import build_sinks
 from tests.conftest import run, wait_for
 

@@ -11,10 +11,10 @@ import pytest
 
 from devtools.testing.demo import CACHE_DIR
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
-from streamd.postprocess import PostprocessSettings
-from streamd.still_images import detect_images
+from streamd.analysis.postprocess import PostprocessSettings
+from streamd.analysis.still_images import detect_images
+from streamd.config.schema import StreamsConfig
+from streamd.service.daemon import Daemon
 from tests.conftest import StartRtspServer, run, wait_for
 from tests.model.conftest import box_iou
 

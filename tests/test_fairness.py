@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from streamd.batcher import BatchPolicy, DynamicBatcher, Waiting
+from streamd.analysis.batcher import BatchPolicy, DynamicBatcher, Waiting
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig, OverloadConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
-from streamd.overload import OverloadGovernor
+from streamd.config.schema import CameraConfig, OverloadConfig
+from streamd.frames.frame import Frame
+from streamd.metrics.registry import Metrics
+from streamd.monitor.overload import OverloadGovernor
 from tests.conftest import run
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)

@@ -7,7 +7,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.registry import Collector
 
-from streamd.frame_metrics import LATENCY_BUCKETS, STAGE_BUCKETS, STAGES, CameraAnalysis, StageSeconds
+from streamd.metrics.analysis import LATENCY_BUCKETS, STAGE_BUCKETS, STAGES, CameraAnalysis, StageSeconds
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

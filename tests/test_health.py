@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
-from streamd.gpu_metrics import GpuCollector
-from streamd.logs import JsonFormatter
+from streamd.base.logs import JsonFormatter
+from streamd.config.schema import StreamsConfig
+from streamd.metrics.gpu import GpuCollector
+from streamd.service.daemon import Daemon
 from tests.conftest import run, wait_for
 
 PASSWORD = "St4tus-Secret"

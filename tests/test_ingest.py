@@ -21,8 +21,8 @@ import pytest
 
 from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.source import CameraSource
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
+from streamd.config.schema import StreamsConfig
+from streamd.service.daemon import Daemon
 from tests.conftest import StartRtspServer, free_port, run, wait_for
 
 pytestmark = pytest.mark.rtsp

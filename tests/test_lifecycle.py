@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
-from streamd.lifecycle import Lifecycle
+from streamd.config.schema import StreamsConfig
+from streamd.service.daemon import Daemon
+from streamd.service.lifecycle import Lifecycle
 from tests.conftest import free_port, run
 
 

@@ -26,7 +26,7 @@ import bcrypt
 import pytest
 import trustme
 
-from streamd.http_server import MAX_CONNECTIONS
+from streamd.monitor.http_server import MAX_CONNECTIONS
 from tests.conftest import StartRtspServer, free_port, system_binary
 from tests.test_dashboard_prometheus import Prometheus, wait_until
 from tests.test_stop_process import DaemonProcess

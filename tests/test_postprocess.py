@@ -5,9 +5,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from streamd import postprocess as postprocess_module
-from streamd.postprocess import PostprocessSettings, iou_matrix, postprocess, postprocess_batch
-from streamd.preprocess import Letterbox, letterbox_geometry
+from streamd.analysis import postprocess as postprocess_module
+from streamd.analysis.postprocess import PostprocessSettings, iou_matrix, postprocess, postprocess_batch
+from streamd.frames.letterbox import Letterbox, letterbox_geometry
 
 
 def planes_for(boxes_xywh: Sequence[tuple[float, float, float, float]], scores: list[float]) -> np.ndarray:

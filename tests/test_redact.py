@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from streamd.logs import RedactingFormatter
-from streamd.redact import redact_text, redact_url, register_secrets, url_secrets
+from streamd.base.logs import RedactingFormatter
+from streamd.base.redact import redact_text, redact_url, register_secrets, url_secrets
 
 
 @pytest.mark.parametrize(

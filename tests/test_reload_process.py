@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.memory import rss_bytes
+from streamd.base.memory import rss_bytes
 from tests.conftest import StartRtspServer, free_port, spawn_streamd
 
 pytestmark = pytest.mark.rtsp

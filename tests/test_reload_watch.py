@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streamd.config import read_config
-from streamd.consumers import DiscardingConsumer
-from streamd.daemon import WATCH_IDLE_S, Daemon
+from streamd.analysis.discard import DiscardingConsumer
+from streamd.config.loader import read_config
+from streamd.service.daemon import WATCH_IDLE_S, Daemon
 from tests.conftest import run, wait_for
 from tests.test_reload_process import write_atomically
 

@@ -184,7 +184,7 @@ def test_a_running_daemon_prints_no_password_in_logs_status_or_metrics(
 
 
 def test_ffmpegs_own_error_text_holds_the_password_and_streamd_masks_it(tmp_path: Path) -> None:
-    from streamd.redact import register_secrets, url_secrets
+    from streamd.base.redact import register_secrets, url_secrets
 
     url = f"rtsp://viewer:{ACCEPTED[12][1]}@127.0.0.1:{free_port()}/cam1"
     with pytest.raises(av.error.FFmpegError) as caught:

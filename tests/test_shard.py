@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from streamd.config import Overrides, StreamsConfig
-from streamd.gpu_metrics import visible_gpus
-from streamd.shard import Shard, shard_of
+from streamd.config.schema import Overrides, StreamsConfig
+from streamd.config.shard import Shard, shard_of
+from streamd.metrics.gpu import visible_gpus
 
 IDS = [f"cam-{n:04d}" for n in range(3000)]
 
@@ -45,7 +45,7 @@ def test_removing_the_last_instance_moves_only_its_cameras() -> None:
 
 def test_the_shard_of_a_camera_is_the_same_in_every_process() -> None:
     # Python's own hash() is salted per process; the instances must agree regardless.
-    code = "from streamd.shard import shard_of; print([shard_of(f'cam-{n:04d}', 5) for n in range(200)])"
+    code = "from streamd.config.shard import shard_of; print([shard_of(f'cam-{n:04d}', 5) for n in range(200)])"
     answers = {
         subprocess.run(
             [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True

@@ -21,7 +21,7 @@ import pytest
 
 from devtools.testing.demo import CACHE_DIR
 from devtools.testing.video import VideoSpec, cached_video
-from streamd import status_page
+from streamd.monitor import status_page
 from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]

@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamd.batcher import BatchPolicy, DynamicBatcher
+from streamd.analysis.batcher import BatchPolicy, DynamicBatcher
+from streamd.analysis.discard import DiscardingConsumer
+from streamd.base.failures import Failures
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config import StreamsConfig
-from streamd.consumers import DiscardingConsumer
-from streamd.daemon import Daemon
+from streamd.config.schema import StreamsConfig
 from streamd.engine.runner import BatchResult, EngineRunner
-from streamd.frame import Frame
-from streamd.rate_log import RateLogger
+from streamd.frames.frame import Frame
+from streamd.monitor.rates import RateLogger
+from streamd.monitor.systemd import Notifier
+from streamd.service.daemon import Daemon
 from streamd.sinks.base import Record, SinkRunner
-from streamd.supervision import Failures
-from streamd.systemd import Notifier
 from tests.conftest import run, wait_for
 from tests.engine.test_runner import SlowEngine, frames
 

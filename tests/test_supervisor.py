@@ -3,10 +3,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streamd.config import StreamsConfig
-from streamd.consumers import DiscardingConsumer
-from streamd.metrics import Metrics
-from streamd.supervisor import Supervisor, diff_cameras
+from streamd.analysis.discard import DiscardingConsumer
+from streamd.config.schema import StreamsConfig
+from streamd.metrics.registry import Metrics
+from streamd.service.cameras import Supervisor, diff_cameras
 from tests.conftest import run, wait_for
 
 

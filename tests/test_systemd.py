@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
-from streamd.detector import Detector
-from streamd.metrics import Metrics
-from streamd.systemd import Notifier
+from streamd.analysis.detector import Detector
+from streamd.config.schema import StreamsConfig
+from streamd.metrics.registry import Metrics
+from streamd.monitor.systemd import Notifier
+from streamd.service.daemon import Daemon
 from tests.conftest import HostBufferEngine, run, system_binary, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from streamd.logs import setup_logging
+from streamd.base.logs import setup_logging
 
 BENCHES = {
     "ingest": "decode rate per core and streamd's ingest against it",

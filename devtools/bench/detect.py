@@ -37,13 +37,13 @@ from devtools.bench.thread_cpu import cpu_by_role, spent_between
 from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
+from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.camera.sampler import FrameSampler
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
+from streamd.config.schema import StreamsConfig
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
+from streamd.frames.letterbox import letterbox
 from streamd.model.prepare import prepare_model
-from streamd.postprocess import PostprocessSettings, postprocess
-from streamd.preprocess import letterbox
+from streamd.service.daemon import Daemon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,10 +146,10 @@ def engine_limit(model: Path, max_batch: int, frame: av.VideoFrame, seconds: flo
 def stage_timer_cost_us(frames: int = 20000, batch: int = 32) -> float:
     """What `streamd_stage_seconds` costs per analysed frame (its six timings, a batch of
     `batch` frames at a time, as the detector observes them), in us."""
-    from streamd.detector import stage_seconds
+    from streamd.analysis.detector import stage_seconds
     from streamd.engine.runner import BatchResult
-    from streamd.frame import Frame, StageTimes
-    from streamd.metrics import Metrics
+    from streamd.frames.frame import Frame, StageTimes
+    from streamd.metrics.registry import Metrics
 
     metrics = Metrics()
     batch_frames = [Frame("c", 0, 0.0, 0.0, 1.0, 2, 2, None, times=StageTimes(0.004, 1.001, 1.01))] * batch

@@ -31,10 +31,10 @@ from devtools.testing.decode import decode_as_live
 from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.config import CameraConfig, DecodeFrames, StreamsConfig
-from streamd.consumers import DiscardingConsumer
-from streamd.daemon import Daemon
-from streamd.preprocess import letterbox
+from streamd.analysis.discard import DiscardingConsumer
+from streamd.config.schema import CameraConfig, DecodeFrames, StreamsConfig
+from streamd.frames.letterbox import letterbox
+from streamd.service.daemon import Daemon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

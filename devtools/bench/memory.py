@@ -38,7 +38,7 @@ from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.memory import resident_by_kind, rss_bytes
+from streamd.base.memory import resident_by_kind, rss_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
+from streamd.config.schema import StreamsConfig
 from streamd.model.prepare import prepare_model
+from streamd.service.daemon import Daemon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

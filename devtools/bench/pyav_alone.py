@@ -19,7 +19,7 @@ import av
 
 from devtools.bench.memory import settled_resident
 from streamd.camera.sampler import FrameSampler
-from streamd.preprocess import letterbox
+from streamd.frames.letterbox import letterbox
 
 
 def _camera(url: str, fps: float, stop: threading.Event) -> None:

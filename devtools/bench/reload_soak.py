@@ -32,9 +32,9 @@ from pathlib import Path
 
 from devtools.testing.demo import CACHE_DIR
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.config import read_config
-from streamd.daemon import Daemon
-from streamd.memory import rss_bytes
+from streamd.base.memory import rss_bytes
+from streamd.config.loader import read_config
+from streamd.service.daemon import Daemon
 
 _MB = 1024 * 1024
 

@@ -37,15 +37,15 @@ from typing import Any
 import numpy as np
 
 from devtools.bench.thread_cpu import cpu_by_role, spent_between
+from streamd.analysis.detector import Detector
+from streamd.base.tasks import event_loop_factory
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config import BatcherConfig, JsonlSinkConfig, PostprocessConfig
-from streamd.detector import Detector
-from streamd.frame import Frame, StageTimes
-from streamd.metrics import Metrics
+from streamd.config.schema import BatcherConfig, JsonlSinkConfig, PostprocessConfig
+from streamd.frames.frame import Frame, StageTimes
+from streamd.frames.letterbox import letterbox_geometry
+from streamd.metrics.registry import Metrics
 from streamd.model.canonical import ROW_WIDTH, SCORE_COLUMN
-from streamd.preprocess import letterbox_geometry
 from streamd.sinks.factory import build_sinks
-from streamd.tasks import event_loop_factory
 
 INPUT = 640
 CANDIDATES = 25200  # YOLOv5-Face at 640: (80^2 + 40^2 + 20^2) anchors x 3

@@ -32,7 +32,7 @@ from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.memory import rss_bytes
+from streamd.base.memory import rss_bytes
 
 _INFERRED_AT_STOP = re.compile(r"detector stopped: (\d+) frames inferred")
 

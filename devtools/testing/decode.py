@@ -15,9 +15,9 @@ from av.codec.hwaccel import HWAccel
 from streamd.camera.decoder import Converter, DecodeSession, open_container
 from streamd.camera.errors import CameraError, Reason
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
+from streamd.config.schema import CameraConfig
+from streamd.frames.frame import Frame
+from streamd.metrics.registry import Metrics
 
 
 def decode_as_live(

@@ -17,16 +17,16 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamd.base.tasks import cancel_and_wait
+from streamd.base.threads import run_in_thread
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
 from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config import StreamsConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
-from streamd.preprocess import Letterbox
-from streamd.supervisor import Supervisor
-from streamd.tasks import cancel_and_wait
-from streamd.threads import run_in_thread
+from streamd.config.schema import StreamsConfig
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox
+from streamd.metrics.registry import Metrics
+from streamd.service.cameras import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
+from streamd.frames.letterbox import letterbox, load_image
 from streamd.model.canonical import PAD_VALUE, read_canonical_info
-from streamd.postprocess import PostprocessSettings, postprocess
-from streamd.preprocess import letterbox, load_image
 
 
 @dataclass(frozen=True)

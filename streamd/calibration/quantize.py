@@ -32,8 +32,8 @@ import onnx
 
 from streamd.calibration.histograms import histogram_ranges
 from streamd.calibration.manifest import FrameEntry, load_manifest, split
+from streamd.frames.letterbox import letterbox, load_image
 from streamd.model.canonical import INPUT_NAME, ModelError, read_canonical_info
-from streamd.preprocess import letterbox, load_image
 
 log = logging.getLogger(__name__)
 

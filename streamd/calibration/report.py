@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from streamd.analysis.postprocess import Faces, PostprocessSettings, iou_matrix, postprocess
 from streamd.calibration.manifest import load_manifest, split
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
-from streamd.postprocess import Faces, PostprocessSettings, iou_matrix, postprocess
-from streamd.preprocess import letterbox, load_image
+from streamd.frames.letterbox import letterbox, load_image
 
 
 @dataclass(frozen=True)

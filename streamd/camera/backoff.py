@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from streamd.config import BackoffConfig
+from streamd.config.schema import BackoffConfig
 
 
 class Backoff:

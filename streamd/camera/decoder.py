@@ -46,12 +46,12 @@ from streamd.camera.keyframes import KeyframeGate
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.sampler import FrameSampler
 from streamd.camera.state import CameraRun, Decoder
-from streamd.config import CameraConfig, DecodeFrames, DecodeMode, Transport
-from streamd.frame import Frame, StageTimes
+from streamd.config.schema import CameraConfig, DecodeFrames, DecodeMode, Transport
+from streamd.frames.frame import Frame, StageTimes
+from streamd.frames.letterbox import Letterbox
 from streamd.gpu.context import primary_context_problem
 from streamd.gpu.errors import raised_by_cupy
-from streamd.metrics import CameraMetrics
-from streamd.preprocess import Letterbox
+from streamd.metrics.registry import CameraMetrics
 
 # PyAV enforces its timeouts by interrupting FFmpeg, and the RTSP demuxer reports the
 # interrupt as whatever error it was in the middle of (often InvalidDataError). An error

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import av.error
 
-from streamd.redact import redact_text
+from streamd.base.redact import redact_text
 
 
 class Reason(enum.StrEnum):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from streamd.config import DecodeFrames
+from streamd.config.schema import DecodeFrames
 
 # The sampler takes a frame up to 5 ms before it is due; a keyframe interval within
 # that of the analysis interval still delivers every analysed frame.

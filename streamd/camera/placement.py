@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
-from streamd.config import DecodeMode
+from streamd.config.schema import DecodeMode
 from streamd.gpu.nvdec_budget import NvdecBudget
 
 log = logging.getLogger(__name__)

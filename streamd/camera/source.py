@@ -20,17 +20,17 @@ import threading
 import time
 from typing import Any
 
+from streamd.base.failures import Failures
+from streamd.base.redact import redact_url
+from streamd.base.threads import run_in_thread
 from streamd.camera.backoff import Backoff
 from streamd.camera.decoder import Converter, DecodeSession, to_rgb
 from streamd.camera.errors import CameraError, Reason
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.state import CameraRun, CameraState, Decoder
-from streamd.config import CameraConfig
-from streamd.frame import Frame
-from streamd.metrics import CameraMetrics
-from streamd.redact import redact_url
-from streamd.supervision import Failures
-from streamd.threads import run_in_thread
+from streamd.config.schema import CameraConfig
+from streamd.frames.frame import Frame
+from streamd.metrics.registry import CameraMetrics
 
 log = logging.getLogger(__name__)
 

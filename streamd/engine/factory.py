@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from streamd.config import EngineBackend, EngineConfig
+from streamd.config.schema import EngineBackend, EngineConfig
 from streamd.engine.base import BackendUnavailable, Engine, EngineError
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine, choose_providers
 

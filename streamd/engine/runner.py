@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from streamd.base.failures import Failures
+from streamd.base.memory import available_bytes, rss_bytes
 from streamd.engine.base import Engine, EngineError
-from streamd.frame import Frame
-from streamd.memory import available_bytes, rss_bytes
-from streamd.supervision import Failures
+from streamd.frames.frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ Formats: NVDEC hands back NV12 for 8-bit video and P010/P016 for more; DLPack ex
 exists for exactly those. Anything else (4:4:4, say) raises `UnsupportedFrameFormat`,
 and that camera decodes on the CPU path instead.
 
-Colour: matrix and range come from `streamd.colour`, the CPU path's own decision.
+Colour: matrix and range come from `streamd.frames.colour`, the CPU path's own decision.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from streamd.colour import YuvColour, YuvMatrix, colour_of
+from streamd.frames.colour import YuvColour, YuvMatrix, colour_of
+from streamd.frames.letterbox import Letterbox
 from streamd.gpu.resample import LetterboxPlan, letterbox_reference, plan_letterbox
 from streamd.model.canonical import PAD_VALUE
-from streamd.preprocess import Letterbox
 
 SUPPORTED_FORMATS = {"nv12": 1, "p010le": 2, "p016le": 2}
 """NVDEC software formats the kernel reads, with their bytes per sample."""

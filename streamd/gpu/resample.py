@@ -24,9 +24,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from streamd.colour import YuvColour
+from streamd.frames.colour import YuvColour
+from streamd.frames.letterbox import Letterbox, letterbox_geometry
 from streamd.model.canonical import PAD_VALUE
-from streamd.preprocess import Letterbox, letterbox_geometry
 
 
 @dataclass(frozen=True, eq=False)

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from streamd.supervision import Failures
+from streamd.base.failures import Failures
 
 log = logging.getLogger(__name__)
 

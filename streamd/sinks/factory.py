@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from streamd.config import MqttSinkConfig, RedisSinkConfig, SinkConfig
-from streamd.metrics import Metrics
-from streamd.redact import redact_url
+from streamd.base.failures import Failures
+from streamd.base.redact import redact_url
+from streamd.config.schema import MqttSinkConfig, RedisSinkConfig, SinkConfig
+from streamd.metrics.registry import Metrics
 from streamd.sinks.base import Sink, SinkRunner
 from streamd.sinks.jsonl import JsonLinesSink
 from streamd.sinks.mqtt import MqttSink
 from streamd.sinks.redis_streams import RedisStreamSink
-from streamd.supervision import Failures
 
 log = logging.getLogger(__name__)
 

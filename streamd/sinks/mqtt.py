@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from streamd.config import MqttSinkConfig
+from streamd.config.schema import MqttSinkConfig
 from streamd.sinks.base import Record
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from streamd.calibration.crowd import write_crowd_frames
 from streamd.calibration.manifest import load_manifest, split
 from streamd.calibration.quantize import quantize, sensitive_convolutions
 from streamd.calibration.report import compare
-from streamd.config import StreamsConfig
+from streamd.config.schema import StreamsConfig
 from streamd.model.canonical import read_canonical_info
 from tests.conftest import run
 
@@ -98,9 +98,9 @@ def test_manifest_with_a_missing_frame_is_refused(frames: Path, tmp_path: Path) 
 def test_crowd_frames_hold_many_small_faces(assets_dir: Path, canonical_model: Path, tmp_path: Path) -> None:
     import numpy as np
 
+    from streamd.analysis.postprocess import PostprocessSettings, postprocess
     from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
-    from streamd.postprocess import PostprocessSettings, postprocess
-    from streamd.preprocess import letterbox, load_image
+    from streamd.frames.letterbox import letterbox, load_image
 
     photos = sorted((assets_dir / "images").glob("*.jpg"))
     entries = write_crowd_frames(canonical_model, photos, tmp_path, count=3, held_out_share=2 / 3, seed=5)
@@ -120,10 +120,10 @@ def test_crowd_scenes_hold_hundreds_of_small_faces_at_camera_resolution(
 ) -> None:
     import numpy as np
 
+    from streamd.analysis.postprocess import PostprocessSettings, postprocess
     from streamd.calibration.crowd import write_scene_frames
     from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
-    from streamd.postprocess import PostprocessSettings, postprocess
-    from streamd.preprocess import letterbox, load_image
+    from streamd.frames.letterbox import letterbox, load_image
 
     photos = sorted((assets_dir / "images").glob("*.jpg"))
     (entry,) = write_scene_frames(canonical_model, photos, tmp_path, count=1, held_out_share=1.0, seed=7)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 
 from streamd.camera.backoff import Backoff
-from streamd.config import BackoffConfig
+from streamd.config.schema import BackoffConfig
 
 
 def make(initial: float = 1, cap: float = 30, reset_after: float = 30) -> Backoff:

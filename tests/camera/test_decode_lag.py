@@ -14,10 +14,10 @@ import pytest
 from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.decoder import DecodeSession
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
-from streamd.preprocess import Letterbox, letterbox
+from streamd.config.schema import CameraConfig
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox, letterbox
+from streamd.metrics.registry import Metrics
 
 pytestmark = pytest.mark.rtsp
 

@@ -11,9 +11,9 @@ import pytest
 
 from streamd.camera.decoder import DecodeSession
 from streamd.camera.errors import CameraError, Reason
-from streamd.config import CameraConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
+from streamd.config.schema import CameraConfig
+from streamd.frames.frame import Frame
+from streamd.metrics.registry import Metrics
 
 
 def session(stall_timeout_s: float = 10.0, fps: float = 5.0) -> tuple[DecodeSession, list[Frame]]:

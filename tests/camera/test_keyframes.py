@@ -11,9 +11,9 @@ import pytest
 from devtools.testing.decode import decode_as_live
 from streamd.camera.keyframes import KeyframeGate
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig, DecodeFrames
-from streamd.frame import Frame
-from streamd.preprocess import letterbox
+from streamd.config.schema import CameraConfig, DecodeFrames
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import letterbox
 
 
 def test_auto_decodes_keyframes_only_once_three_intervals_are_short_enough() -> None:

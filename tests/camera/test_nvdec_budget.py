@@ -19,13 +19,13 @@ import pytest
 from av.codec.hwaccel import HWAccel
 
 import streamd.camera.decoder as decoder_module
+from streamd.analysis.discard import DiscardingConsumer
 from streamd.camera.placement import DecoderPlacement
-from streamd.config import StreamsConfig
-from streamd.consumers import DiscardingConsumer
+from streamd.config.schema import StreamsConfig
 from streamd.gpu.nvdec_budget import budget_for, gpu_name
-from streamd.metrics import Metrics
-from streamd.rate_log import RateLogger
-from streamd.supervisor import Supervisor
+from streamd.metrics.registry import Metrics
+from streamd.monitor.rates import RateLogger
+from streamd.service.cameras import Supervisor
 from tests.conftest import wait_for
 from tests.gpu.libcuda import Libcuda
 
@@ -143,14 +143,14 @@ def test_the_daemon_plans_from_its_budget_shows_it_in_status_and_replans_on_relo
 
     import yaml
 
-    import streamd.daemon
     import streamd.gpu.context
     import streamd.gpu.nvdec_budget
-    from streamd.config import load_config
-    from streamd.daemon import Daemon
+    import streamd.service.daemon
+    from streamd.config.loader import load_config
+    from streamd.service.daemon import Daemon
 
     driver = Libcuda(name="NVIDIA A10")
-    monkeypatch.setattr(streamd.daemon, "nvdec_unavailable_reason", lambda: None)
+    monkeypatch.setattr(streamd.service.daemon, "nvdec_unavailable_reason", lambda: None)
     monkeypatch.setattr(streamd.gpu.context, "load_libcuda", lambda: driver)
     monkeypatch.setattr(streamd.gpu.nvdec_budget, "load_libcuda", lambda: driver)
     files = {cid: tmp_path / f"{cid}.mp4" for cid in ("low", "mid", "high")}

@@ -26,11 +26,11 @@ import streamd.camera.decoder as decoder_module
 from streamd.camera.decoder import DecodeSession, open_container
 from streamd.camera.errors import CameraError, Reason
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig, DecodeMode
-from streamd.frame import Frame
+from streamd.config.schema import CameraConfig, DecodeMode
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import letterbox
 from streamd.gpu.preprocess import UnsupportedFrameFormat
-from streamd.metrics import Metrics
-from streamd.preprocess import letterbox
+from streamd.metrics.registry import Metrics
 
 Opener = Callable[[str, dict[str, str], tuple[float, float], HWAccel | None], Any]
 
@@ -302,7 +302,7 @@ def test_camera_source_shows_the_fallback_in_metrics_and_logs_it_once(
 
     async def scenario() -> None:
         source = CameraSource(camera, LatestFrameSlot(asyncio.get_running_loop()), metrics.camera("ffv1"))
-        metrics.watch_cameras(lambda: [source])
+        metrics.watch_cameras(lambda: [source], ["streaming", "backoff"], "streaming")
         source.start()
         # The 2 s file loops: every loop is a new connection, and none repeats the news.
         await wait_for(lambda: source.metrics.sampled >= 15, 15, "three loops of the file")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.config import ConfigError, parse_config
+from streamd.config.loader import ConfigError, parse_config
 from streamd.engine.base import EngineError
 from streamd.engine.cache import EngineCache
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from streamd.engine.runner import BatchResult, EngineRunner
-from streamd.frame import Frame
+from streamd.frames.frame import Frame
 from tests.conftest import HostBufferEngine
 
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from streamd.config import parse_config
+from streamd.config.loader import parse_config
 from streamd.engine.base import EngineError
 from streamd.engine.cache import EngineCache, Profile, engine_cache_key
 from streamd.engine.factory import create_engines
@@ -100,10 +100,10 @@ def test_backend_tensorrt_without_it_is_a_clear_error_and_auto_picks_onnxruntime
 @pytest.mark.gpu
 @pytest.mark.skipif(tensorrt_missing() is not None, reason=str(tensorrt_missing()))
 def test_tensorrt_engine_matches_onnxruntime(canonical_model: Path, assets_dir: Path, tmp_path: Path) -> None:
+    from streamd.analysis.postprocess import PostprocessSettings, postprocess
     from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
     from streamd.engine.tensorrt_backend import TensorRtEngine
-    from streamd.postprocess import PostprocessSettings, postprocess
-    from streamd.preprocess import letterbox, load_image
+    from streamd.frames.letterbox import letterbox, load_image
 
     image, box = letterbox(load_image(str(assets_dir / "images" / "group9.jpg")), 640, 640)
     batch = np.stack([image] * 4)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamd.config import parse_config
+from streamd.config.loader import parse_config
 from streamd.engine.base import BackendUnavailable, EngineError
 from streamd.engine.factory import create_engines
 from streamd.model.canonical import ROW_WIDTH

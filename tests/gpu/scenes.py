@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from streamd.colour import YuvColour
+from streamd.frames.colour import YuvColour
 
 
 def scene(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamd.colour import YuvColour, YuvMatrix
+from streamd.frames.colour import YuvColour, YuvMatrix
 from streamd.gpu.preprocess import KERNEL_NAME, KERNEL_OPTIONS, KERNEL_SOURCE, SELF_TEST_TOLERANCE
 from streamd.gpu.resample import letterbox_reference, plan_letterbox
 from tests.conftest import IN_CI, gpu_missing

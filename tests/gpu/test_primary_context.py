@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 import streamd.gpu.context as context
-from streamd.config import StreamsConfig
-from streamd.daemon import Daemon
+from streamd.config.schema import StreamsConfig
 from streamd.gpu.context import primary_context_problem, share_primary_context
+from streamd.service.daemon import Daemon
 from tests.gpu.libcuda import Libcuda
 
 

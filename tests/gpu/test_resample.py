@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamd.colour import YuvColour, YuvMatrix, colour_of
+from streamd.frames.colour import YuvColour, YuvMatrix, colour_of
+from streamd.frames.letterbox import letterbox
 from streamd.gpu.resample import axis_taps, letterbox_reference, plan_letterbox
-from streamd.preprocess import letterbox
 from tests.gpu.scenes import yuv_picture
 
 COLOURS = [

@@ -12,12 +12,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.engine.base import EngineError
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
+from streamd.frames.letterbox import letterbox, load_image
 from streamd.model.canonical import ModelError, read_canonical_info
 from streamd.model.prepare import prepare_model
-from streamd.postprocess import PostprocessSettings, postprocess
-from streamd.preprocess import letterbox, load_image
 from tests.model.conftest import box_iou, export_layout_model, reference_decode, reference_faces, reference_letterbox
 
 pytestmark = pytest.mark.assets

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streamd.config import MqttSinkConfig
+from streamd.config.schema import MqttSinkConfig
 from streamd.sinks.base import Record, SinkRunner
 from streamd.sinks.mqtt import MqttSink
 from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
@@ -241,7 +241,7 @@ def test_a_daemon_publishes_each_analysed_frame_once_and_its_will_says_offline_w
 
 
 def test_the_mqtt_password_is_masked_wherever_it_appears() -> None:
-    from streamd.redact import redact_text
+    from streamd.base.redact import redact_text
 
     MqttSinkConfig(type="mqtt", username="streamd", password="Br0ker-Pa55")
     assert "Br0ker-Pa55" not in redact_text("connect failed for streamd:Br0ker-Pa55 at broker")

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from streamd.redact import redact_text
+from streamd.base.redact import redact_text
 
 
 class RedactingFormatter(logging.Formatter):

@@ -9,7 +9,7 @@ is always current.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -25,8 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamd.camera.state import CameraState
-from streamd.frame_metrics import CameraAnalysis, StageSeconds
+from streamd.metrics.analysis import CameraAnalysis, StageSeconds
 
 # `*_created` series double the output and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -149,7 +148,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
-        # The detector's per-frame series, fed a batch at a time (streamd.frame_metrics).
+        # The detector's per-frame series, fed a batch at a time (streamd.metrics.analysis).
         self.analysis = CameraAnalysis()
         self.stage_seconds = StageSeconds()
         self.registry.register(self.analysis)
@@ -238,8 +237,12 @@ class Metrics:
                 if labels and labels[0] == camera_id:
                     metric.remove(*labels)
 
-    def watch_cameras(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
-        self.registry.register(_CameraStateCollector(cameras))
+    def watch_cameras(
+        self, cameras: Callable[[], Iterable[CameraStatusView]], states: Sequence[str], up_state: str
+    ) -> None:
+        """Report `cameras` at every scrape; `states`: every state a camera can be in (one
+        series each), `up_state` the one `streamd_camera_up` is 1 in."""
+        self.registry.register(_CameraStateCollector(cameras, tuple(states), up_state))
 
     def nvdec_planned(self, budget_fps: float, planned_fps: float) -> None:
         if not self._nvdec_registered:
@@ -287,8 +290,9 @@ def _label_sets(metric: Counter | Histogram) -> list[tuple[str, ...]]:
 
 
 class _CameraStateCollector(Collector):
-    def __init__(self, cameras: Callable[[], Iterable[CameraStatusView]]) -> None:
+    def __init__(self, cameras: Callable[[], Iterable[CameraStatusView]], states: tuple[str, ...], up_state: str):
         self._cameras = cameras
+        self._states, self._up_state = states, up_state
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("streamd_camera_up", "1 while the camera is streaming.", labels=["camera"])
@@ -319,8 +323,8 @@ class _CameraStateCollector(Collector):
         )
         now = time.monotonic()
         for camera in self._cameras():
-            up.add_metric([camera.camera_id], 1.0 if camera.state == CameraState.streaming else 0.0)
-            for name in CameraState:
+            up.add_metric([camera.camera_id], 1.0 if camera.state == self._up_state else 0.0)
+            for name in self._states:
                 state.add_metric([camera.camera_id, name], 1.0 if camera.state == name else 0.0)
             if camera.last_frame_mono is not None:
                 age.add_metric([camera.camera_id], now - camera.last_frame_mono)

@@ -21,15 +21,15 @@ from prometheus_client import CollectorRegistry
 
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.placement import ESTIMATED_COST, DecodeDemand, plan_nvdec
-from streamd.config import DecodeMode, MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
+from streamd.config.schema import DecodeMode, MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
 from streamd.engine.base import EngineError
 from streamd.engine.factory import create_engines
 from streamd.engine.runner import EngineRunner
 from streamd.gpu.nvdec_budget import budget_for, gpu_name
-from streamd.http_server import MetricsServer, describe
+from streamd.monitor.http_server import MetricsServer, describe
+from streamd.monitor.web_config import WebConfigError, load_web_config
 from streamd.sinks.jsonl import JsonLinesSink
 from streamd.sinks.redis_streams import RedisStreamSink
-from streamd.web_config import WebConfigError, load_web_config
 
 
 @dataclass

@@ -107,10 +107,10 @@ def check_nvdec(video: Path, streams: list[int], seconds: float) -> bool:
 def check_daemon_path(video: Path, frames: int = 50) -> bool:
     import cupy
 
-    from streamd.colour import colour_of
+    from streamd.frames.colour import colour_of
+    from streamd.frames.letterbox import letterbox
     from streamd.gpu.preprocess import SELF_TEST_TOLERANCE, GpuLetterbox, copy_image_into
     from streamd.gpu.resample import letterbox_reference, plan_letterbox
-    from streamd.preprocess import letterbox
 
     gpu = GpuLetterbox()  # compiles and self-tests the kernel
     buffer = cupy.empty((8, 640, 640, 3), cupy.uint8)  # an engine input buffer
@@ -182,12 +182,12 @@ def _needs_nvdec(check: Callable[[], bool]) -> Callable[[], bool]:
 
 
 def check_tensorrt(model: Path, photo: Path, work: Path) -> bool:
-    from streamd.config import default_engine_cache
+    from streamd.analysis.postprocess import PostprocessSettings, postprocess
+    from streamd.config.schema import default_engine_cache
     from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
     from streamd.engine.tensorrt_backend import Profile, TensorRtEngine
+    from streamd.frames.letterbox import letterbox, load_image
     from streamd.model.prepare import prepare_model
-    from streamd.postprocess import PostprocessSettings, postprocess
-    from streamd.preprocess import letterbox, load_image
 
     if not model.exists():
         print(f"  SKIP: no model at {model} (--model)")
@@ -217,7 +217,7 @@ def check_tensorrt(model: Path, photo: Path, work: Path) -> bool:
 
 
 def check_nvml() -> bool:
-    from streamd.gpu_metrics import GpuCollector
+    from streamd.metrics.gpu import GpuCollector
 
     collector = GpuCollector.create()
     if collector is None:

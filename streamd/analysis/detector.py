@@ -25,19 +25,19 @@ from typing import Any
 import av
 import numpy as np
 
-from streamd.batcher import BatchPolicy, DynamicBatcher
+from streamd.analysis.batcher import BatchPolicy, DynamicBatcher
+from streamd.analysis.postprocess import PostprocessSettings, postprocess, postprocess_batch
+from streamd.analysis.snapshots import Snapshots
+from streamd.base.failures import Failures
+from streamd.base.threads import run_in_thread
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config import BatcherConfig, PostprocessConfig
+from streamd.config.schema import BatcherConfig, PostprocessConfig
 from streamd.engine.base import Engine
 from streamd.engine.runner import BatchResult, EngineRunner
-from streamd.frame import Frame
-from streamd.metrics import Metrics
-from streamd.postprocess import PostprocessSettings, postprocess, postprocess_batch
-from streamd.preprocess import Letterbox, letterbox
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox, letterbox
+from streamd.metrics.registry import Metrics
 from streamd.sinks.base import SinkRunner
-from streamd.snapshots import Snapshots
-from streamd.supervision import Failures
-from streamd.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 

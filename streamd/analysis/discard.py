@@ -13,11 +13,11 @@ import asyncio
 import av
 import numpy as np
 
+from streamd.base.tasks import cancel_and_wait
 from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
-from streamd.frame import Frame
-from streamd.preprocess import Letterbox
-from streamd.tasks import cancel_and_wait
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox
 
 
 class DiscardingConsumer:

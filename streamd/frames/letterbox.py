@@ -10,7 +10,7 @@ Y=235 white came out as 253, mid-grey 126 as 126 instead of 128), so it runs wit
 accurate rounding and full horizontal chroma interpolation. That costs about 0.6 ms
 more per sampled 1080p frame and makes the CPU agree with the standard, and with the
 GPU kernel's arithmetic (`streamd.gpu.resample`), to a mean of under 0.1 level.
-The matrix and range come from `streamd.colour`, the same decision the GPU path uses.
+The matrix and range come from `streamd.frames.colour`, the same decision the GPU path uses.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from streamd.colour import colour_of
+from streamd.frames.colour import colour_of
 from streamd.model.canonical import PAD_VALUE
 
 # libswscale flags (libswscale/swscale.h); PyAV passes an integer `interpolation` through.

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
-from streamd.postprocess import PostprocessSettings, postprocess
-from streamd.preprocess import letterbox, load_image
+from streamd.frames.letterbox import letterbox, load_image
 
 
 def detect_images(paths: list[str], model: str | Path, settings: PostprocessSettings) -> list[dict[str, Any]]:

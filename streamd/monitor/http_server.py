@@ -25,8 +25,8 @@ amount, and above all never the descriptors and threads the cameras need:
   reply says `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`.
 
 HTTP itself is parsed by h11 (the HTTP/1.1 state machine under uvicorn and httpx);
-TLS and basic auth come from a web config file (`streamd.web_config`). What each route
-answers is `streamd.http_routes`.
+TLS and basic auth come from a web config file (`streamd.monitor.web_config`). What each route
+answers is `streamd.monitor.http_routes`.
 
 Each connection is first held by a small protocol that pauses reading the moment it is
 accepted: it is counted (and may evict another) before a single byte is read or a TLS
@@ -55,8 +55,8 @@ from typing import Any
 import h11
 from prometheus_client import CollectorRegistry
 
-from streamd.http_routes import METHODS, HealthView, Reply, Request, Routes, text
-from streamd.web_config import BasicAuth, WebConfig, WebConfigError, files_stamp, load_web_config
+from streamd.monitor.http_routes import METHODS, HealthView, Reply, Request, Routes, text
+from streamd.monitor.web_config import BasicAuth, WebConfig, WebConfigError, files_stamp, load_web_config
 
 log = logging.getLogger(__name__)
 

@@ -50,10 +50,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from streamd.base.failures import Failures
+from streamd.base.tasks import cancel_and_wait
 from streamd.camera.slot import LatestFrameSlot
-from streamd.frame import Frame
-from streamd.supervision import Failures
-from streamd.tasks import cancel_and_wait
+from streamd.frames.frame import Frame
 
 log = logging.getLogger(__name__)
 

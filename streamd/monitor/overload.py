@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from streamd.base.failures import Failures
+from streamd.base.tasks import cancel_and_wait
 from streamd.camera.state import CameraRun
-from streamd.config import CameraConfig, OverloadConfig
-from streamd.metrics import Metrics
-from streamd.supervision import Failures
-from streamd.tasks import cancel_and_wait
+from streamd.config.schema import CameraConfig, OverloadConfig
+from streamd.metrics.registry import Metrics
 
 log = logging.getLogger(__name__)
 

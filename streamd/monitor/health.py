@@ -16,19 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamd.analysis.detector import Detector
+from streamd.analysis.snapshots import Snapshot
+from streamd.base.failures import Failures
+from streamd.base.redact import redact_url
+from streamd.base.tasks import cancel_and_wait
 from streamd.camera.errors import Reason
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
-from streamd.config import StreamsConfig
-from streamd.detector import Detector
-from streamd.metrics import Metrics
-from streamd.rate_log import RateLogger
-from streamd.redact import redact_url
-from streamd.snapshots import Snapshot
-from streamd.supervision import Failures
-from streamd.systemd import Notifier
-from streamd.tasks import cancel_and_wait
+from streamd.config.schema import StreamsConfig
+from streamd.metrics.registry import Metrics
+from streamd.monitor.rates import RateLogger
+from streamd.monitor.systemd import Notifier
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamd.preprocess import Letterbox
+from streamd.frames.letterbox import Letterbox
 
 
 @dataclass(slots=True)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from streamd.frames.letterbox import Letterbox
 from streamd.model.canonical import LANDMARKS, SCORE_COLUMN
-from streamd.preprocess import Letterbox
 
 _PAIRS_PER_PASS = 1 << 20
 

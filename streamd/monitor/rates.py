@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from streamd.base.failures import Failures
+from streamd.base.tasks import cancel_and_wait
 from streamd.camera.source import CameraSource
-from streamd.supervision import Failures
-from streamd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import av
 import numpy as np
 
-from streamd.frame import Frame
-from streamd.preprocess import Letterbox
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox
 
 _BOX = np.array([0, 255, 0], np.uint8)  # green boxes
 _LANDMARK = np.array([255, 0, 0], np.uint8)  # red landmarks

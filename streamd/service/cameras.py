@@ -14,14 +14,14 @@ from typing import Any, Protocol
 
 import av
 
+from streamd.base.failures import Failures
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.source import CameraSource
-from streamd.config import CameraConfig, StreamsConfig
-from streamd.frame import Frame
-from streamd.metrics import Metrics
-from streamd.preprocess import Letterbox
-from streamd.supervision import Failures
+from streamd.config.schema import CameraConfig, StreamsConfig
+from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox
+from streamd.metrics.registry import Metrics
 
 log = logging.getLogger(__name__)
 

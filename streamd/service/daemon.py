@@ -34,29 +34,31 @@ import os
 import signal
 from pathlib import Path
 
+from streamd.analysis.detector import Detector
+from streamd.analysis.discard import DiscardingConsumer
+from streamd.base.failures import Failures
+from streamd.base.tasks import cancel_and_wait
+from streamd.base.threads import run_in_thread
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
-from streamd.config import ConfigError, Overrides, StreamsConfig, config_sha256, read_config
-from streamd.consumers import DiscardingConsumer
-from streamd.detector import Detector
+from streamd.camera.state import CameraState
+from streamd.config.loader import ConfigError, config_sha256, read_config
+from streamd.config.schema import Overrides, StreamsConfig
 from streamd.engine.factory import create_engines
 from streamd.gpu.context import share_primary_context
 from streamd.gpu.nvdec_budget import NvdecBudget, budget_for, gpu_name
-from streamd.gpu_metrics import GpuCollector
-from streamd.health import Health
-from streamd.http_server import MetricsServer
-from streamd.lifecycle import Lifecycle
-from streamd.metrics import Metrics
-from streamd.overload import OverloadGovernor
-from streamd.rate_log import RateLogger
-from streamd.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
+from streamd.metrics.gpu import GpuCollector
+from streamd.metrics.registry import Metrics
+from streamd.monitor.health import Health
+from streamd.monitor.http_server import MetricsServer
+from streamd.monitor.overload import OverloadGovernor
+from streamd.monitor.rates import RateLogger
+from streamd.monitor.systemd import Notifier
+from streamd.service.cameras import AnalysisStage, Supervisor
+from streamd.service.lifecycle import Lifecycle
+from streamd.service.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
-from streamd.supervision import Failures
-from streamd.supervisor import AnalysisStage, Supervisor
-from streamd.systemd import Notifier
-from streamd.tasks import cancel_and_wait
-from streamd.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,7 @@ class Daemon:
         lifecycle.started("detector" if self.detector else "frame consumer", self.consumer.stop, _SHARE_DETECTOR)
         self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures, self.placement)
         lifecycle.started("cameras", supervisor.stop, _SHARE_CAMERAS)
-        self.metrics.watch_cameras(self.sources)
+        self.metrics.watch_cameras(self.sources, [state.value for state in CameraState], CameraState.streaming.value)
         await supervisor.apply(self.config)
         for name, part in (("rate log", self.rate_log), ("health", self.health), ("overload", self.overload)):
             part.start()

@@ -29,9 +29,9 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from streamd import status_page
-from streamd.redact import redact_data, redact_text
-from streamd.snapshots import Snapshot
+from streamd.analysis.snapshots import Snapshot
+from streamd.base.redact import redact_data, redact_text
+from streamd.monitor import status_page
 
 METHODS = ("GET", "HEAD")
 

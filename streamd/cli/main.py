@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from streamd import __version__
-from streamd.logs import setup_logging
-from streamd.signals import EarlySignals
+from streamd.base.logs import setup_logging
+from streamd.service.signals import EarlySignals
 
 log = logging.getLogger("streamd")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from streamd.config import ConfigError, load_config
+    from streamd.config.loader import ConfigError, load_config
 
     failed = False
     for path in args.files:
@@ -29,7 +29,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"{path}: {len(error.errors)} error(s)", file=sys.stderr)
             continue
         if args.deep:
-            from streamd.deep_check import deep_check
+            from streamd.service.deep_check import deep_check
 
             result = deep_check(config, Path(path))
             for note in result.notes:
@@ -48,11 +48,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from streamd.config import ConfigError, Overrides, read_config
-    from streamd.daemon import Daemon
+    from streamd.base.tasks import event_loop_factory
+    from streamd.config.loader import ConfigError, read_config
+    from streamd.config.schema import Overrides
     from streamd.engine.base import EngineError
-    from streamd.tasks import event_loop_factory
-    from streamd.web_config import WebConfigError
+    from streamd.monitor.web_config import WebConfigError
+    from streamd.service.daemon import Daemon
 
     path = Path(args.config)
     try:
@@ -113,7 +114,7 @@ def _add_gpu_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_gpu_check(args: argparse.Namespace) -> int:
-    from streamd.gpu.check import run_checks
+    from streamd.service.gpu_check import run_checks
 
     return run_checks(args)
 
@@ -137,9 +138,9 @@ def _cmd_model_prepare(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     import json
 
+    from streamd.analysis.postprocess import PostprocessSettings
+    from streamd.analysis.still_images import detect_images
     from streamd.engine.base import EngineError
-    from streamd.postprocess import PostprocessSettings
-    from streamd.still_images import detect_images
 
     settings = PostprocessSettings(score_threshold=args.score, iou_threshold=args.iou, max_faces=args.max_faces)
     try:
@@ -154,7 +155,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate_collect(args: argparse.Namespace) -> int:
     from streamd.calibration.collect import collect
-    from streamd.config import ConfigError, load_config
+    from streamd.config.loader import ConfigError, load_config
 
     try:
         config = load_config(args.config)
@@ -233,7 +234,7 @@ def _cmd_calibrate_report(args: argparse.Namespace) -> int:
 def _cmd_engine_build(args: argparse.Namespace) -> int:
     import os
 
-    from streamd.config import default_engine_cache
+    from streamd.config.schema import default_engine_cache
     from streamd.engine.base import EngineError
     from streamd.engine.cache import EngineCache
     from streamd.engine.tensorrt_backend import Profile, build_engine
@@ -383,7 +384,7 @@ _EARLY_SIGNALS = EarlySignals()
 def main(argv: list[str] | None = None) -> int:
     if "run" in (sys.argv[1:] if argv is None else argv):
         _EARLY_SIGNALS.install()  # first thing: a signal during start-up must not kill the daemon
-    from streamd.dependencies import pyav_problem
+    from streamd.base.dependencies import pyav_problem
 
     # Before any command imports PyAV: an old one is named, not a traceback.
     problem = pyav_problem()
