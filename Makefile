@@ -72,7 +72,7 @@ gpu-check: system-deps $(STAMP)
 	$(BIN)/streamd --log-level WARNING gpu-check
 
 ## make gpu-pack: .gpucheck/ for an offline GPU box with its system Python (then, there:
-## scripts/gpu-check-offline.sh run OUTDIR); see README "GPU status"
+## scripts/gpu-check-offline.sh run OUTDIR); see docs/gpu.md "GPU status"
 gpu-pack: system-deps $(STAMP)
 	./scripts/gpu-check-offline.sh prepare
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 prefix=/opt/streamd
 id streamd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/streamd --shell /usr/sbin/nologin streamd
 mkdir -p "$prefix" /etc/streamd
-cp -r streamd pyproject.toml README.md "$prefix"/
+cp -r streamd pyproject.toml README.md docs "$prefix"/
 python3 -m venv "$prefix/.venv"
 "$prefix/.venv/bin/pip" install --quiet "$prefix[speed]"
 if [ ! -f /etc/streamd/streams.yaml ]; then

@@ -7,7 +7,7 @@ Wiring only; each part does its own job:
 - postprocess and record building run in the runner's deliver thread;
 - every SinkRunner gets each record without blocking (full queues drop and count).
 
-Record schema (one per analysed frame; README):
+Record schema (one per analysed frame; docs/contracts.md):
 `camera, seq, frame_pts, captured_at, result_at, latency_s, width, height, faces`,
 each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5]}` in the camera's pixels.
 """

@@ -11,7 +11,7 @@ cheap, and the decode's exponentials and grid offsets lose the most in int8.
 The same Q/DQ model runs in ONNX Runtime on a CPU (slower than FP32 there, so the CPU
 path stays FP32), which is how `calibrate report` checks its accuracy anywhere.
 
-Small faces are where INT8 loses first (measured in README "INT8"): calibration can
+Small faces are where INT8 loses first (measured in docs/gpu.md, "INT8"): calibration can
 take several frame folders (camera frames plus `calibrate crowd` mosaics), another
 calibration method, and by default keeps the most sensitive layers in float: the first
 convolution (it sees raw pixels) and the detection heads' last convolutions (their

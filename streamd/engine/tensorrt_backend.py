@@ -18,7 +18,7 @@ the output comes back into a pinned host buffer.
 Batches smaller than the profile's minimum run padded to it (the extra rows are
 ignored), so any `profile.min` works with the batcher's partial batches.
 
-Not run on a GPU yet (no GPU in the session that wrote it): see README "GPU status".
+Not run on a GPU yet (no GPU in the session that wrote it): see docs/gpu.md, "GPU status".
 """
 
 from __future__ import annotations
