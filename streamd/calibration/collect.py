@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamd.base.errors import InputError
 from streamd.base.tasks import cancel_and_wait
 from streamd.base.threads import run_in_thread
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
@@ -97,7 +98,7 @@ async def collect(
 ) -> list[FrameEntry]:
     """Run the cameras until `count` frames are kept (or the timeout), write the manifest."""
     if not config.enabled_cameras:
-        raise ValueError("no enabled cameras in the configuration")
+        raise InputError("no enabled cameras in the configuration")
     collector = _Collector(out_dir, count, interval_s, held_out_share)
     supervisor = Supervisor(Metrics(), collector)
     await collector.start()

@@ -29,6 +29,7 @@ import av
 import numpy as np
 
 from streamd.analysis.postprocess import PostprocessSettings, postprocess
+from streamd.base.errors import InputError
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox, load_image
@@ -54,7 +55,7 @@ def measure_photos(model: Path, paths: list[Path]) -> list[Photo]:
             letterboxed, box = letterbox(image, engine.input_width, engine.input_height)
             faces = postprocess(engine.infer(letterboxed[np.newaxis])[0], box, PostprocessSettings())
             if not len(faces):
-                raise ValueError(f"{path}: the model finds no face in it; a crowd needs photos with faces")
+                raise InputError(f"{path}: the model finds no face in it; a crowd needs photos with faces")
             widths = faces.boxes[:, 2] - faces.boxes[:, 0]
             photos.append(Photo(image, float(np.median(widths)), faces.boxes.astype(np.float32)))
     finally:
@@ -160,7 +161,7 @@ def write_scene_frames(
     """`count` crowd scenes at camera resolution in `out_dir`, with a manifest. `face_px`
     is the face width in model-input pixels, as for mosaics."""
     if not 0 < face_px[0] <= face_px[1]:
-        raise ValueError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
+        raise InputError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
     info = read_canonical_info(model)
     to_frame = max(size[0] / info.input_width, size[1] / info.input_height)  # the letterbox's scale, inverted
     photos = measure_photos(model, images)
@@ -191,7 +192,7 @@ def write_crowd_frames(
 ) -> list[FrameEntry]:
     """`count` crowd frames (model-input sized) in `out_dir`, with a manifest; returns the entries."""
     if not 0 < face_px[0] <= face_px[1]:
-        raise ValueError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
+        raise InputError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
     size = read_canonical_info(model).input_width  # the model's metadata; no session needed
     photos = measure_photos(model, images)
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from streamd.base.errors import InputError
 from streamd.model.canonical import INPUT_NAME
 
 PERCENTILE_BINS = 2048
@@ -72,7 +73,7 @@ def histogram_ranges(
             low[name] = min(low.get(name, np.inf), float(np.nanmin(value)))
             high[name] = max(high.get(name, -np.inf), float(np.nanmax(value)))
     if not low:
-        raise ValueError("no calibration frames")
+        raise InputError("no calibration frames")
     reach = {name: max(abs(low[name]), abs(high[name])) for name in low}
     counts: dict[str, np.ndarray] = {}
     for frame in outputs():

@@ -21,6 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamd.base.errors import InputError
+
 MANIFEST = "manifest.json"
 
 
@@ -66,10 +68,10 @@ def load_manifest(directory: Path) -> list[FrameEntry]:
         body = json.loads(path.read_text())
         frames = [FrameEntry(**entry) for entry in body["frames"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a calibration manifest ({error})") from error
+        raise InputError(f"{path}: not a calibration manifest ({error})") from error
     missing = [f.file for f in frames if not (directory / f.file).is_file()]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} frame file(s) missing, e.g. {missing[0]}")
+        raise InputError(f"{path}: {len(missing)} frame file(s) missing, e.g. {missing[0]}")
     return frames
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from streamd.base.errors import InputError
 from streamd.calibration.histograms import histogram_ranges
 from streamd.calibration.manifest import FrameEntry, load_manifest, split
 from streamd.frames.letterbox import letterbox, load_image
@@ -103,12 +104,12 @@ def quantize(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise InputError(f"calibration method must be one of {', '.join(METHODS)}, not {method!r}")
     info = read_canonical_info(model)
     sources = [(directory, split(load_manifest(directory), "calibration")) for directory in frames_dirs]
     for directory, frames in sources:
         if not frames:
-            raise ValueError(f"{directory}: no calibration frames in the manifest")
+            raise InputError(f"{directory}: no calibration frames in the manifest")
 
     def images() -> Iterator[np.ndarray]:
         for directory, frames in sources:
@@ -141,7 +142,7 @@ def quantize(
             }
         else:
             if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-                raise ValueError(
+                raise InputError(
                     f"calibration method {method} needs onnxruntime 1.24 or later (calibration_cache_path)"
                 )
             cache, calibrate_method = histogram_ranges(prepared, images, method, Path(scratch))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from streamd.analysis.postprocess import Faces, PostprocessSettings, iou_matrix, postprocess
+from streamd.base.errors import InputError
 from streamd.calibration.manifest import load_manifest, split
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox, load_image
@@ -82,7 +83,7 @@ def match(reference: Faces, candidate: Faces, iou_threshold: float = 0.5) -> lis
 def compare(fp32: Path, int8: Path, frames_dir: Path, threshold: float = 0.95) -> Report:
     held_out = split(load_manifest(frames_dir), "held_out")
     if not held_out:
-        raise ValueError(f"{frames_dir}: no held-out frames in the manifest")
+        raise InputError(f"{frames_dir}: no held-out frames in the manifest")
     reference_engine = OnnxRuntimeEngine(fp32, max_batch=1)
     int8_engine = OnnxRuntimeEngine(int8, max_batch=1)
     settings = PostprocessSettings()

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import av.error
 
+from streamd.base.errors import ErrorKind, StreamdError
 from streamd.base.redact import redact_text
 
 
@@ -59,7 +60,9 @@ class Reason(enum.StrEnum):
 PERMANENT = frozenset({Reason.no_video, Reason.unsupported_codec, Reason.nvdec_unavailable})
 
 
-class CameraError(Exception):
+class CameraError(StreamdError):
+    kind = ErrorKind.camera
+
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(redact_text(message))
         self.reason = reason

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from streamd import __version__
+from streamd.base.errors import StreamdError
 from streamd.base.logs import setup_logging
 from streamd.service.signals import EarlySignals
 
@@ -120,14 +121,9 @@ def _cmd_gpu_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_prepare(args: argparse.Namespace) -> int:
-    from streamd.model.canonical import ModelError
     from streamd.model.prepare import prepare_model
 
-    try:
-        result = prepare_model(args.source, args.output)
-    except ModelError as error:
-        print(f"model prepare: {error}", file=sys.stderr)
-        return 1
+    result = prepare_model(args.source, args.output)
     print(
         f"{result.path}: canonical model from a {result.source_layout} source, input uint8 "
         f"[batch, {result.input_height}, {result.input_width}, 3], {result.candidates} candidates per image"
@@ -140,64 +136,38 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from streamd.analysis.postprocess import PostprocessSettings
     from streamd.analysis.still_images import detect_images
-    from streamd.engine.base import EngineError
 
     settings = PostprocessSettings(score_threshold=args.score, iou_threshold=args.iou, max_faces=args.max_faces)
-    try:
-        records = detect_images(args.images, args.model, settings)
-    except (EngineError, ValueError, OSError) as error:
-        print(f"detect: {error}", file=sys.stderr)
-        return 1
-    for record in records:
+    for record in detect_images(args.images, args.model, settings):
         print(json.dumps(record))
     return 0
 
 
 def _cmd_calibrate_collect(args: argparse.Namespace) -> int:
     from streamd.calibration.collect import collect
-    from streamd.config.loader import ConfigError, load_config
+    from streamd.config.loader import load_config
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        for problem in error.errors:
-            print(problem, file=sys.stderr)
-        return 2
-    try:
-        entries = asyncio.run(collect(config, args.out, args.count, args.interval, args.held_out, args.timeout))
-    except ValueError as error:
-        print(f"calibrate collect: {error}", file=sys.stderr)
-        return 1
+    config = load_config(args.config)
+    entries = asyncio.run(collect(config, args.out, args.count, args.interval, args.held_out, args.timeout))
     print(f"{args.out}: {len(entries)} frames")
     return 0 if len(entries) == args.count else 1
 
 
 def _cmd_calibrate_quantize(args: argparse.Namespace) -> int:
     from streamd.calibration.quantize import quantize
-    from streamd.model.canonical import ModelError
 
     frames = args.frames or [Path("calibration/frames")]
-    try:
-        used = quantize(args.model, frames, args.output, args.method, keep_sensitive_float=not args.all_int8)
-    except (ModelError, ValueError) as error:
-        print(f"calibrate quantize: {error}", file=sys.stderr)
-        return 1
+    used = quantize(args.model, frames, args.output, args.method, keep_sensitive_float=not args.all_int8)
     print(f"{args.output}: INT8 Q/DQ model calibrated on {used} frames ({args.method})")
     return 0
 
 
 def _cmd_calibrate_crowd(args: argparse.Namespace) -> int:
     from streamd.calibration.crowd import write_crowd_frames, write_scene_frames
-    from streamd.engine.base import EngineError
 
     write = write_scene_frames if args.scene else write_crowd_frames
-    try:
-        entries = write(
-            args.model, args.images, args.out, args.count, args.held_out, args.seed, (args.min_face, args.max_face)
-        )
-    except (EngineError, ValueError, OSError) as error:
-        print(f"calibrate crowd: {error}", file=sys.stderr)
-        return 1
+    faces = (args.min_face, args.max_face)
+    entries = write(args.model, args.images, args.out, args.count, args.held_out, args.seed, faces)
     kind = "crowd scenes" if args.scene else "crowd mosaics"
     print(f"{args.out}: {len(entries)} {kind}, faces {args.min_face:g} to {args.max_face:g} px in the model input")
     return 0
@@ -205,14 +175,8 @@ def _cmd_calibrate_crowd(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate_choose(args: argparse.Namespace) -> int:
     from streamd.calibration.choose import choose
-    from streamd.engine.base import EngineError
-    from streamd.model.canonical import ModelError
 
-    try:
-        best, _ = choose(args.model, args.frames, args.held_out, args.output, tuple(args.methods), args.threshold)
-    except (EngineError, ModelError, ValueError) as error:
-        print(f"calibrate choose: {error}", file=sys.stderr)
-        return 1
+    best, _ = choose(args.model, args.frames, args.held_out, args.output, tuple(args.methods), args.threshold)
     print(f"{args.output}: {best.name} (recall {best.report.recall:.3f}, precision {best.report.precision:.3f})")
     print(best.report.text())
     return 0 if best.report.passed else 1
@@ -220,13 +184,8 @@ def _cmd_calibrate_choose(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate_report(args: argparse.Namespace) -> int:
     from streamd.calibration.report import compare
-    from streamd.engine.base import EngineError
 
-    try:
-        report = compare(args.fp32, args.int8, args.frames, args.threshold)
-    except (EngineError, ValueError) as error:
-        print(f"calibrate report: {error}", file=sys.stderr)
-        return 1
+    report = compare(args.fp32, args.int8, args.frames, args.threshold)
     print(report.text())
     return 0 if report.passed else 1
 
@@ -235,18 +194,11 @@ def _cmd_engine_build(args: argparse.Namespace) -> int:
     import os
 
     from streamd.config.schema import default_engine_cache
-    from streamd.engine.base import EngineError
     from streamd.engine.cache import EngineCache
     from streamd.engine.tensorrt_backend import Profile, build_engine
-    from streamd.model.canonical import ModelError
 
     cache = EngineCache(args.cache or default_engine_cache(Path.cwd(), os.environ))
-    try:
-        plan = build_engine(args.model, Profile(args.min, args.opt, args.max), cache, force=args.force)
-    except (EngineError, ModelError, ValueError) as error:
-        print(f"engine build: {error}", file=sys.stderr)
-        return 1
-    print(plan)
+    print(build_engine(args.model, Profile(args.min, args.opt, args.max), cache, force=args.force))
     return 0
 
 
@@ -397,3 +349,22 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except StreamdError as error:
+        # What streamd says is wrong, said as it is; anything else is a bug: a traceback.
+        for line in error.lines():
+            print(f"streamd {_command_of(args)}: {line}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:  # a file or device the command was given
+        print(f"streamd {_command_of(args)}: {describe_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+def _command_of(args: argparse.Namespace) -> str:
+    words = [args.command] + [getattr(args, f"{args.command}_command", None)]
+    return " ".join(word for word in words if isinstance(word, str))
+
+
+def describe_os_error(error: OSError) -> str:
+    """'FILE: No such file or directory' rather than '[Errno 2] No such file or directory: FILE'."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason

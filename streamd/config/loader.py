@@ -13,17 +13,24 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from streamd.base.errors import ErrorKind, StreamdError
 from streamd.base.redact import redact_text, register_secrets, url_secrets
 from streamd.config.schema import _REPORT_AT, LimitsConfig, StreamsConfig
 from streamd.config.yaml_source import MAX_BYTES, ConfigProblem, KeyPath, YamlDocument, parse_yaml
 
 
-class ConfigError(Exception):
+class ConfigError(StreamdError):
     """The file is not a valid configuration; `errors` lists every problem."""
+
+    kind = ErrorKind.config
+    exit_code = 2
 
     def __init__(self, errors: list[ConfigProblem]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(error) for error in errors))
+
+    def lines(self) -> list[str]:
+        return [str(error) for error in self.errors]
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> StreamsConfig:

@@ -6,9 +6,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamd.base.errors import ErrorKind, StreamdError
 
-class EngineError(RuntimeError):
+
+class EngineError(StreamdError, RuntimeError):
     """The engine cannot be created or cannot run; the message says why."""
+
+    kind = ErrorKind.engine
 
 
 class BackendUnavailable(EngineError):

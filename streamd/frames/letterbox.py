@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from streamd.base.errors import InputError
 from streamd.frames.colour import colour_of
 from streamd.model.canonical import PAD_VALUE
 
@@ -79,4 +80,4 @@ def load_image(path: str) -> av.VideoFrame:
     with av.open(path) as container:
         for frame in container.decode(video=0):
             return frame
-    raise ValueError(f"{path}: no picture in the file")
+    raise InputError(f"{path}: no picture in the file")

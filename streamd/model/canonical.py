@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamd.base.errors import ErrorKind, StreamdError
+
 INPUT_NAME = "images"
 OUTPUT_NAME = "detections"
 FORMAT_VERSION = "2"
@@ -34,8 +36,10 @@ LANDMARKS = slice(5, 15)
 PAD_VALUE = 114
 
 
-class ModelError(ValueError):
+class ModelError(StreamdError, ValueError):
     """A model file that streamd cannot use; the message says what does not fit."""
+
+    kind = ErrorKind.model
 
 
 @dataclass(frozen=True)

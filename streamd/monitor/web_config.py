@@ -46,6 +46,8 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from streamd.base.errors import ErrorKind, StreamdError
+
 # Successful checks remembered at most (one entry per distinct user and password).
 _REMEMBERED_MAX = 64
 # Compared against when the user is unknown: the same cost as a real check.
@@ -53,8 +55,10 @@ _DUMMY_HASH = bcrypt.hashpw(b"streamd: unknown user", bcrypt.gensalt(rounds=10))
 _UNSUPPORTED = ("cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans")
 
 
-class WebConfigError(ValueError):
+class WebConfigError(StreamdError, ValueError):
     """The web config file is missing, unreadable or invalid; the message names the file and key."""
+
+    kind = ErrorKind.config
 
 
 class ClientAuth(StrEnum):
