@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command_of(args: argparse.Namespace) -> str:
-    words = [args.command] + [getattr(args, f"{args.command}_command", None)]
+    words = [args.command, getattr(args, f"{args.command}_command", None)]
     return " ".join(word for word in words if isinstance(word, str))
 
 
