@@ -7,36 +7,17 @@ a broken set-up: there they fail instead.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import numpy as np
 import pytest
 
 from devtools.testing.demo import ASSETS, CACHE_DIR
-from devtools.testing.ports import free_port as free_port  # the tests import it from here
 from devtools.testing.rtsp import RtspTestServer, gstreamer_missing
-from devtools.testing.video import VideoSpec, cached_video
-
-T = TypeVar("T")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-# Small and short: these tests check behaviour, not decode speed.
-TEST_VIDEO = VideoSpec(width=640, height=360, fps=25, seconds=6, bitrate_kbps=800)
-
-
-def skip_or_fail(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: the set-up must provide this)")
-    pytest.skip(reason)
+from devtools.testing.video import cached_video
+from tests.support.environment import TEST_VIDEO, StartRtspServer, skip_or_fail
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +51,6 @@ def gstreamer() -> None:
         skip_or_fail(reason)
 
 
-StartRtspServer = Callable[..., RtspTestServer]
-
-
 @pytest.fixture
 def rtsp_servers(gstreamer: None) -> Iterator[StartRtspServer]:
     """Starts RTSP test servers (RtspTestServer's arguments) and stops each after the test,
@@ -96,60 +74,6 @@ def rtsp_servers(gstreamer: None) -> Iterator[StartRtspServer]:
 def rtsp_server(rtsp_servers: StartRtspServer, test_video: Path) -> RtspTestServer:
     """A server with mounts cam1..cam3, all serving the test video at 25 fps."""
     return rtsp_servers({f"cam{i}": test_video for i in (1, 2, 3)})
-
-
-class HostBufferEngine:
-    """Stand-in engines' share of the engine contract: input buffers in host memory."""
-
-    input_height = input_width = 640
-    max_batch = 1
-    on_gpu = False
-
-    def new_input_buffer(self) -> np.ndarray:
-        return np.empty((self.max_batch, self.input_height, self.input_width, 3), np.uint8)
-
-    def load(self, buffer: np.ndarray, index: int, image: np.ndarray) -> None:
-        buffer[index] = image
-
-
-def gpu_missing(*modules: str) -> str | None:
-    """Why the GPU tests cannot run here (CuPy, a device, and `modules`), or None."""
-    try:
-        import importlib
-
-        import cupy
-
-        for module in modules:
-            importlib.import_module(module)
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # noqa: BLE001 - ImportError, CUDA runtime errors alike
-        return f"needs CuPy{''.join(', ' + m for m in modules)} and an NVIDIA GPU: {error}"
-    return None
-
-
-def spawn_streamd(config: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`streamd run` as operators run it: a real process, text logs on stderr."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config), *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll `condition` until true; returns the seconds it took, fails the test after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -178,27 +102,3 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
         yield listener, path
     finally:
         listener.close()
-
-
-def system_binary(name: str, package: str) -> str:
-    """The path of a program a test needs from Debian, or a skip (a failure under CI) naming the package."""
-    import shutil
-
-    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)), None)
-    if path is None:
-        skip_or_fail(f"{name} not installed (Debian package `{package}`; `make test` installs it as root)")
-    assert path is not None
-    return path
-
-
-def stop_daemon(process: subprocess.Popen[str], timeout: float = 40) -> str:
-    """SIGTERM a `streamd run` (killed if it does not exit in time); asserts exit 0, returns its stderr."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stderr[-3000:]
-    return stderr

@@ -12,7 +12,7 @@ import pytest
 from streamd.analysis.batcher import BatchDecision, BatchPolicy, DynamicBatcher, Waiting
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frames.frame import Frame
-from tests.conftest import run
+from tests.support.waiting import run
 
 DELAY, AGE = 0.010, 1.0
 

@@ -23,10 +23,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.testing.ports import free_port
 from streamd.config.loader import ConfigError, load_config
 from streamd.service.daemon import Daemon
 from streamd.service.deep_check import deep_check
-from tests.conftest import free_port
 
 NAN, INF = float("nan"), float("inf")
 
@@ -195,7 +195,7 @@ def test_deep_check_shows_where_seventy_cameras_would_decode_on_an_a10(
 ) -> None:
     import streamd.gpu.nvdec_budget
     import streamd.service.deep_check
-    from tests.gpu.libcuda import Libcuda
+    from tests.support.libcuda import Libcuda
 
     monkeypatch.setattr(streamd.service.deep_check, "nvdec_unavailable_reason", lambda: None)
     monkeypatch.setattr(streamd.gpu.nvdec_budget, "load_libcuda", lambda: Libcuda(name="NVIDIA A10"))

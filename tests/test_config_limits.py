@@ -16,17 +16,7 @@ import pytest
 
 from streamd.config.loader import ConfigError, load_config
 from streamd.config.yaml_source import MAX_BYTES
-
-# Nine levels of nine aliases: 9**9 (387 million) strings once expanded.
-ALIAS_BOMB = (
-    "# 9**9 lol\n"
-    + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    + "".join(f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
-)
-
-
-def deep_nesting(levels: int) -> str:
-    return "cameras: " + "[" * levels + "]" * levels + "\n"
+from tests.support.streams import ALIAS_BOMB, deep_nesting
 
 
 def errors_of(tmp_path: Path, text: str) -> list[str]:

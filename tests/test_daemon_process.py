@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartRtspServer, free_port, spawn_streamd
+from devtools.testing.ports import free_port
+from tests.support.daemon import spawn_streamd
+from tests.support.environment import StartRtspServer
 
 pytestmark = pytest.mark.rtsp
 
@@ -174,7 +176,7 @@ def test_sigterm_exits_0_in_time_and_every_inferred_frame_has_its_record(
 
 
 def test_a_second_stop_signal_exits_at_once(tmp_path: Path) -> None:
-    from tests.test_ingest import silent_tcp_listener
+    from tests.support.ingest import silent_tcp_listener
 
     port = free_port()
     config = tmp_path / "streams.yaml"

@@ -5,10 +5,6 @@ none, on a machine without a GPU), and every recording rule produces series."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import StartRtspServer, free_port, spawn_streamd, system_binary
+from devtools.testing.ports import free_port
+from tests.support.daemon import spawn_streamd
+from tests.support.environment import StartRtspServer, system_binary
+from tests.support.prometheus import DEPLOY, RULES, Prometheus, wait_until
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "streamd.json"
-RULES = DEPLOY / "prometheus" / "streamd-rules.yml"
 GPU_PANELS = ("GPU utilisation", "GPU memory", "NVDEC utilisation", "GPU temperature", "GPU power", "NVDEC budget")
 
 
@@ -47,54 +44,6 @@ def test_the_dashboard_is_importable_with_unique_ids_and_its_datasource_a_variab
     datasources += [t["datasource"] for p in dashboard["panels"] for t in p["targets"]]
     assert all(ds == {"type": "prometheus", "uid": "${datasource}"} for ds in datasources)
     assert '"uid": "${datasource}"' in text and "__inputs" in dashboard and dashboard["__inputs"] == []
-
-
-class Prometheus:
-    def __init__(
-        self, binary: str, workdir: Path, target: str, scrape_configs: list[dict[str, Any]] | None = None
-    ) -> None:
-        """Scrapes `target` as job `streamd`, or as `scrape_configs` say when given."""
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        jobs = scrape_configs or [{"job_name": "streamd", "static_configs": [{"targets": [target]}]}]
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(RULES)],
-                    "scrape_configs": jobs,
-                }
-            )
-        )
-        self.log = (workdir / "prometheus.log").open("w")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.loads(response.read())
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.log.close()
 
 
 @pytest.fixture
@@ -123,18 +72,6 @@ def scraped_daemon(
         prometheus.stop()
         daemon.terminate()
         daemon.communicate(timeout=30)
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_every_panel_query_and_recording_rule_has_data_from_a_real_daemon(scraped_daemon: Prometheus) -> None:

@@ -20,7 +20,7 @@ from streamd.frames.frame import Frame, StageTimes
 from streamd.frames.letterbox import letterbox_geometry
 from streamd.metrics.registry import Metrics
 from streamd.sinks.factory import build_sinks
-from tests.conftest import run, wait_for
+from tests.support.waiting import run, wait_for
 
 BOX = letterbox_geometry(1920, 1080, 640, 640)[2]
 

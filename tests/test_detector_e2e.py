@@ -15,8 +15,9 @@ from streamd.analysis.postprocess import PostprocessSettings
 from streamd.analysis.still_images import detect_images
 from streamd.config.schema import StreamsConfig
 from streamd.service.daemon import Daemon
-from tests.conftest import StartRtspServer, run, wait_for
-from tests.model.conftest import box_iou
+from tests.support.environment import StartRtspServer
+from tests.support.faces import box_iou
+from tests.support.waiting import run, wait_for
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 

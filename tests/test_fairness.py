@@ -25,7 +25,7 @@ from streamd.config.schema import CameraConfig, OverloadConfig
 from streamd.frames.frame import Frame
 from streamd.metrics.registry import Metrics
 from streamd.monitor.overload import OverloadGovernor
-from tests.conftest import run
+from tests.support.waiting import run
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 

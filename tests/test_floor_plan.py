@@ -94,3 +94,17 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
         if start not in state:
             visit(start, [start])
     assert circles == [], "import circles:\n" + "\n".join(" -> ".join(circle) for circle in circles)
+
+
+def test_tests_share_helpers_only_through_tests_support() -> None:
+    """No test module imports another test module or a conftest: what they share lives in
+    tests/support (fixtures stay in the conftests, which pytest hands out by name)."""
+    tests = PACKAGE.parent / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in (node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)):
+            module = node.module or ""
+            if module.startswith("tests.") and not module.startswith("tests.support"):
+                offenders.append(f"{path.relative_to(tests)}:{node.lineno} imports {module}")
+    assert offenders == []

@@ -15,7 +15,7 @@ from streamd.base.logs import JsonFormatter
 from streamd.config.schema import StreamsConfig
 from streamd.metrics.gpu import GpuCollector
 from streamd.service.daemon import Daemon
-from tests.conftest import run, wait_for
+from tests.support.waiting import run, wait_for
 
 PASSWORD = "St4tus-Secret"
 

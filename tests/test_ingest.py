@@ -3,57 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
-import socket
-import threading
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 
+from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
-from streamd.camera.source import CameraSource
-from streamd.config.schema import StreamsConfig
 from streamd.service.daemon import Daemon
-from tests.conftest import StartRtspServer, free_port, run, wait_for
+from tests.support.environment import StartRtspServer
+from tests.support.ingest import FAST_BACKOFF, make_config, running, scrape, silent_tcp_listener, sources
+from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.rtsp
-
-FAST_BACKOFF = {"initial_s": 0.2, "max_s": 1.0, "reset_after_s": 5}
-
-
-def make_config(cameras: list[dict[str, Any]], **defaults: Any) -> StreamsConfig:
-    return StreamsConfig.model_validate(
-        {"defaults": {"backoff": FAST_BACKOFF, "open_timeout_s": 5, **defaults}, "cameras": cameras}
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(config: StreamsConfig) -> AsyncIterator[Daemon]:
-    daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
-
-
-def sources(daemon: Daemon) -> dict[str, CameraSource]:
-    return {source.camera_id: source for source in daemon.sources()}
-
-
-def scrape(daemon: Daemon) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http.port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
@@ -173,36 +141,6 @@ def test_a_reconnect_leaves_nothing_of_the_last_connection_behind(
         run(scenario())
     finally:
         gc.enable()
-
-
-@contextlib.contextmanager
-def silent_tcp_listener(close_at_once: bool = False) -> Iterator[int]:
-    """A host that accepts connections and never says a word; with `close_at_once` it
-    closes each one as soon as it took it (a camera at its client limit)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                accepted.append(listener.accept()[0])
-                if close_at_once:
-                    accepted.pop().close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
 
 
 def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate(

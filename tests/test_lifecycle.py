@@ -8,10 +8,11 @@ import time
 
 import pytest
 
+from devtools.testing.ports import free_port
 from streamd.config.schema import StreamsConfig
 from streamd.service.daemon import Daemon
 from streamd.service.lifecycle import Lifecycle
-from tests.conftest import free_port, run
+from tests.support.waiting import run
 
 
 def test_steps_stop_last_first_each_within_its_share_of_what_is_left(caplog: pytest.LogCaptureFixture) -> None:

@@ -26,10 +26,11 @@ import bcrypt
 import pytest
 import trustme
 
+from devtools.testing.ports import free_port
 from streamd.monitor.http_server import MAX_CONNECTIONS
-from tests.conftest import StartRtspServer, free_port, system_binary
-from tests.test_dashboard_prometheus import Prometheus, wait_until
-from tests.test_stop_process import DaemonProcess
+from tests.support.daemon import DaemonProcess
+from tests.support.environment import StartRtspServer, system_binary
+from tests.support.prometheus import Prometheus, wait_until
 
 pytestmark = pytest.mark.rtsp
 

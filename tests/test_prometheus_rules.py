@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import system_binary
+from tests.support.environment import system_binary
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 RULES = RULES_DIR / "streamd-rules.yml"

@@ -3,54 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from devtools.testing.ports import free_port
 from streamd.base.memory import rss_bytes
-from tests.conftest import StartRtspServer, free_port, spawn_streamd
+from tests.support.daemon import spawn_streamd
+from tests.support.environment import StartRtspServer
+from tests.support.streams import cameras_in, config_text, fetch, sample, until, write_atomically
 
 pytestmark = pytest.mark.rtsp
-
-
-def fetch(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def sample(metrics: str, name: str, **labels: str) -> float | None:
-    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    for line in metrics.splitlines():
-        if line.startswith(name + wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def until(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"streamd exited while waiting for {what}"
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """As editors save: a new file renamed over the old one."""
-    partial = path.with_name(path.name + ".swp")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def stop(process: subprocess.Popen[str]) -> str:
@@ -63,16 +29,6 @@ def stop(process: subprocess.Popen[str]) -> str:
             process.kill()
             process.communicate()
     return stderr
-
-
-def config_text(port: int, cameras: dict[str, str], fps: str = "5") -> str:
-    lines = [f"metrics: {{listen: 127.0.0.1:{port}}}", "defaults: {backoff: {initial_s: 0.2, max_s: 1}}", "cameras:"]
-    lines += [f"  - {{id: {cid}, url: '{url}', fps: {fps}}}" for cid, url in cameras.items()]
-    return "\n".join(lines) + "\n"
-
-
-def cameras_in(status: str) -> dict[str, str]:
-    return {c["id"]: c["state"] for c in json.loads(status)["cameras"]}
 
 
 def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
@@ -211,7 +167,7 @@ def test_empty_camera_less_and_half_written_saves_are_never_applied(
 def test_yaml_bombs_saved_under_a_running_daemon_are_rejected_and_the_next_edit_applies(
     rtsp_servers: StartRtspServer, test_video: Path, tmp_path: Path
 ) -> None:
-    from tests.test_config_limits import ALIAS_BOMB, deep_nesting
+    from tests.support.streams import ALIAS_BOMB, deep_nesting
 
     server = rtsp_servers({"cam1": test_video})
     port = free_port()

@@ -8,8 +8,8 @@ from pathlib import Path
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.config.loader import read_config
 from streamd.service.daemon import WATCH_IDLE_S, Daemon
-from tests.conftest import run, wait_for
-from tests.test_reload_process import write_atomically
+from tests.support.streams import write_atomically
+from tests.support.waiting import run, wait_for
 
 
 def streams_yaml(*camera_ids: str) -> str:

@@ -23,9 +23,9 @@ import av
 import pytest
 import yaml
 
+from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.errors import classify
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.rtsp
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon
-from tests.test_reload_process import cameras_in, config_text, fetch, sample, write_atomically
+from devtools.testing.ports import free_port
+from tests.support.daemon import spawn_streamd, stop_daemon
+from tests.support.environment import StartRtspServer
+from tests.support.streams import cameras_in, config_text, fetch, sample, write_atomically
 
 pytestmark = pytest.mark.rtsp
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
-from tests.sinks.test_redis_sink import RedisServer
-from tests.test_reload_process import fetch, sample, until
+from devtools.testing.ports import free_port
+from tests.support.daemon import spawn_streamd, stop_daemon
+from tests.support.environment import system_binary
+from tests.support.redis import RedisServer
+from tests.support.streams import fetch, sample, until
 
 pytestmark = pytest.mark.assets
 

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 
 from devtools.testing.demo import CACHE_DIR
+from devtools.testing.ports import free_port
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.monitor import status_page
-from tests.conftest import StartRtspServer, free_port, spawn_streamd, stop_daemon, system_binary
+from tests.support.daemon import spawn_streamd, stop_daemon
+from tests.support.environment import StartRtspServer, system_binary
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 

@@ -8,9 +8,7 @@ see: the exit status, the time it took, the notify messages, the records written
 from __future__ import annotations
 
 import json
-import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -21,57 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartRtspServer, free_port
-from tests.test_ingest import silent_tcp_listener
-from tests.test_systemd import drain
-
-
-class DaemonProcess:
-    """`streamd run` with its log in a file (read while it runs), optionally a notify socket
-    and a limit on its file descriptors (soft and hard, as systemd's LimitNOFILE=)."""
-
-    def __init__(self, config: Path, notify: str | None = None, nofile: int | None = None) -> None:
-        self.log_path = config.with_suffix(".log")
-        env = {**os.environ, "NOTIFY_SOCKET": notify} if notify else None
-
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamd", "--log-format", "text", "run", "-c", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                preexec_fn=limit,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, pattern: str, timeout: float, count: int = 1) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log
-            if len(re.findall(pattern, text)) >= count:
-                return text
-            assert self.process.poll() is None, f"streamd exited before {pattern!r}:\n{text[-3000:]}"
-            time.sleep(0.01)
-        pytest.fail(f"no {pattern!r} in the log within {timeout:.0f}s:\n{self.log[-3000:]}")
-
-    def signal(self, signum: int) -> float:
-        self.process.send_signal(signum)
-        return time.monotonic()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+from devtools.testing.ports import free_port
+from tests.support.daemon import DaemonProcess, drain
+from tests.support.environment import StartRtspServer
+from tests.support.ingest import silent_tcp_listener
 
 
 def engine_config(tmp_path: Path, model: Path, engine: str, cameras: str = "cameras: []\n") -> Path:

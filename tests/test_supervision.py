@@ -28,8 +28,8 @@ from streamd.monitor.rates import RateLogger
 from streamd.monitor.systemd import Notifier
 from streamd.service.daemon import Daemon
 from streamd.sinks.base import Record, SinkRunner
-from tests.conftest import run, wait_for
-from tests.engine.test_runner import SlowEngine, frames
+from tests.support.engines import SlowEngine, frames
+from tests.support.waiting import run, wait_for
 
 
 class CountingFailures(Failures):

@@ -7,7 +7,7 @@ from streamd.analysis.discard import DiscardingConsumer
 from streamd.config.schema import StreamsConfig
 from streamd.metrics.registry import Metrics
 from streamd.service.cameras import Supervisor, diff_cameras
-from tests.conftest import run, wait_for
+from tests.support.waiting import run, wait_for
 
 
 def config(cameras: dict[str, dict[str, object]]) -> StreamsConfig:

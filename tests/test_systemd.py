@@ -17,20 +17,13 @@ from streamd.config.schema import StreamsConfig
 from streamd.metrics.registry import Metrics
 from streamd.monitor.systemd import Notifier
 from streamd.service.daemon import Daemon
-from tests.conftest import HostBufferEngine, run, system_binary, wait_for
+from tests.support.daemon import drain
+from tests.support.engines import HostBufferEngine
+from tests.support.environment import system_binary
+from tests.support.waiting import run, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 Messages = list[dict[str, str]]
-
-
-def drain(listener: socket.socket) -> list[dict[str, str]]:
-    messages: list[dict[str, str]] = []
-    while True:
-        try:
-            data = listener.recv(4096)
-        except BlockingIOError:
-            return messages
-        messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
 
 
 def test_notifier_speaks_the_protocol_and_is_silent_without_systemd(notify_socket: tuple[socket.socket, str]) -> None:

@@ -18,7 +18,7 @@ from streamd.calibration.quantize import quantize, sensitive_convolutions
 from streamd.calibration.report import compare
 from streamd.config.schema import StreamsConfig
 from streamd.model.canonical import read_canonical_info
-from tests.conftest import run
+from tests.support.waiting import run
 
 pytestmark = pytest.mark.assets
 

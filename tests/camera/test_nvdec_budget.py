@@ -26,8 +26,8 @@ from streamd.gpu.nvdec_budget import budget_for, gpu_name
 from streamd.metrics.registry import Metrics
 from streamd.monitor.rates import RateLogger
 from streamd.service.cameras import Supervisor
-from tests.conftest import wait_for
-from tests.gpu.libcuda import Libcuda
+from tests.support.libcuda import Libcuda
+from tests.support.waiting import wait_for
 
 
 class Opens:

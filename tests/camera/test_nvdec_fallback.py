@@ -177,7 +177,7 @@ def test_first_frame_the_gpu_letterbox_cannot_convert_falls_back_to_the_cpu(test
 
 
 def test_network_errors_are_not_blamed_on_nvdec() -> None:
-    from tests.conftest import free_port
+    from devtools.testing.ports import free_port
 
     recorder = Recorder(f"rtsp://127.0.0.1:{free_port()}/cam")  # nobody listens
     with pytest.raises(CameraError) as caught:
@@ -188,7 +188,7 @@ def test_network_errors_are_not_blamed_on_nvdec() -> None:
 
 
 def test_nvdec_is_not_blamed_when_the_cpu_fails_too(test_video: Path) -> None:
-    from tests.conftest import free_port
+    from devtools.testing.ports import free_port
 
     recorder = Recorder(f"rtsp://127.0.0.1:{free_port()}/cam")
 
@@ -295,7 +295,7 @@ def test_camera_source_shows_the_fallback_in_metrics_and_logs_it_once(
 
     from streamd.camera.slot import LatestFrameSlot
     from streamd.camera.source import CameraSource
-    from tests.conftest import wait_for
+    from tests.support.waiting import wait_for
 
     metrics = Metrics()
     camera = CameraConfig(id="ffv1", url=str(ffv1_video), decode=DecodeMode.auto, fps=5)
@@ -464,7 +464,7 @@ def test_enotsup_from_the_hardware_open_is_nvdecs_failure_not_the_cameras(test_v
 
 def test_a_primary_context_nvdec_cannot_share_sends_auto_cameras_to_the_cpu_at_once(test_video: Path) -> None:
     from streamd.gpu.context import share_primary_context
-    from tests.gpu.libcuda import Libcuda
+    from tests.support.libcuda import Libcuda
 
     try:
         assert share_primary_context(Libcuda(flags=0, active=True)) is not None

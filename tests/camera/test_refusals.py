@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import StartRtspServer, free_port, run, wait_for
-from tests.test_ingest import make_config, running, scrape, silent_tcp_listener, sources
+from devtools.testing.ports import free_port
+from tests.support.environment import StartRtspServer
+from tests.support.ingest import make_config, running, scrape, silent_tcp_listener, sources
+from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.rtsp
 

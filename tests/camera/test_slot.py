@@ -4,7 +4,7 @@ import asyncio
 import threading
 
 from streamd.camera.slot import LatestFrameSlot
-from tests.conftest import run
+from tests.support.waiting import run
 
 
 def test_new_item_replaces_unconsumed_one_and_says_so() -> None:

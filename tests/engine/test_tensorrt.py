@@ -15,7 +15,7 @@ from streamd.engine.base import EngineError
 from streamd.engine.cache import EngineCache, Profile, engine_cache_key
 from streamd.engine.factory import create_engines
 from streamd.engine.tensorrt_backend import is_qdq_model
-from tests.conftest import gpu_missing
+from tests.support.environment import gpu_missing
 
 SHA = "a" * 64
 

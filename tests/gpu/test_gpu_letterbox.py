@@ -11,9 +11,9 @@ import pytest
 from streamd.frames.colour import YuvColour, YuvMatrix
 from streamd.gpu.preprocess import KERNEL_NAME, KERNEL_OPTIONS, KERNEL_SOURCE, SELF_TEST_TOLERANCE
 from streamd.gpu.resample import letterbox_reference, plan_letterbox
-from tests.conftest import IN_CI, gpu_missing
-from tests.gpu.nvrtc import compile_to_ptx, nvrtc_library
-from tests.gpu.scenes import yuv_picture
+from tests.support.environment import IN_CI, gpu_missing
+from tests.support.nvrtc import compile_to_ptx, nvrtc_library
+from tests.support.scenes import yuv_picture
 
 
 def test_kernel_compiles_with_nvrtc_without_fused_multiply_add() -> None:

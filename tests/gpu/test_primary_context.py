@@ -1,7 +1,7 @@
 """NVDEC beside the engine in one process: the CUDA primary context gets the flags
 FFmpeg's NVDEC wants before anything uses CUDA, through `Daemon.start`.
 
-No GPU here: the driver is stood in for at its boundary (`tests.gpu.libcuda`). An import hook
+No GPU here: the driver is stood in for at its boundary (`tests.support.libcuda`). An import hook
 records when CuPy and TensorRT are first imported and marks the context active, as
 their first use of the GPU does.
 """
@@ -23,7 +23,7 @@ import streamd.gpu.context as context
 from streamd.config.schema import StreamsConfig
 from streamd.gpu.context import primary_context_problem, share_primary_context
 from streamd.service.daemon import Daemon
-from tests.gpu.libcuda import Libcuda
+from tests.support.libcuda import Libcuda
 
 
 class FirstCudaUse(importlib.abc.MetaPathFinder):

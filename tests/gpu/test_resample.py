@@ -13,7 +13,7 @@ import pytest
 from streamd.frames.colour import YuvColour, YuvMatrix, colour_of
 from streamd.frames.letterbox import letterbox
 from streamd.gpu.resample import axis_taps, letterbox_reference, plan_letterbox
-from tests.gpu.scenes import yuv_picture
+from tests.support.scenes import yuv_picture
 
 COLOURS = [
     YuvColour(YuvMatrix.bt601, full_range=False),

@@ -18,7 +18,7 @@ from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox, load_image
 from streamd.model.canonical import ModelError, read_canonical_info
 from streamd.model.prepare import prepare_model
-from tests.model.conftest import box_iou, export_layout_model, reference_decode, reference_faces, reference_letterbox
+from tests.support.faces import box_iou, export_layout_model, reference_decode, reference_faces, reference_letterbox
 
 pytestmark = pytest.mark.assets
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from devtools.testing.ports import free_port
 from streamd.config.schema import MqttSinkConfig
 from streamd.sinks.base import Record, SinkRunner
 from streamd.sinks.mqtt import MqttSink
-from tests.conftest import free_port, spawn_streamd, stop_daemon, system_binary
+from tests.support.daemon import spawn_streamd, stop_daemon
+from tests.support.environment import system_binary
 
 
 class Mosquitto:
