@@ -25,6 +25,7 @@ from streamd.config.schema import CameraConfig, OverloadConfig
 from streamd.frames.frame import Frame
 from streamd.metrics.registry import Metrics
 from streamd.monitor.overload import OverloadGovernor
+from streamd.monitor.rates import Rates
 from tests.support.waiting import run
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
@@ -62,6 +63,13 @@ class SimCamera:
     @property
     def camera_id(self) -> str:
         return self.camera.id
+
+    @property
+    def sampling_fps(self) -> float:
+        return self.run.fps
+
+    def set_sampling_fps(self, fps: float) -> None:
+        self.run.fps = fps
 
 
 class SimEngine:
@@ -114,13 +122,8 @@ def simulate(
         )
         for sim in sims.values():
             batcher.attach(sim.camera.id, sim.slot, sim.camera.priority)
-        governor = OverloadGovernor(
-            lambda: overload or OverloadConfig(),
-            lambda: list(sims.values()),
-            lambda camera_id: sims[camera_id].metrics.analysed,
-            Metrics(),
-            clock=lambda: now[0],
-        )
+        governor = OverloadGovernor(lambda: overload or OverloadConfig(), lambda: list(sims.values()), Metrics())
+        counted = {cid: (0, 0) for cid in sims}  # what the rate clock read a second ago: sampled, analysed
         # (time, order, kind, camera): frame arrivals staggered across the cameras.
         events: list[tuple[float, int, str, str]] = []
         for index, sim in enumerate(sims.values()):
@@ -144,7 +147,13 @@ def simulate(
                 at, _, kind, camera_id = heapq.heappop(events)
                 order += 1
                 if kind == "govern":
-                    governor.step()
+                    # The rate clock's tick, read from the simulated counters.
+                    last_second = {
+                        cid: Rates(0.0, sim.metrics.sampled - counted[cid][0], sim.metrics.analysed - counted[cid][1])
+                        for cid, sim in sims.items()
+                    }
+                    counted = {cid: (sim.metrics.sampled, sim.metrics.analysed) for cid, sim in sims.items()}
+                    governor.on_rates(last_second, now[0])
                     heapq.heappush(events, (at + 1.0, order, "govern", ""))
                     continue
                 sim = sims[camera_id]

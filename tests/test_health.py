@@ -46,7 +46,7 @@ def test_health_routes_follow_the_cameras(test_video: Path) -> None:
         port = daemon.http.port
         seen = {"healthz": get(port, "/healthz"), "not_ready": get(port, "/readyz")}
         await wait_for(lambda: daemon.sources()[0].state == "streaming", 10, "the replay camera")
-        await wait_for(lambda: "replay" in daemon.rate_log.rates, 5, "a rate measurement")
+        await wait_for(lambda: "replay" in daemon.rates.rates, 5, "a rate measurement")
         seen["status"] = get(port, "/status")
         seen["metrics"] = get(port, "/metrics")
         seen["missing"] = get(port, "/nope")

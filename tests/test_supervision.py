@@ -24,7 +24,7 @@ from streamd.camera.slot import LatestFrameSlot
 from streamd.config.schema import StreamsConfig
 from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frames.frame import Frame
-from streamd.monitor.rates import RateLogger
+from streamd.monitor.rates import RateClock
 from streamd.monitor.systemd import Notifier
 from streamd.service.daemon import Daemon
 from streamd.sinks.base import Record, SinkRunner
@@ -174,20 +174,20 @@ def test_a_sink_thread_crash_is_reported_and_stop_is_bounded(caplog: pytest.LogC
     assert len(crash_logs(caplog, "sink-memory")) == 1
 
 
-def test_a_rate_logger_crash_is_reported() -> None:
+def test_a_rate_clock_crash_is_reported() -> None:
     failures = CountingFailures()
 
     def sources() -> list[Any]:
         raise RuntimeError("sources gone (simulated)")
 
     async def scenario() -> None:
-        logger = RateLogger(sources, 0.01, failures=failures)
-        logger.start()
-        await wait_for(lambda: "rate-log" in failures.failed, 5, "the crash report")
-        await logger.stop()
+        clock = RateClock(sources, failures=failures)
+        clock.start()
+        await wait_for(lambda: "rate-clock" in failures.failed, 5, "the crash report")
+        await clock.stop()
 
     run(scenario())
-    assert failures.counts == {"rate-log": 1}
+    assert failures.counts == {"rate-clock": 1}
 
 
 class RecordingNotifier(Notifier):

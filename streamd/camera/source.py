@@ -134,6 +134,10 @@ class CameraSource:
         """The rate sampled now: `fps`, unless overload lowered it."""
         return self.run.fps
 
+    def set_sampling_fps(self, fps: float) -> None:
+        """Sample at `fps` from the next frame on (the decode thread reads it per frame)."""
+        self.run.fps = fps
+
     @property
     def decode_lag_s(self) -> float | None:
         """Capture to decode of the last sampled frame, where the stream says when it captured."""

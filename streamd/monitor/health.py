@@ -27,7 +27,7 @@ from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
 from streamd.config.schema import StreamsConfig
 from streamd.metrics.registry import Metrics
-from streamd.monitor.rates import RateLogger
+from streamd.monitor.rates import RateClock
 from streamd.monitor.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Health:
         self,
         config: Callable[[], tuple[StreamsConfig, Path | None, str]],
         sources: Callable[[], list[CameraSource]],
-        rate_log: RateLogger,
+        rates: RateClock,
         metrics: Metrics,
         notifier: Notifier,
         failures: Failures,
@@ -50,7 +50,7 @@ class Health:
         self.config = config
         self.placement = placement or DecoderPlacement(None)
         self.sources = sources
-        self.rate_log = rate_log
+        self.rates = rates
         self.metrics = metrics
         self.notifier = notifier
         self.failures = failures
@@ -116,7 +116,7 @@ class Health:
     def status_line(self) -> str:
         sources = self.sources()
         streaming = sum(1 for s in sources if s.state is CameraState.streaming)
-        analysed = self.rate_log.analysed_fps_total()
+        analysed = self.rates.analysed_fps_total()
         return f"{streaming}/{len(sources)} cameras streaming, {analysed:.1f} frames/s analysed"
 
     def ready(self) -> tuple[bool, str]:
@@ -143,7 +143,7 @@ class Health:
         now = time.monotonic()
         cameras = []
         for source in self.sources():
-            rates = self.rate_log.rates.get(source.camera_id)
+            rates = self.rates.rates.get(source.camera_id)
             last = source.last_frame_mono
             cameras.append(
                 {

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 from streamd.analysis.detector import Detector
@@ -53,7 +54,7 @@ from streamd.metrics.registry import Metrics
 from streamd.monitor.health import Health
 from streamd.monitor.http_server import MetricsServer
 from streamd.monitor.overload import OverloadGovernor
-from streamd.monitor.rates import RateLogger
+from streamd.monitor.rates import RateClock, Rates
 from streamd.monitor.systemd import Notifier
 from streamd.service.cameras import AnalysisStage, Supervisor
 from streamd.service.lifecycle import Lifecycle
@@ -117,22 +118,21 @@ class Daemon:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.watch_config = watch_config and config_path is not None
         self.early_signals = early_signals or EarlySignals()
-        self.rate_log = RateLogger(self.sources, rate_log_interval_s, self._analysed, self.failures)
+        self.rates = RateClock(self.sources, rate_log_interval_s, self._analysed, self.failures)
         self.placement = DecoderPlacement(None, self.metrics.nvdec_planned)
-        self.rate_log.listen(lambda rates: self.placement.measured(self.sources(), rates))
+        self.rates.listen(self._measured_decoding)
         self._gpu_name: str | None = None
         self.health = Health(
             lambda: (self.config, self.config_path, self.config_sha256),
             self.sources,
-            self.rate_log,
+            self.rates,
             self.metrics,
             self.notifier,
             self.failures,
             self.placement,
         )
-        self.overload = OverloadGovernor(
-            lambda: self.config.overload, self.sources, self._analysed, self.metrics, self.failures
-        )
+        self.overload = OverloadGovernor(lambda: self.config.overload, self.sources, self.metrics)
+        self.rates.listen(self.overload.on_rates)
         self.http = MetricsServer(
             config.metrics.host,
             config.metrics.port if metrics_port is None else metrics_port,
@@ -151,6 +151,10 @@ class Daemon:
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []
+
+    def _measured_decoding(self, _last_second: Mapping[str, Rates], _now: float) -> None:
+        """The NVDEC plan follows what each camera costs, over the rate window."""
+        self.placement.measured(self.sources(), {cid: rates.decoded_fps for cid, rates in self.rates.rates.items()})
 
     def _analysed(self, camera_id: str) -> int:
         return self.detector.analysed(camera_id) if self.detector is not None else 0
@@ -189,7 +193,7 @@ class Daemon:
         lifecycle.started("cameras", supervisor.stop, _SHARE_CAMERAS)
         self.metrics.watch_cameras(self.sources, [state.value for state in CameraState], CameraState.streaming.value)
         await supervisor.apply(self.config)
-        for name, part in (("rate log", self.rate_log), ("health", self.health), ("overload", self.overload)):
+        for name, part in (("rate clock", self.rates), ("health", self.health)):
             part.start()
             lifecycle.started(name, part.stop, _SHARE_LOOPS)
         if self.watch_config:

@@ -24,7 +24,7 @@ from streamd.camera.placement import DecoderPlacement
 from streamd.config.schema import StreamsConfig
 from streamd.gpu.nvdec_budget import budget_for, gpu_name
 from streamd.metrics.registry import Metrics
-from streamd.monitor.rates import RateLogger
+from streamd.monitor.rates import RateClock
 from streamd.service.cameras import Supervisor
 from tests.support.libcuda import Libcuda
 from tests.support.waiting import wait_for
@@ -114,11 +114,11 @@ def test_seventy_1080p25_cameras_fill_an_a10s_budget_by_priority_and_replan_as_c
 
             # Measured, these cameras are small (640x360): the plan is made again with
             # what they cost and every camera fits on NVDEC.
-            rates = RateLogger(supervisor.sources, interval_s=60)
-            rates.listen(lambda decoded: placement.measured(supervisor.sources(), decoded))
-            rates.report()
+            rates = RateClock(supervisor.sources, log_interval_s=60)
+            rates.tick()
             await asyncio.sleep(1.0)
-            rates.report()
+            rates.tick()
+            placement.measured(supervisor.sources(), {cid: r.decoded_fps for cid, r in rates.rates.items()})
             await wait_for(lambda: on_nvdec() == set(files), 30, "every camera on NVDEC")
             assert sample(metrics, "streamd_nvdec_planned_fps") < 1.2 * 71 * 25 * 640 * 360 / (1920 * 1080)
         finally:
