@@ -22,6 +22,7 @@ itself, so any photo with faces works.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,34 @@ def scene_frame(
     return scene
 
 
+def _write_frames(
+    kind: str,
+    out_dir: Path,
+    count: int,
+    held_out_share: float,
+    seed: int,
+    size: tuple[int, int],
+    make: Callable[[np.random.Generator], np.ndarray],
+) -> list[FrameEntry]:
+    """`count` frames of `kind` from `make` in `out_dir`, the first share held out, with a manifest."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    held_out = round(count * held_out_share)
+    entries = []
+    for index in range(count):
+        name = f"{kind}-{seed}-{index:04d}.jpg"
+        write_jpeg(make(rng), out_dir / name)
+        split = "held_out" if index < held_out else "calibration"
+        entries.append(FrameEntry(name, kind, float(index), 0.0, size[0], size[1], split))
+    save_manifest(out_dir, entries, held_out_share)
+    return entries
+
+
+def _check_face_sizes(face_px: tuple[float, float]) -> None:
+    if not 0 < face_px[0] <= face_px[1]:
+        raise InputError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
+
+
 def write_scene_frames(
     model: Path,
     images: list[Path],
@@ -160,25 +189,15 @@ def write_scene_frames(
 ) -> list[FrameEntry]:
     """`count` crowd scenes at camera resolution in `out_dir`, with a manifest. `face_px`
     is the face width in model-input pixels, as for mosaics."""
-    if not 0 < face_px[0] <= face_px[1]:
-        raise InputError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
+    _check_face_sizes(face_px)
     info = read_canonical_info(model)
     to_frame = max(size[0] / info.input_width, size[1] / info.input_height)  # the letterbox's scale, inverted
+    in_frame = (face_px[0] * to_frame, face_px[1] * to_frame)
     photos = measure_photos(model, images)
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    held_out = round(count * held_out_share)
-    entries = []
-    for index in range(count):
-        name = f"scene-{seed}-{index:04d}.jpg"
-        frame = scene_frame(
-            photos, size[0], size[1], (face_px[0] * to_frame, face_px[1] * to_frame), faces_per_frame, rng
-        )
-        write_jpeg(frame, out_dir / name)
-        split = "held_out" if index < held_out else "calibration"
-        entries.append(FrameEntry(name, "scene", float(index), 0.0, size[0], size[1], split))
-    save_manifest(out_dir, entries, held_out_share)
-    return entries
+    return _write_frames(
+        "scene", out_dir, count, held_out_share, seed, size,
+        lambda rng: scene_frame(photos, size[0], size[1], in_frame, faces_per_frame, rng),
+    )  # fmt: skip
 
 
 def write_crowd_frames(
@@ -191,18 +210,9 @@ def write_crowd_frames(
     face_px: tuple[float, float] = (10.0, 30.0),
 ) -> list[FrameEntry]:
     """`count` crowd frames (model-input sized) in `out_dir`, with a manifest; returns the entries."""
-    if not 0 < face_px[0] <= face_px[1]:
-        raise InputError(f"face sizes must satisfy 0 < low <= high, got {face_px}")
-    size = read_canonical_info(model).input_width  # the model's metadata; no session needed
+    _check_face_sizes(face_px)
+    side = read_canonical_info(model).input_width  # the model's metadata; no session needed
     photos = measure_photos(model, images)
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    held_out = round(count * held_out_share)
-    entries = []
-    for index in range(count):
-        name = f"crowd-{seed}-{index:04d}.jpg"
-        write_jpeg(crowd_frame(photos, size, face_px, rng), out_dir / name)
-        split = "held_out" if index < held_out else "calibration"
-        entries.append(FrameEntry(name, "crowd", float(index), 0.0, size, size, split))
-    save_manifest(out_dir, entries, held_out_share)
-    return entries
+    return _write_frames(
+        "crowd", out_dir, count, held_out_share, seed, (side, side), lambda rng: crowd_frame(photos, side, face_px, rng)
+    )

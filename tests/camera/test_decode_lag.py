@@ -49,8 +49,10 @@ def test_decode_lag_is_small_while_decoding_keeps_up_and_grows_when_it_falls_beh
     keeping_up = lags_while_streaming(rtsp_server, 6.0, convert_s=0.0)
     assert keeping_up, "the server's RTCP sender reports give every frame a capture time"
     assert all(0.0 <= lag < 0.5 for _, lag in keeping_up), keeping_up
-    # Each sampled frame now holds the thread 0.4 s: 2 s of work for each second of video.
-    behind = lags_while_streaming(rtsp_server, 10.0, convert_s=0.4)
-    early = [lag for at, lag in behind if at < 5.0]
-    late = [lag for at, lag in behind if at > 8.0]
-    assert early and late and min(late) > max(early) + 1.0, behind
+    # Each sampled frame now holds the thread 0.4 s: 2 s of work for each second of video,
+    # so the lag grows by about half a second a second from the first capture time on
+    # (the first RTCP report may itself be read late, the decoder being behind).
+    behind = lags_while_streaming(rtsp_server, 12.0, convert_s=0.4)
+    (first_at, first), (last_at, last) = behind[0], behind[-1]
+    assert last_at - first_at >= 3.0, behind
+    assert last - first > 0.3 * (last_at - first_at), behind
