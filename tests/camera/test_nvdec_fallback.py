@@ -11,6 +11,7 @@ index that cannot exist fails device creation on any machine.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -112,16 +113,16 @@ class _RejectedPacket:
         raise OSError(errno.ENOSYS, "Function not implemented")
 
 
-class _DecoderThatRejectsPackets:
-    """As NVDEC without libnvcuvid behaves: the device opened, every packet fails."""
+class _HardwareDecoder:
+    """A real container whose packets decode as `packet_type` says the hardware does."""
 
-    def __init__(self, container: Any) -> None:
-        self._container = container
+    def __init__(self, container: Any, packet_type: Callable[[av.Packet], Any]) -> None:
+        self._container, self._packet_type = container, packet_type
         self.streams = container.streams
 
-    def demux(self, stream: Any) -> Iterator[_RejectedPacket]:
+    def demux(self, stream: Any) -> Iterator[Any]:
         for packet in self._container.demux(stream):
-            yield _RejectedPacket(packet)
+            yield self._packet_type(packet)
 
     def close(self) -> None:
         self._container.close()
@@ -129,7 +130,8 @@ class _DecoderThatRejectsPackets:
 
 def rejects_packets(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
     container = open_container(url, options, timeout, None)
-    return _DecoderThatRejectsPackets(container) if hw is not None else container
+    # As NVDEC without libnvcuvid behaves: the device opened, every packet fails.
+    return _HardwareDecoder(container, _RejectedPacket) if hw is not None else container
 
 
 def assert_fell_back_once(recorder: Recorder, why: str) -> None:
@@ -245,26 +247,13 @@ class _DevicePacket:
         return [_DeviceFrame(frame) for frame in self._packet.decode()]
 
 
-class _NvdecKeepingFrames:
-    def __init__(self, container: Any) -> None:
-        self._container = container
-        self.streams = container.streams
-
-    def demux(self, stream: Any) -> Iterator[_DevicePacket]:
-        for packet in self._container.demux(stream):
-            yield _DevicePacket(packet)
-
-    def close(self) -> None:
-        self._container.close()
-
-
 def test_nvdec_frames_stay_on_the_gpu_and_a_host_consumer_downloads_only_sampled_ones(test_video: Path) -> None:
     asked: list[HWAccel | None] = []
 
     def device_frames(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
         asked.append(hw)
         container = open_container(url, options, timeout, None)
-        return _NvdecKeepingFrames(container) if hw is not None and hw.is_hw_owned else container
+        return _HardwareDecoder(container, _DevicePacket) if hw is not None and hw.is_hw_owned else container
 
     _DeviceFrame.downloads = 0
     recorder = Recorder(test_video)  # an engine on the host: ONNX Runtime's letterbox on the CPU
@@ -349,20 +338,11 @@ class _FfmpegRefusal:
         raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
 
 
-class _RefusingNvdec(_DecoderThatRejectsPackets):
-    def __init__(self, container: Any, silent: bool) -> None:
-        super().__init__(container)
-        self._silent = silent
-
-    def demux(self, stream: Any) -> Iterator[Any]:
-        for packet in self._container.demux(stream):
-            yield _FfmpegRefusal(packet, self._silent)
-
-
 def refused_by_nvdec(silent: bool) -> Opener:
     def opener(url: str, options: dict[str, str], timeout: tuple[float, float], hw: HWAccel | None) -> Any:
         container = open_container(url, options, timeout, None)
-        return _RefusingNvdec(container, silent) if hw is not None else container
+        refusal = functools.partial(_FfmpegRefusal, silent=silent)
+        return _HardwareDecoder(container, refusal) if hw is not None else container
 
     return opener
 
