@@ -26,6 +26,12 @@ is blamed for good (until the camera restarts), said once in the log and shown i
 network, NVDEC is not blamed, and the camera retries as after any failure.
 `decode: nvdec` never falls back: a failure that is NVDEC's for certain fails the
 camera (`nvdec_unavailable`); one that may be the network's is retried.
+
+NVDEC frames stay on the GPU (`is_hw_owned`) whatever the consumer; a host consumer's
+conversion downloads the sampled ones. A `decode: auto` camera outside the NVDEC budget
+(`streamd.camera.placement`) decodes on the CPU; when the plan moves a streaming camera,
+its connection ends at the next keyframe and the session connects again at once with
+the other decoder.
 """
 
 from __future__ import annotations
