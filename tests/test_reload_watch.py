@@ -7,7 +7,8 @@ from pathlib import Path
 
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.config.loader import read_config
-from streamd.service.daemon import WATCH_IDLE_S, Daemon
+from streamd.service.daemon import Daemon
+from streamd.service.reload import WATCH_IDLE_S
 from tests.support.streams import write_atomically
 from tests.support.waiting import run, wait_for
 

@@ -7,14 +7,12 @@ that fails half way stops exactly what had started. A stop signal during start-u
 abandons the start at once (a model load or warm-up still running in its thread is left
 to the process exit): the daemon exits 0 within seconds and never sends READY.
 
-Reload (the file changed and then stood still for `reload.settle_s`, or SIGHUP): the
-new file is read and validated off the loop; an invalid one is rejected with every error
-logged and the running set untouched. Nothing stops the watching: a failed reload is
-counted as rejected and the next edit is read as usual. A
-valid one is applied as a diff: cameras are added, removed or restarted, untouched
-ones keep streaming; `postprocess`, `health` and `overload` apply at once; `metrics`,
-`engine`, `batcher` and `sinks` need a restart and are reported, not applied. Once
-stopping, reloads are ignored.
+Reload (`streamd.service.reload`: the file changed and then stood still for
+`reload.settle_s`, or SIGHUP): an invalid file is rejected with every error logged and
+the running set untouched; a valid one is applied here as a diff: cameras are added,
+removed or restarted, untouched ones keep streaming; `postprocess`, `health`,
+`overload` and `nvdec` apply at once; `metrics`, `engine`, `batcher` and `sinks` need a
+restart and are reported, not applied. Once stopping, reloads are ignored.
 
 Shutdown (SIGTERM/SIGINT): STOPPING=1, then the stack unwinds within one deadline
 (`shutdown_timeout_s`) shared out by phase: the background loops, the cameras (a camera
@@ -38,13 +36,11 @@ from pathlib import Path
 from streamd.analysis.detector import Detector
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.base.failures import Failures
-from streamd.base.tasks import cancel_and_wait
 from streamd.base.threads import run_in_thread
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
-from streamd.config.loader import ConfigError, config_sha256, read_config
 from streamd.config.schema import Overrides, StreamsConfig
 from streamd.engine.factory import create_engines
 from streamd.gpu.context import share_primary_context
@@ -58,32 +54,18 @@ from streamd.monitor.rates import RateClock, Rates
 from streamd.monitor.systemd import Notifier
 from streamd.service.cameras import AnalysisStage, Supervisor
 from streamd.service.lifecycle import Lifecycle
+from streamd.service.reload import ConfigReload
 from streamd.service.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
 
 log = logging.getLogger(__name__)
 
-# Sections a running daemon cannot swap safely: they take a restart.
-RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks")
-# Pause before watching the configuration again after the watch itself failed.
-_REWATCH_S = 5.0
-# The watcher's idle pass: its first one is when a save made while it was not watching is caught.
-WATCH_IDLE_S = 5.0
 # Shares of the stop deadline. The detector's is the largest: the engine drain and the
 # sink flush are where records are lost if time runs out.
 _SHARE_LOOPS = 0.02
 _SHARE_CAMERAS = 0.2
 _SHARE_DETECTOR = 0.7
 _SHARE_LISTENER = 0.05
-
-
-def _fingerprint(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is written or replaced: inode, size, modification time."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class Daemon:
@@ -145,9 +127,19 @@ class Daemon:
         self._stop_requested = asyncio.Event()
         self._signals = 0
         self._stopping = False
-        self._reload_lock = asyncio.Lock()
-        self._reloads: set[asyncio.Task[None]] = set()
         self._reload_pending = False
+        self._reload = (
+            None
+            if config_path is None
+            else ConfigReload(
+                config_path,
+                lambda: (self.config, self.config_sha256),
+                self._apply_config,
+                self.overrides,
+                self.metrics,
+                self.failures,
+            )
+        )
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []
@@ -196,9 +188,10 @@ class Daemon:
         for name, part in (("rate clock", self.rates), ("health", self.health)):
             part.start()
             lifecycle.started(name, part.stop, _SHARE_LOOPS)
-        if self.watch_config:
-            watch = self.failures.watch(asyncio.create_task(self._watch_config(), name="config-watch"), "config-watch")
-            lifecycle.started("config watch", lambda _timeout: self._cancelled(watch), _SHARE_LOOPS)
+        if self._reload is not None:
+            if self.watch_config:
+                self._reload.start_watching()
+            lifecycle.started("config reload", self._reload.stop, _SHARE_LOOPS)
         self.health.phase = "running"
         shard = self.config.this_shard
         of_shard = (
@@ -207,7 +200,7 @@ class Daemon:
         log.info("streamd running with %d camera(s)%s", len(self.sources()), of_shard)
         self.notifier.ready(self.health.status_line())
         if self._reload_pending:
-            self._spawn_reload("SIGHUP")
+            self._reload_soon("SIGHUP")
 
     def _build_detector(self) -> Detector | None:
         config = self.config
@@ -230,8 +223,6 @@ class Daemon:
             self._stopping = True
             self.health.phase = "stopping"
             self.notifier.stopping()
-        for reload in list(self._reloads):
-            await cancel_and_wait(reload)
         clean = await self.lifecycle.unwind(self.shutdown_timeout_s)
         self.notifier.close()
         log.info("streamd stopped" if clean else "streamd stopped, but not every part in time (see above)")
@@ -239,11 +230,6 @@ class Daemon:
 
     async def _stop_listener(self, _timeout: float) -> bool:
         await run_in_thread(self.http.stop, name="http-stop")
-        return True
-
-    @staticmethod
-    async def _cancelled(task: asyncio.Task[None]) -> bool:
-        await cancel_and_wait(task)
         return True
 
     def request_stop(self) -> None:
@@ -266,7 +252,7 @@ class Daemon:
             log.info("SIGHUP while starting: the configuration is read again once running")
             self._reload_pending = True
         else:
-            self._spawn_reload("SIGHUP")
+            self._reload_soon("SIGHUP")
 
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
@@ -299,116 +285,28 @@ class Daemon:
 
     # -- reload ------------------------------------------------------------------------
 
-    def _spawn_reload(self, trigger: str) -> None:
-        async def reload_once() -> None:
-            await self.reload(trigger)
-
-        task = asyncio.create_task(reload_once(), name="reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+    def _reload_soon(self, trigger: str) -> None:
+        if self._reload is not None:
+            self._reload.spawn(trigger)
 
     async def reload(self, trigger: str) -> str:
         """Re-read the config file and apply it; returns the result label."""
-        if self.config_path is None or self.supervisor is None or self._stopping:
+        if self._reload is None or self.supervisor is None or self._stopping:
             return "unchanged"
-        async with self._reload_lock:
-            try:
-                return await self._reload_locked(self.config_path, self.supervisor, trigger)
-            except Exception:
-                # A bug, not a bad file; whatever it was, the next edit must still apply.
-                log.exception("reload (%s) failed; /status shows what runs now", trigger)
-                return self._reloaded("rejected")
+        return await self._reload.reload(trigger)
 
-    async def _reload_locked(self, path: Path, supervisor: Supervisor, trigger: str) -> str:
-        try:
-            new, sha256 = await run_in_thread(lambda: read_config(path), name="config-read")
-        except ConfigError as error:
-            log.error("reload (%s) rejected; the running configuration stays:", trigger)
-            for problem in error.errors:
-                log.error("  %s", problem)
-            return self._reloaded("rejected")
-        if sha256 == self.config_sha256:
-            return self._reloaded("unchanged")
-        new = self.overrides.apply(new)
-        kept = {
-            name: getattr(self.config, name)
-            for name in RESTART_SECTIONS
-            if getattr(new, name) != getattr(self.config, name)
-        }
-        if new.postprocess != self.config.postprocess and self.detector is not None:
-            self.detector.update_postprocess(new.postprocess)
-        applied = new.model_copy(update=kept)
+    async def _apply_config(self, applied: StreamsConfig, sha256: str) -> str:
+        """Make the running daemon match `applied` (its restart sections already kept)."""
+        assert self.supervisor is not None
+        if applied.postprocess != self.config.postprocess and self.detector is not None:
+            self.detector.update_postprocess(applied.postprocess)
         if self.placement.budget is not None:
             self.placement.set_budget(self._nvdec_budget(applied), self.sources())
-        diff = await supervisor.apply(applied)
+        diff = await self.supervisor.apply(applied)
         self.config, self.config_sha256 = applied, sha256
-        self.metrics.loaded_config(str(path), sha256)
+        self.metrics.loaded_config(str(self.config_path), sha256)
         self.metrics.running_shard(applied.shard)
-        log.info(
-            "reload (%s): %d camera(s) added, %d removed, %d changed, %d untouched",
-            trigger,
-            len(diff.added),
-            len(diff.removed),
-            len(diff.changed),
-            len(diff.unchanged),
+        return (
+            f"{len(diff.added)} camera(s) added, {len(diff.removed)} removed, {len(diff.changed)} changed, "
+            f"{len(diff.unchanged)} untouched"
         )
-        if kept:
-            log.warning("reload: changes to %s need a restart and were not applied", ", ".join(kept))
-            return self._reloaded("restart_needed")
-        return self._reloaded("applied")
-
-    def _reloaded(self, result: str) -> str:
-        self.metrics.config_reloads.labels(result).inc()
-        return result
-
-    async def _watch_config(self) -> None:
-        import watchfiles
-
-        assert self.config_path is not None
-        directory, name = self.config_path.parent, self.config_path.name
-        # The directory, not the file: editors save by writing a new file and renaming
-        # it over the old one, which a watch on the old file's inode would miss. The
-        # watch itself is restarted if it ever fails: edits must never stop applying.
-        while True:
-            in_place = False
-            try:
-                # The first pass (a change, or the watcher's first idle timeout) comes once
-                # the watch is in place: a save made before that (while the engine loaded,
-                # or during a re-watch) raised no event, so the file is compared then.
-                async for changes in watchfiles.awatch(
-                    directory,
-                    watch_filter=lambda _change, changed: Path(changed).name == name,
-                    debounce=300,
-                    recursive=False,
-                    yield_on_timeout=True,
-                    rust_timeout=int(WATCH_IDLE_S * 1000),
-                ):
-                    if changes or (not in_place and await self._edited_since_read(self.config_path)):
-                        await self._wait_until_settled(self.config_path)
-                        await self.reload("file changed")
-                    in_place = True
-            except Exception:
-                log.exception("watching %s failed; watching again in %.0fs", self.config_path, _REWATCH_S)
-            await asyncio.sleep(_REWATCH_S)
-
-    async def _edited_since_read(self, path: Path) -> bool:
-        """Whether the file differs from the one running (a missing file does: the reload says why)."""
-        try:
-            return await run_in_thread(lambda: config_sha256(path), name="config-read") != self.config_sha256
-        except OSError:
-            return True
-
-    async def _wait_until_settled(self, path: Path) -> None:
-        """Return once `path` has not changed for `reload.settle_s`.
-
-        A writer that pauses mid-save leaves a file that may even validate (the first
-        camera of two, a URL cut short); reading only a file that has stood still for the
-        settle window keeps such a save from ever being applied.
-        """
-        previous = _fingerprint(path)
-        while True:
-            await asyncio.sleep(self.config.reload.settle_s)
-            current = _fingerprint(path)
-            if current == previous:
-                return
-            previous = current
