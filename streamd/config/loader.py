@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 
 from streamd.base.errors import ErrorKind, StreamdError
 from streamd.base.redact import redact_text, register_secrets, url_secrets
-from streamd.config.schema import _REPORT_AT, LimitsConfig, StreamsConfig
+from streamd.config.schema import _REPORT_AT, DUPLICATE_ID, LimitsConfig, StreamsConfig, duplicate_ids
 from streamd.config.yaml_source import MAX_BYTES, ConfigProblem, KeyPath, YamlDocument, parse_yaml
 
 
@@ -117,30 +117,25 @@ def _too_many_cameras(data: Mapping[str, Any], doc: YamlDocument, file: str) -> 
 
 
 def _duplicate_ids(doc: YamlDocument, file: str) -> list[ConfigProblem]:
-    """Duplicates are found on the raw data so they are reported with every other error."""
+    """The schema's rule on the raw data, so duplicates are reported with every other
+    error (the models' own check runs only once every camera validates)."""
     cameras = doc.data.get("cameras") if isinstance(doc.data, Mapping) else None
-    first_seen: dict[str, int] = {}
+    if not isinstance(cameras, list):
+        return []
     errors = []
-    for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
-        camera_id = camera.get("id") if isinstance(camera, Mapping) else None
-        if not isinstance(camera_id, str):
-            continue
+    for index, first, camera_id in duplicate_ids([c.get("id") if isinstance(c, Mapping) else None for c in cameras]):
         path: KeyPath = ("cameras", index, "id")
-        if camera_id in first_seen:
-            first = first_seen[camera_id]
-            first_line = doc.line_of(("cameras", first, "id"))
-            message = f"duplicate id '{camera_id}' (first used by cameras[{first}], line {first_line})"
-            errors.append(ConfigProblem(file, doc.line_of(path), path, message))
-        else:
-            first_seen[camera_id] = index
+        first_line = doc.line_of(("cameras", first, "id"))
+        message = f"duplicate id '{camera_id}' (first used by cameras[{first}], line {first_line})"
+        errors.append(ConfigProblem(file, doc.line_of(path), path, message))
     return errors
 
 
 def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicates: bool) -> list[ConfigProblem]:
     errors = []
     for error in exc.errors(include_url=False):
-        if skip_duplicates and "duplicate camera id" in error["msg"]:
-            continue  # already reported per camera by _duplicate_ids
+        if skip_duplicates and error["type"] == DUPLICATE_ID:
+            continue  # already reported per camera, with lines, by _duplicate_ids
         path = _error_path(error, doc)
         message = _message(error)
         if path == ("cameras",) and error["type"] == "missing":

@@ -8,7 +8,7 @@ and the `defaults` section applies to every camera; a camera's own keys win (the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -423,6 +423,22 @@ class NvdecConfig(StrictModel):
     demands it (`decode: nvdec`)."""
 
 
+DUPLICATE_ID = "duplicate_camera_id"
+
+
+def duplicate_ids(ids: Sequence[object]) -> Iterator[tuple[int, int, str]]:
+    """(index, index of its first use, id) for every camera id used again; the one rule,
+    run on the models and, for line numbers beside every other error, on the raw file."""
+    first_seen: dict[str, int] = {}
+    for index, camera_id in enumerate(ids):
+        if not isinstance(camera_id, str):
+            continue
+        if camera_id in first_seen:
+            yield index, first_seen[camera_id], camera_id
+        else:
+            first_seen[camera_id] = index
+
+
 class StreamsConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     """Where Prometheus scrapes streamd."""
@@ -485,11 +501,12 @@ class StreamsConfig(StrictModel):
     @field_validator("cameras")
     @classmethod
     def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        seen: set[str] = set()
-        for camera in cameras:
-            if camera.id in seen:
-                raise ValueError(f"duplicate camera id '{camera.id}'")
-            seen.add(camera.id)
+        for index, first, camera_id in duplicate_ids([camera.id for camera in cameras]):
+            raise PydanticCustomError(
+                DUPLICATE_ID,
+                "duplicate id '{id}' (first used by cameras[{first}])",
+                {"id": camera_id, "first": first, _REPORT_AT: [("cameras", index, "id")]},
+            )
         return cameras
 
     @field_validator("shard")
