@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamd.base.memory import resident_by_kind, rss_bytes
+from devtools.bench.resident import resident_by_kind
+from streamd.base.memory import rss_bytes
 
 
 def test_a_large_allocation_shows_as_anonymous_memory_and_the_kinds_add_up_to_the_resident_size() -> None:

@@ -33,12 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from devtools.bench.resident import resident_by_kind
 from devtools.bench.streams_file import streams_yaml
 from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
-from streamd.base.memory import resident_by_kind, rss_bytes
+from streamd.base.memory import rss_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
