@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.testing.ports import free_port
-from streamd.config.loader import ConfigError, load_config
-from streamd.service.daemon import Daemon
+from streamd.config.loader import ConfigError, load_config, read_config
+from streamd.service.daemon import Daemon, DaemonOptions
 from streamd.service.deep_check import deep_check
 
 NAN, INF = float("nan"), float("inf")
@@ -102,8 +102,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def start_and_stop(config_path: Path) -> None:
-    config = load_config(config_path)
-    daemon = Daemon(config, config_path, watch_config=False)
+    daemon = Daemon(read_config(config_path), DaemonOptions(watch_config=False))
     try:
         await daemon.start()
     finally:
@@ -214,7 +213,7 @@ def test_deep_check_against_the_running_daemon_of_the_same_file(tmp_path: Path) 
     other = write(tmp_path / "other.yaml", yaml.safe_load(path.read_text()))
 
     async def scenario() -> tuple[list[str], list[str], list[str]]:
-        daemon = Daemon(load_config(path), path.resolve(), watch_config=False)
+        daemon = Daemon(read_config(path), DaemonOptions(watch_config=False))
         await daemon.start()
         try:
             same = await asyncio.to_thread(deep_check, load_config(path), path)

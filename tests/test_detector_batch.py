@@ -20,6 +20,7 @@ from streamd.frames.frame import Frame, StageTimes
 from streamd.frames.letterbox import letterbox_geometry
 from streamd.metrics.registry import Metrics
 from streamd.sinks.factory import build_sinks
+from streamd.sinks.outputs import Outputs
 from tests.support.waiting import run, wait_for
 
 BOX = letterbox_geometry(1920, 1080, 640, 640)[2]
@@ -39,9 +40,10 @@ def test_one_frame_that_cannot_be_postprocessed_costs_only_itself(tmp_path: Path
 
     async def scenario() -> tuple[Metrics, Detector]:
         metrics = Metrics()
-        sinks = build_sinks([JsonlSinkConfig(path=str(out), rotate_mb=None)], metrics)
+        outputs = Outputs(build_sinks([JsonlSinkConfig(path=str(out), rotate_mb=None)], metrics))
         batcher = BatcherConfig(max_batch=4, max_delay_ms=200)
-        detector = Detector([engine], batcher, PostprocessConfig(), sinks, metrics, warmup=False)
+        detector = Detector([engine], batcher, PostprocessConfig(), outputs, metrics, warmup=False)
+        outputs.start()
         await detector.start()
         loop = asyncio.get_running_loop()
         for camera_id in cameras:
@@ -49,7 +51,7 @@ def test_one_frame_that_cannot_be_postprocessed_costs_only_itself(tmp_path: Path
             detector.attach(camera_id, slot)
             slot.put(frame(camera_id, letterboxed=camera_id != "broken"))
         await wait_for(lambda: metrics.registry.get_sample_value("streamd_batch_size_sum") == 3, 10, "the batch")
-        assert await detector.stop(10)
+        assert await detector.stop(10) and await outputs.stop(10)
         return metrics, detector
 
     metrics, detector = run(scenario())

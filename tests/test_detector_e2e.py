@@ -13,8 +13,9 @@ from devtools.testing.demo import CACHE_DIR
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.analysis.postprocess import PostprocessSettings
 from streamd.analysis.still_images import detect_images
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from tests.support.environment import StartRtspServer
 from tests.support.faces import box_iou
 from tests.support.waiting import run, wait_for
@@ -42,7 +43,7 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
                 "cameras": [{"id": "group9", "url": server.url("group9"), "fps": 5}],
             }
         )
-        daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+        daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
         await daemon.start()
         try:
             detector = daemon.detector

@@ -10,11 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from streamd.base.logs import JsonFormatter
+from streamd.config.loader import read_config
 from streamd.config.schema import StreamsConfig
 from streamd.metrics.gpu import GpuCollector
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from tests.support.waiting import run, wait_for
 
 PASSWORD = "St4tus-Secret"
@@ -28,7 +30,7 @@ def get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_health_routes_follow_the_cameras(test_video: Path) -> None:
+def test_health_routes_follow_the_cameras(test_video: Path, tmp_path: Path) -> None:
     config = StreamsConfig.model_validate(
         {
             "health": {"ready_share": 0.5},
@@ -40,8 +42,11 @@ def test_health_routes_follow_the_cameras(test_video: Path) -> None:
         }
     )
 
+    path = tmp_path / "streams.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+
     async def scenario() -> dict[str, tuple[int, str]]:
-        daemon = Daemon(config, metrics_port=0, rate_log_interval_s=0.5)
+        daemon = Daemon(read_config(path), DaemonOptions(metrics_port=0, rate_log_interval_s=0.5, watch_config=False))
         await daemon.start()
         port = daemon.http.port
         seen = {"healthz": get(port, "/healthz"), "not_ready": get(port, "/readyz")}
@@ -50,7 +55,9 @@ def test_health_routes_follow_the_cameras(test_video: Path) -> None:
         seen["status"] = get(port, "/status")
         seen["metrics"] = get(port, "/metrics")
         seen["missing"] = get(port, "/nope")
-        daemon.config = config.model_copy(update={"health": config.health.model_copy(update={"ready_share": 0.3})})
+        changed = config.model_copy(update={"health": config.health.model_copy(update={"ready_share": 0.3})})
+        path.write_text(yaml.safe_dump(changed.model_dump(mode="json", exclude_defaults=True)))
+        assert await daemon.reload("test") == "applied"
         seen["ready"] = get(port, "/readyz")
         await daemon.stop()
         return seen

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from devtools.testing.ports import free_port
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from streamd.service.lifecycle import Lifecycle
 from tests.support.waiting import run
 
@@ -77,7 +78,7 @@ def test_a_start_that_fails_half_way_stops_what_it_had_started(caplog: pytest.Lo
             raise OSError(28, "No space left on device")
 
     async def scenario() -> None:
-        daemon = Daemon(config, consumer=Broken())  # type: ignore[arg-type]
+        daemon = Daemon(LoadedConfig(config), DaemonOptions(consumer=Broken()))  # type: ignore[arg-type]
         with pytest.raises(OSError):
             await daemon.run()
         # The port is free again: a new listener binds it.

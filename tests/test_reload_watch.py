@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.config.loader import read_config
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from streamd.service.reload import WATCH_IDLE_S
 from tests.support.streams import write_atomically
 from tests.support.waiting import run, wait_for
@@ -31,12 +31,12 @@ def reloads_counted(daemon: Daemon) -> dict[str, float]:
 
 
 def started_on(path: Path, save_before_start: str | None = None) -> Daemon:
-    config, sha256 = read_config(path)
+    loaded = read_config(path)
     if save_before_start is not None:
         # Saved after the file was read and before the daemon watches it (as while an
         # engine loads): no change event will ever tell of this save.
         write_atomically(path, save_before_start)
-    return Daemon(config, config_path=path, config_sha256=sha256, consumer=DiscardingConsumer(), metrics_port=0)
+    return Daemon(loaded, DaemonOptions(consumer=DiscardingConsumer(), metrics_port=0))
 
 
 def test_a_save_made_before_the_watch_is_in_place_is_applied_once(tmp_path: Path) -> None:

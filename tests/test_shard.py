@@ -74,11 +74,13 @@ def config(**extra: object) -> StreamsConfig:
 
 def test_the_file_names_the_shard_and_the_options_override_it() -> None:
     assert [c.id for c in config().cameras_to_run] == IDS[1:60]  # one shard: everything enabled
-    in_file = config(shard="1/3")
+    in_file = config(shard="1/3", metrics={"listen": "127.0.0.1:9108", "pictures": False, "web_config": "/etc/web.yml"})
     assert in_file.this_shard == Shard(1, 3)
     assert {c.id for c in in_file.cameras_to_run} == {c for c in IDS[1:60] if shard_of(c, 3) == 1}
     overridden = Overrides(shard="2/3", metrics_listen="0.0.0.0:9111").apply(in_file)
     assert overridden.shard == "2/3" and overridden.metrics.port == 9111 and overridden.metrics.host == "0.0.0.0"
+    # The address only: a shard's listener keeps the file's TLS, passwords and pictures setting.
+    assert overridden.metrics.web_config == "/etc/web.yml" and overridden.metrics.pictures is False
     assert {c.id for c in overridden.cameras_to_run} == {c for c in IDS[1:60] if shard_of(c, 3) == 2}
     with pytest.raises(ValueError, match=r"--metrics-listen: .*host:port"):
         Overrides(metrics_listen="9111")

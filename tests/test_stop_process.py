@@ -144,8 +144,9 @@ def test_a_signal_after_a_clean_stop_keeps_exit_0(tmp_path: Path) -> None:
     script = (
         "import asyncio, os, signal, time\n"
         "from streamd.config.schema import StreamsConfig\n"
-        "from streamd.service.daemon import Daemon\n"
-        "daemon = Daemon(StreamsConfig(cameras=[]), metrics_port=0)\n"
+        "from streamd.config.loader import LoadedConfig\n"
+        "from streamd.service.daemon import Daemon, DaemonOptions\n"
+        "daemon = Daemon(LoadedConfig(StreamsConfig(cameras=[])), DaemonOptions(metrics_port=0))\n"
         "async def main():\n"
         "    asyncio.get_running_loop().call_later(0.5, daemon.request_stop)\n"
         "    return await daemon.run()\n"

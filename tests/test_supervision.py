@@ -21,12 +21,13 @@ from streamd.analysis.batcher import BatchPolicy, DynamicBatcher
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.base.failures import Failures
 from streamd.camera.slot import LatestFrameSlot
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frames.frame import Frame
 from streamd.monitor.rates import RateClock
 from streamd.monitor.systemd import Notifier
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from streamd.sinks.base import Record, SinkRunner
 from tests.support.engines import SlowEngine, frames
 from tests.support.waiting import run, wait_for
@@ -237,7 +238,10 @@ def test_a_crash_in_the_daemon_makes_it_unready_stops_the_pings_and_it_still_sto
     consumer = DiscardingConsumer() if fail_status else CrashingConverter()
 
     async def scenario() -> tuple[int, int, int, str]:
-        daemon = Daemon(config, consumer=consumer, metrics_port=0, notifier=notifier, watch_config=False)
+        daemon = Daemon(
+            LoadedConfig(config),
+            DaemonOptions(consumer=consumer, metrics_port=0, notifier=notifier, watch_config=False),
+        )
         await daemon.start()
         try:
             await wait_for(lambda: component in daemon.failures.failed, 10, f"{component}'s crash report")

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from streamd.analysis.detector import Detector
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.metrics.registry import Metrics
 from streamd.monitor.systemd import Notifier
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
+from streamd.sinks.outputs import Outputs
 from tests.support.daemon import drain
 from tests.support.engines import HostBufferEngine
 from tests.support.environment import system_binary
@@ -81,8 +83,11 @@ def test_ready_watchdog_only_while_healthy_and_stopping(
         list[dict[str, str]], list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]
     ]:
         metrics = Metrics()
-        detector = Detector([engine], config.batcher, config.postprocess, [], metrics)
-        daemon = Daemon(config, detector=detector, metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
+        detector = Detector([engine], config.batcher, config.postprocess, Outputs([]), metrics)
+        daemon = Daemon(
+            LoadedConfig(config),
+            DaemonOptions(consumer=detector, metrics_port=0, notifier=notifier, rate_log_interval_s=3600),
+        )
         await daemon.start()
         started = drain(listener)
         await asyncio.sleep(1.2)
@@ -114,7 +119,9 @@ def test_cameras_down_do_not_stop_the_watchdog(notify_socket: tuple[socket.socke
     config = StreamsConfig.model_validate({"cameras": [{"id": "down", "url": "rtsp://127.0.0.1:9/none"}]})
 
     async def scenario() -> list[dict[str, str]]:
-        daemon = Daemon(config, metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
+        daemon = Daemon(
+            LoadedConfig(config), DaemonOptions(metrics_port=0, notifier=notifier, rate_log_interval_s=3600)
+        )
         await daemon.start()
         await asyncio.sleep(1.2)
         messages = drain(listener)

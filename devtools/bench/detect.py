@@ -39,11 +39,12 @@ from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.camera.sampler import FrameSampler
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox
 from streamd.model.prepare import prepare_model
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +176,7 @@ async def _streamd(server: RtspTestServer, names: list[str], model: Path, args: 
             "cameras": [{"id": name, "url": server.url(name)} for name in names],
         }
     )
-    daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+    daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
     await daemon.start()
     try:
         await asyncio.sleep(args.warmup)

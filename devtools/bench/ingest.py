@@ -32,9 +32,10 @@ from devtools.testing.demo import CACHE_DIR, DEMO_PHOTOS, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.analysis.discard import DiscardingConsumer
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import CameraConfig, DecodeFrames, StreamsConfig
 from streamd.frames.letterbox import letterbox
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +87,7 @@ async def _ingest(
         }
     )
     consumer = DiscardingConsumer()
-    daemon = Daemon(config, consumer=consumer, metrics_port=0, rate_log_interval_s=3600)
+    daemon = Daemon(LoadedConfig(config), DaemonOptions(consumer=consumer, metrics_port=0, rate_log_interval_s=3600))
     await daemon.start()
     try:
         await asyncio.sleep(args.warmup)

@@ -24,9 +24,10 @@ from pathlib import Path
 from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.model.prepare import prepare_model
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +72,7 @@ async def _run(server: RtspTestServer, model: Path, priorities: dict[str, int], 
             "cameras": [{"id": name, "url": server.url(name), "priority": p} for name, p in priorities.items()],
         }
     )
-    daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+    daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
     await daemon.start()
     try:
         await asyncio.sleep(args.warmup)

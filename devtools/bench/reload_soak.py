@@ -34,7 +34,7 @@ from devtools.testing.demo import CACHE_DIR
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.base.memory import rss_bytes
 from streamd.config.loader import read_config
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 
 _MB = 1024 * 1024
 
@@ -90,8 +90,8 @@ def _sample(storm: int) -> Storm:
 
 async def _soak(args: argparse.Namespace, path: Path, clip: Path) -> list[Storm]:
     path.write_text(_streams(clip, args.cameras, 0, args.model))
-    config, sha256 = read_config(path)
-    daemon = Daemon(config, path, sha256, metrics_port=0, rate_log_interval_s=3600, watch_config=False)
+    options = DaemonOptions(metrics_port=0, rate_log_interval_s=3600, watch_config=False)
+    daemon = Daemon(read_config(path), options)
     await daemon.start()
     samples: list[Storm] = []
     try:

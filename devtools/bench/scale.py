@@ -46,6 +46,7 @@ from streamd.frames.letterbox import letterbox_geometry
 from streamd.metrics.registry import Metrics
 from streamd.model.canonical import ROW_WIDTH, SCORE_COLUMN
 from streamd.sinks.factory import build_sinks
+from streamd.sinks.outputs import Outputs
 
 INPUT = 640
 CANDIDATES = 25200  # YOLOv5-Face at 640: (80^2 + 40^2 + 20^2) anchors x 3
@@ -191,11 +192,12 @@ async def _lag_probe(lags: list[float]) -> None:
 async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> ScaleFigures:
     metrics = Metrics()
     fixed_s, per_frame_s = ENGINES[engine]
-    sinks = build_sinks([JsonlSinkConfig(path=str(out / "records.jsonl"), rotate_mb=None)], metrics)
+    outputs = Outputs(build_sinks([JsonlSinkConfig(path=str(out / "records.jsonl"), rotate_mb=None)], metrics))
     batcher = BatcherConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
     detector = Detector(
-        [SleepingEngine(args.max_batch, fixed_s, per_frame_s)], batcher, PostprocessConfig(), sinks, metrics
+        [SleepingEngine(args.max_batch, fixed_s, per_frame_s)], batcher, PostprocessConfig(), outputs, metrics
     )
+    outputs.start()
     await detector.start()
     stop = threading.Event()
     loop = asyncio.get_running_loop()
@@ -241,6 +243,7 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
     for camera in cameras:
         camera.join()
     await detector.stop(10.0)
+    await outputs.stop(10.0)
     analysed = after[2] - before[2]
     pipeline_cpu = (after[0] - before[0]) - (after[1] - before[1])
     spent = spent_between(threads_before, threads_after)

@@ -5,7 +5,8 @@ Wiring only; each part does its own job:
 - the DynamicBatcher (event loop) forms batches from the cameras' slots;
 - the EngineRunner (its own threads) assembles, infers, and hands results back;
 - postprocess and record building run in the runner's deliver thread;
-- every SinkRunner gets each record without blocking (full queues drop and count).
+- the sinks (`Outputs`, owned by the daemon) get each record without blocking (full
+  queues drop and count).
 
 Record schema (one per analysed frame; docs/contracts.md):
 `camera, seq, frame_pts, captured_at, result_at, latency_s, width, height, faces`,
@@ -14,8 +15,6 @@ each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5]}` in the camer
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import threading
 import time
@@ -37,7 +36,7 @@ from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox, letterbox
 from streamd.metrics.registry import Metrics
-from streamd.sinks.base import SinkRunner
+from streamd.sinks.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,14 @@ class Detector:
         engines: list[Engine],
         batcher: BatcherConfig,
         post: PostprocessConfig,
-        sinks: list[SinkRunner],
+        outputs: Outputs,
         metrics: Metrics,
         warmup: bool = True,
         failures: Failures | None = None,
     ) -> None:
         self.engines = engines
         self.engine = engine = engines[0]
-        self.sinks = sinks
+        self.outputs = outputs
         self.metrics = metrics
         self.warmup = warmup
         self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
@@ -90,44 +89,20 @@ class Detector:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
             log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
         self.runner.start()
-        for sink in self.sinks:
-            sink.start()
         self.batcher.start()
 
     async def stop(self, timeout: float = 30.0) -> bool:
-        """Stop batching, finish and deliver what the engine holds, flush the sinks.
-
-        Within `timeout`: the engine drain may take up to half of it, the sinks (flushed
-        side by side) have the rest, whatever the drain left. False when a part did not
-        finish in its time: records may be missing.
-        """
-        deadline = time.monotonic() + timeout
+        """Stop batching, finish what the engine holds and hand it to the sinks, within
+        `timeout`. False when the engine did not finish in time: records may be missing."""
         await self.batcher.stop()
-        drained = await run_in_thread(lambda: self.runner.stop(timeout / 2), name="engine-stop")
-        left = max(0.0, deadline - time.monotonic())
-        flushed = await asyncio.gather(
-            *(
-                run_in_thread(functools.partial(sink.stop, left), name=f"sink-stop-{sink.sink.name}")
-                for sink in self.sinks
-            )
-        )
-        if drained and all(flushed):
+        drained = await run_in_thread(lambda: self.runner.stop(timeout), name="engine-stop")
+        if drained:
             log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
-        else:
-            log.error("detector stopped: %d frames inferred, but not all were written in time", self.inferred)
-        if drained:  # an engine still running a batch is not closed under it
-            for engine in self.engines:
+            for engine in self.engines:  # an engine still running a batch is not closed under it
                 engine.close()
-        return drained and all(flushed)
-
-    def camera_states(self, states: dict[str, str]) -> None:
-        """Hand the cameras' states to the sinks that publish them (event loop thread)."""
-        for sink in self.sinks:
-            sink.camera_states(states)
-
-    def sink_problems(self) -> list[str]:
-        """Why sinks are not writing now (empty while all are)."""
-        return [problem for sink in self.sinks if (problem := sink.problem()) is not None]
+        else:
+            log.error("detector stopped: %d frames inferred, but the engine did not finish in time", self.inferred)
+        return drained
 
     def engine_stuck_s(self) -> float:
         return self.runner.oldest_batch_age()
@@ -181,8 +156,7 @@ class Detector:
             for frame, faces in zip(result.frames, found, strict=True)
             if faces is not None
         ]
-        for sink in self.sinks:
-            sink.offer_many([record for _, record in records])
+        self.outputs.offer_many([record for _, record in records])
         handed = time.monotonic()
         self.inferred += len(records)
         self._count(records, result, made, handed)

@@ -54,12 +54,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streamd.config.schema import Overrides
     from streamd.engine.base import EngineError
     from streamd.monitor.web_config import WebConfigError
-    from streamd.service.daemon import Daemon
+    from streamd.service.daemon import Daemon, DaemonOptions
 
     path = Path(args.config)
     try:
         overrides = Overrides(shard=args.shard, metrics_listen=args.metrics_listen)
-        config, sha256 = read_config(path)
+        loaded = read_config(path)
     except ValueError as error:
         log.error("%s", error)
         return 2
@@ -67,14 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in error.errors:
             log.error("%s", problem)
         return 2
-    daemon = Daemon(
-        config,
-        path.resolve(),
-        sha256,
-        rate_log_interval_s=args.rate_log_interval,
-        early_signals=_EARLY_SIGNALS,
-        overrides=overrides,
-    )
+    options = DaemonOptions(overrides, rate_log_interval_s=args.rate_log_interval, early_signals=_EARLY_SIGNALS)
+    daemon = Daemon(loaded, options)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             code = runner.run(daemon.run())

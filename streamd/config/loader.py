@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,20 @@ class ConfigError(StreamdError):
         return [str(error) for error in self.errors]
 
 
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A configuration and where it came from."""
+
+    config: StreamsConfig
+    path: Path | None = None
+    """The file, resolved; None for a configuration made in code."""
+    sha256: str = ""
+    """The SHA-256 of the file's bytes (never of expanded secrets); empty without a file."""
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> StreamsConfig:
     """Read and validate `path`; raises ConfigError listing every problem found."""
-    return read_config(path, env)[0]
+    return read_config(path, env).config
 
 
 def _read_at_most_limit(path: Path) -> bytes:
@@ -48,8 +60,8 @@ def config_sha256(path: Path) -> str:
     return hashlib.sha256(_read_at_most_limit(path)).hexdigest()
 
 
-def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[StreamsConfig, str]:
-    """Like load_config, plus the SHA-256 of the file's bytes (never of expanded secrets)."""
+def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Like load_config, with the file's resolved path and SHA-256."""
     path = Path(path)
     try:
         data = _read_at_most_limit(path)
@@ -59,7 +71,8 @@ def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple
     if len(data) > MAX_BYTES:
         message = f"larger than {MAX_BYTES // 2**20} MiB; a configuration may be at most that"
         raise ConfigError([ConfigProblem(str(path), None, (), message)])
-    return parse_config(text, str(path), base_dir=path.parent, env=env), hashlib.sha256(data).hexdigest()
+    config = parse_config(text, str(path), base_dir=path.parent, env=env)
+    return LoadedConfig(config, path.resolve(), hashlib.sha256(data).hexdigest())
 
 
 def parse_config(

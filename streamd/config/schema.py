@@ -553,7 +553,8 @@ class Overrides:
         if self.shard is not None:
             update["shard"] = str(Shard.parse(self.shard))
         if self.metrics_listen is not None:
-            update["metrics"] = MetricsConfig(listen=self.metrics_listen)
+            # Only the address: the file's TLS, passwords and pictures setting stay.
+            update["metrics"] = config.metrics.model_copy(update={"listen": self.metrics_listen})
         return config.model_copy(update=update) if update else config
 
 

@@ -13,10 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
-from streamd.analysis.detector import Detector
 from streamd.analysis.snapshots import Snapshot
 from streamd.base.failures import Failures
 from streamd.base.redact import redact_url
@@ -25,7 +24,7 @@ from streamd.camera.errors import Reason
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
-from streamd.config.schema import StreamsConfig
+from streamd.config.loader import LoadedConfig
 from streamd.metrics.registry import Metrics
 from streamd.monitor.rates import RateClock
 from streamd.monitor.systemd import Notifier
@@ -36,10 +35,38 @@ log = logging.getLogger(__name__)
 _TICK_S = 1.0
 
 
+class Phase(Enum):
+    starting = "starting"
+    running = "running"
+    stopping = "stopping"
+
+
+class Watched(Protocol):
+    """What health reads of the daemon it watches."""
+
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The configuration in force and its file."""
+        ...
+
+    def engine_stuck_s(self) -> float:
+        """How long the batch in the engine has been running (0: none, or no engine)."""
+        ...
+
+    def sink_problems(self) -> list[str]:
+        """Why sinks are not writing now (empty while all are)."""
+        ...
+
+    def snapshot(self, camera_id: str) -> Snapshot | None: ...
+
+
 class Health:
     def __init__(
         self,
-        config: Callable[[], tuple[StreamsConfig, Path | None, str]],
+        watched: Watched,
         sources: Callable[[], list[CameraSource]],
         rates: RateClock,
         metrics: Metrics,
@@ -47,16 +74,13 @@ class Health:
         failures: Failures,
         placement: DecoderPlacement | None = None,
     ) -> None:
-        self.config = config
+        self.watched = watched
         self.placement = placement or DecoderPlacement(None)
         self.sources = sources
         self.rates = rates
         self.metrics = metrics
         self.notifier = notifier
         self.failures = failures
-        self.detector: Detector | None = None
-        self.phase = "starting"
-        """`starting`, `running` or `stopping`."""
         self._task: asyncio.Task[None] | None = None
         self._engine_stuck_logged = False
         self._descriptor_shortage = False
@@ -74,16 +98,11 @@ class Health:
         ping_every = self.notifier.watchdog_interval_s or 5.0
         tick = min(_TICK_S, ping_every)
         last_ping = 0.0
-        states: dict[str, str] = {}
         while True:
             expected = time.monotonic() + tick
             await asyncio.sleep(tick)
             self.metrics.event_loop_lag.set(max(0.0, time.monotonic() - expected))
             self._log_descriptor_shortage()
-            now_states = {s.camera_id: s.state.value for s in self.sources()}
-            if now_states != states and self.detector is not None:
-                self.detector.camera_states(now_states)
-            states = now_states
             now = time.monotonic()
             if now - last_ping >= ping_every:
                 last_ping = now
@@ -104,8 +123,8 @@ class Health:
         """False when a component crashed or the engine is stuck: what a restart fixes."""
         if self.failures.failed:
             return False
-        stuck = self.detector.engine_stuck_s() if self.detector is not None else 0.0
-        if stuck > self.config()[0].health.engine_stuck_s:
+        stuck = self.watched.engine_stuck_s()
+        if stuck > self.watched.loaded.config.health.engine_stuck_s:
             if not self._engine_stuck_logged:
                 log.error("engine stuck: a batch has been running for %.0fs; watchdog pings stopped", stuck)
                 self._engine_stuck_logged = True
@@ -120,11 +139,11 @@ class Health:
         return f"{streaming}/{len(sources)} cameras streaming, {analysed:.1f} frames/s analysed"
 
     def ready(self) -> tuple[bool, str]:
-        if self.phase != "running":
-            return False, self.phase
+        if self.watched.phase is not Phase.running:
+            return False, self.watched.phase.value
         if self.failures.failed:
             return False, f"not ready: {self.failures.describe()}"
-        sinks = self.detector.sink_problems() if self.detector is not None else []
+        sinks = self.watched.sink_problems()
         if sinks:
             return False, f"not ready: {'; '.join(sinks)}"
         sources = self.sources()
@@ -133,11 +152,11 @@ class Health:
             return False, f"not ready: {_descriptors_message(starved)}"
         streaming = sum(1 for s in sources if s.state is CameraState.streaming)
         share = streaming / len(sources) if sources else 1.0
-        ready = share >= self.config()[0].health.ready_share
+        ready = share >= self.watched.loaded.config.health.ready_share
         return ready, f"{'ready' if ready else 'not ready'}: {streaming}/{len(sources)} cameras streaming"
 
     def snapshot(self, camera_id: str) -> Snapshot | None:
-        return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
+        return self.watched.snapshot(camera_id)
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -167,12 +186,12 @@ class Health:
                 }
             )
         ready, why = self.ready()
-        config, path, sha256 = self.config()
+        loaded = self.watched.loaded
         return {
             "ready": ready,
             "summary": why,
-            "config": {"path": str(path) if path else None, "sha256": sha256},
-            "shard": config.shard,
+            "config": {"path": str(loaded.path) if loaded.path else None, "sha256": loaded.sha256},
+            "shard": loaded.config.shard,
             "nvdec": self._nvdec_status(),
             "cameras": cameras,
         }

@@ -16,9 +16,9 @@ restart and are reported, not applied. Once stopping, reloads are ignored.
 
 Shutdown (SIGTERM/SIGINT): STOPPING=1, then the stack unwinds within one deadline
 (`shutdown_timeout_s`) shared out by phase: the background loops, the cameras (a camera
-stuck connecting is left behind at the end of its share), the detector (engine drain,
-then sink flush: the largest share, and whatever the earlier phases did not use), the
-listener. Exit 0 when every phase finished; 1 when one did not (records may be missing).
+stuck connecting is left behind at the end of its share), the detector (engine drain),
+the sinks (flush; these two have the largest shares, and whatever the earlier phases did
+not use), the listener. Exit 0 when every phase finished; 1 when one did not (records may be missing).
 A second signal while stopping exits at once (1); a signal after a clean stop is ignored.
 Signal handlers only set flags.
 """
@@ -31,23 +31,26 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streamd.analysis.detector import Detector
 from streamd.analysis.discard import DiscardingConsumer
+from streamd.analysis.snapshots import Snapshot
 from streamd.base.failures import Failures
 from streamd.base.threads import run_in_thread
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import Overrides, StreamsConfig
 from streamd.engine.factory import create_engines
 from streamd.gpu.context import share_primary_context
 from streamd.gpu.nvdec_budget import NvdecBudget, budget_for, gpu_name
 from streamd.metrics.gpu import GpuCollector
 from streamd.metrics.registry import Metrics
-from streamd.monitor.health import Health
+from streamd.monitor.health import Health, Phase
 from streamd.monitor.http_server import MetricsServer
 from streamd.monitor.overload import OverloadGovernor
 from streamd.monitor.rates import RateClock, Rates
@@ -57,67 +60,62 @@ from streamd.service.lifecycle import Lifecycle
 from streamd.service.reload import ConfigReload
 from streamd.service.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
+from streamd.sinks.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
-# Shares of the stop deadline. The detector's is the largest: the engine drain and the
-# sink flush are where records are lost if time runs out.
+# Shares of the stop deadline. The detector's and the sinks' are the largest: the engine
+# drain and the sink flush are where records are lost if time runs out.
 _SHARE_LOOPS = 0.02
 _SHARE_CAMERAS = 0.2
-_SHARE_DETECTOR = 0.7
+_SHARE_DETECTOR = 0.35
+_SHARE_SINKS = 0.35
 _SHARE_LISTENER = 0.05
 
 
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How this daemon runs, beside what its configuration says."""
+
+    overrides: Overrides = field(default_factory=Overrides)
+    """`streamd run`'s options: they apply over the file now and on every reload."""
+    metrics_port: int | None = None
+    """Listen on this port instead of `metrics.listen`'s (0: any free one; tests, embedding)."""
+    rate_log_interval_s: float = 10.0
+    shutdown_timeout_s: float = 30.0
+    watch_config: bool = True
+    """Apply edits of the file once they settle (SIGHUP reloads either way)."""
+    consumer: AnalysisStage | None = None
+    """What takes the sampled frames instead of the detector the `engine` section
+    describes: a Detector built elsewhere, or another stage (tests, benchmarks)."""
+    notifier: Notifier | None = None
+    early_signals: EarlySignals | None = None
+    """Stop signals that came while streamd was still importing and reading its file."""
+
+
 class Daemon:
-    def __init__(
-        self,
-        config: StreamsConfig,
-        config_path: Path | None = None,
-        config_sha256: str = "",
-        consumer: AnalysisStage | None = None,
-        metrics_port: int | None = None,
-        rate_log_interval_s: float = 10.0,
-        notifier: Notifier | None = None,
-        shutdown_timeout_s: float = 30.0,
-        watch_config: bool = True,
-        detector: Detector | None = None,
-        early_signals: EarlySignals | None = None,
-        overrides: Overrides | None = None,
-    ) -> None:
-        """`detector` or another `consumer` of the frames may be given (tests, benchmarks);
-        otherwise the detector is built from the config's `engine` (none: frames are discarded).
-        `overrides` (`streamd run`'s options) apply over the file now and on every reload."""
-        self.overrides = overrides or Overrides()
-        self.config = config = self.overrides.apply(config)
-        self.config_path = config_path
-        self.config_sha256 = config_sha256
+    def __init__(self, loaded: LoadedConfig, options: DaemonOptions | None = None) -> None:
+        self.options = options = options or DaemonOptions()
+        self.loaded = replace(loaded, config=options.overrides.apply(loaded.config))
+        config = self.loaded.config
         self.metrics = Metrics()
         self.failures = Failures(lambda component: self.metrics.component_failures.labels(component).inc())
-        self.detector = detector
-        self.consumer: AnalysisStage | None = detector or consumer
+        self.consumer = options.consumer
+        self.detector = options.consumer if isinstance(options.consumer, Detector) else None
         self.supervisor: Supervisor | None = None
-        self.notifier = notifier or Notifier()
-        self.shutdown_timeout_s = shutdown_timeout_s
-        self.watch_config = watch_config and config_path is not None
-        self.early_signals = early_signals or EarlySignals()
-        self.rates = RateClock(self.sources, rate_log_interval_s, self._analysed, self.failures)
+        self.notifier = options.notifier or Notifier()
+        self.phase = Phase.starting
+        self.rates = RateClock(self.sources, options.rate_log_interval_s, self._analysed, self.failures)
         self.placement = DecoderPlacement(None, self.metrics.nvdec_planned)
         self.rates.listen(self._measured_decoding)
+        self.rates.listen(self._publish_states)
         self._gpu_name: str | None = None
-        self.health = Health(
-            lambda: (self.config, self.config_path, self.config_sha256),
-            self.sources,
-            self.rates,
-            self.metrics,
-            self.notifier,
-            self.failures,
-            self.placement,
-        )
+        self.health = Health(self, self.sources, self.rates, self.metrics, self.notifier, self.failures, self.placement)
         self.overload = OverloadGovernor(lambda: self.config.overload, self.sources, self.metrics)
         self.rates.listen(self.overload.on_rates)
         self.http = MetricsServer(
             config.metrics.host,
-            config.metrics.port if metrics_port is None else metrics_port,
+            config.metrics.port if options.metrics_port is None else options.metrics_port,
             self.metrics.registry,
             health=self.health,
             web_config=Path(config.metrics.web_config) if config.metrics.web_config else None,
@@ -126,20 +124,35 @@ class Daemon:
         self.lifecycle = Lifecycle()
         self._stop_requested = asyncio.Event()
         self._signals = 0
-        self._stopping = False
         self._reload_pending = False
         self._reload = (
             None
-            if config_path is None
+            if self.loaded.path is None
             else ConfigReload(
-                config_path,
-                lambda: (self.config, self.config_sha256),
+                self.loaded.path,
+                lambda: self.loaded,
                 self._apply_config,
-                self.overrides,
+                options.overrides,
                 self.metrics,
                 self.failures,
             )
         )
+
+    @property
+    def config(self) -> StreamsConfig:
+        """The configuration in force (the file's, with the options over it)."""
+        return self.loaded.config
+
+    # -- what health reads -------------------------------------------------------------
+
+    def engine_stuck_s(self) -> float:
+        return self.detector.engine_stuck_s() if self.detector is not None else 0.0
+
+    def sink_problems(self) -> list[str]:
+        return self.detector.outputs.problems() if self.detector is not None else []
+
+    def snapshot(self, camera_id: str) -> Snapshot | None:
+        return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []
@@ -147,6 +160,10 @@ class Daemon:
     def _measured_decoding(self, _last_second: Mapping[str, Rates], _now: float) -> None:
         """The NVDEC plan follows what each camera costs, over the rate window."""
         self.placement.measured(self.sources(), {cid: rates.decoded_fps for cid, rates in self.rates.rates.items()})
+
+    def _publish_states(self, _last_second: Mapping[str, Rates], _now: float) -> None:
+        if self.detector is not None:
+            self.detector.outputs.camera_states({s.camera_id: s.state.value for s in self.sources()})
 
     def _analysed(self, camera_id: str) -> int:
         return self.detector.analysed(camera_id) if self.detector is not None else 0
@@ -169,18 +186,23 @@ class Daemon:
         gpu = GpuCollector.create()
         if gpu is not None:
             self.metrics.registry.register(gpu)
-        if self.config_path is not None:
-            self.metrics.loaded_config(str(self.config_path), self.config_sha256)
+        if self.loaded.path is not None:
+            self.metrics.loaded_config(str(self.loaded.path), self.loaded.sha256)
         self.metrics.running_shard(self.config.shard)
         if self.consumer is None:
             # Loading a model takes seconds: off the event loop.
             self.detector = await run_in_thread(self._build_detector, name="engine-load")
             self.consumer = self.detector or DiscardingConsumer()
-        self.health.detector = detector = self.detector
-        if detector is not None:
-            self.metrics.engine_busy.set_function(detector.engine_stuck_s)
+        if self.detector is not None:
+            self.metrics.engine_busy.set_function(self.detector.engine_stuck_s)
+            self.detector.outputs.start()
+            lifecycle.started("sinks", self.detector.outputs.stop, _SHARE_SINKS)
+        assert self.consumer is not None
         await self.consumer.start()
-        lifecycle.started("detector" if self.detector else "frame consumer", self.consumer.stop, _SHARE_DETECTOR)
+        if self.detector is not None:
+            lifecycle.started("detector", self.consumer.stop, _SHARE_DETECTOR)
+        else:  # no sinks behind it: the same part of the deadline as a detector with its sinks
+            lifecycle.started("frame consumer", self.consumer.stop, _SHARE_DETECTOR + _SHARE_SINKS)
         self.supervisor = supervisor = Supervisor(self.metrics, self.consumer, self.failures, self.placement)
         lifecycle.started("cameras", supervisor.stop, _SHARE_CAMERAS)
         self.metrics.watch_cameras(self.sources, [state.value for state in CameraState], CameraState.streaming.value)
@@ -189,10 +211,10 @@ class Daemon:
             part.start()
             lifecycle.started(name, part.stop, _SHARE_LOOPS)
         if self._reload is not None:
-            if self.watch_config:
+            if self.options.watch_config:
                 self._reload.start_watching()
             lifecycle.started("config reload", self._reload.stop, _SHARE_LOOPS)
-        self.health.phase = "running"
+        self.phase = Phase.running
         shard = self.config.this_shard
         of_shard = (
             f" (shard {shard}: {len(self.sources())} of {len(self.config.enabled_cameras)})" if shard.count > 1 else ""
@@ -208,9 +230,9 @@ class Daemon:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return None
         engines = create_engines(config.engine, config.batcher.max_batch)
-        sinks = build_sinks(config.sinks, self.metrics, self.failures)
+        outputs = Outputs(build_sinks(config.sinks, self.metrics, self.failures))
         return Detector(
-            engines, config.batcher, config.postprocess, sinks, self.metrics, config.engine.warmup, self.failures
+            engines, config.batcher, config.postprocess, outputs, self.metrics, config.engine.warmup, self.failures
         )
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
@@ -219,11 +241,10 @@ class Daemon:
     async def stop(self) -> bool:
         """Stop what was started within `shutdown_timeout_s`; True when every part stopped
         cleanly. Safe to call more than once."""
-        if not self._stopping:
-            self._stopping = True
-            self.health.phase = "stopping"
+        if self.phase is not Phase.stopping:
+            self.phase = Phase.stopping
             self.notifier.stopping()
-        clean = await self.lifecycle.unwind(self.shutdown_timeout_s)
+        clean = await self.lifecycle.unwind(self.options.shutdown_timeout_s)
         self.notifier.close()
         log.info("streamd stopped" if clean else "streamd stopped, but not every part in time (see above)")
         return clean
@@ -246,9 +267,9 @@ class Daemon:
             os._exit(1)
 
     def _on_reload_signal(self) -> None:
-        if self._stopping or self._stop_requested.is_set():
+        if self.phase is Phase.stopping or self._stop_requested.is_set():
             log.info("SIGHUP ignored: stopping")
-        elif self.health.phase != "running":
+        elif self.phase is Phase.starting:
             log.info("SIGHUP while starting: the configuration is read again once running")
             self._reload_pending = True
         else:
@@ -260,7 +281,7 @@ class Daemon:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        if self.early_signals.stop_requested:
+        if self.options.early_signals is not None and self.options.early_signals.stop_requested:
             self._on_stop_signal()  # it came while streamd was still importing and reading its file
         starting = asyncio.create_task(self.start(), name="start")
         stop_requested = asyncio.create_task(self._stop_requested.wait(), name="stop-requested")
@@ -291,20 +312,21 @@ class Daemon:
 
     async def reload(self, trigger: str) -> str:
         """Re-read the config file and apply it; returns the result label."""
-        if self._reload is None or self.supervisor is None or self._stopping:
+        if self._reload is None or self.supervisor is None or self.phase is Phase.stopping:
             return "unchanged"
         return await self._reload.reload(trigger)
 
-    async def _apply_config(self, applied: StreamsConfig, sha256: str) -> str:
-        """Make the running daemon match `applied` (its restart sections already kept)."""
+    async def _apply_config(self, loaded: LoadedConfig) -> str:
+        """Make the running daemon match `loaded` (its restart sections already kept)."""
         assert self.supervisor is not None
+        applied = loaded.config
         if applied.postprocess != self.config.postprocess and self.detector is not None:
             self.detector.update_postprocess(applied.postprocess)
         if self.placement.budget is not None:
             self.placement.set_budget(self._nvdec_budget(applied), self.sources())
         diff = await self.supervisor.apply(applied)
-        self.config, self.config_sha256 = applied, sha256
-        self.metrics.loaded_config(str(self.config_path), sha256)
+        self.loaded = loaded
+        self.metrics.loaded_config(str(loaded.path), loaded.sha256)
         self.metrics.running_shard(applied.shard)
         return (
             f"{len(diff.added)} camera(s) added, {len(diff.removed)} removed, {len(diff.changed)} changed, "

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from streamd.base.failures import Failures
 from streamd.base.tasks import cancel_and_wait
 from streamd.base.threads import run_in_thread
-from streamd.config.loader import ConfigError, config_sha256, read_config
-from streamd.config.schema import Overrides, StreamsConfig
+from streamd.config.loader import ConfigError, LoadedConfig, config_sha256, read_config
+from streamd.config.schema import Overrides
 from streamd.metrics.registry import Metrics
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ _REWATCH_S = 5.0
 WATCH_IDLE_S = 5.0
 """The watcher's idle pass: its first one is when a save made while it was not watching is caught."""
 
-Apply = Callable[[StreamsConfig, str], Awaitable[str]]
-"""Applies a configuration with its file's SHA-256; returns a summary for the log."""
+Apply = Callable[[LoadedConfig], Awaitable[str]]
+"""Applies a configuration read from the file; returns a summary for the log."""
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
@@ -50,13 +51,13 @@ class ConfigReload:
     def __init__(
         self,
         path: Path,
-        running: Callable[[], tuple[StreamsConfig, str]],
+        running: Callable[[], LoadedConfig],
         apply: Apply,
         overrides: Overrides,
         metrics: Metrics,
         failures: Failures,
     ) -> None:
-        """`running`: the configuration in force and its file's SHA-256."""
+        """`running`: the configuration in force."""
         self.path = path
         self.running = running
         self.apply = apply
@@ -99,18 +100,18 @@ class ConfigReload:
 
     async def _reload_locked(self, trigger: str) -> str:
         try:
-            new, sha256 = await run_in_thread(lambda: read_config(self.path), name="config-read")
+            read = await run_in_thread(lambda: read_config(self.path), name="config-read")
         except ConfigError as error:
             log.error("reload (%s) rejected; the running configuration stays:", trigger)
             for problem in error.errors:
                 log.error("  %s", problem)
             return self._result("rejected")
-        config, running_sha256 = self.running()
-        if sha256 == running_sha256:
+        running = self.running()
+        if read.sha256 == running.sha256:
             return self._result("unchanged")
-        new = self.overrides.apply(new)
+        config, new = running.config, self.overrides.apply(read.config)
         kept = {name: getattr(config, name) for name in RESTART_SECTIONS if getattr(new, name) != getattr(config, name)}
-        summary = await self.apply(new.model_copy(update=kept), sha256)
+        summary = await self.apply(replace(read, config=new.model_copy(update=kept)))
         log.info("reload (%s): %s", trigger, summary)
         if kept:
             log.warning("reload: changes to %s need a restart and were not applied", ", ".join(kept))
@@ -153,7 +154,7 @@ class ConfigReload:
     async def _edited_since_read(self) -> bool:
         """Whether the file differs from the one running (a missing file does: the reload says why)."""
         try:
-            return await run_in_thread(lambda: config_sha256(self.path), name="config-read") != self.running()[1]
+            return await run_in_thread(lambda: config_sha256(self.path), name="config-read") != self.running().sha256
         except OSError:
             return True
 
@@ -166,7 +167,7 @@ class ConfigReload:
         """
         previous = _fingerprint(self.path)
         while True:
-            await asyncio.sleep(self.running()[0].reload.settle_s)
+            await asyncio.sleep(self.running().config.reload.settle_s)
             current = _fingerprint(self.path)
             if current == previous:
                 return

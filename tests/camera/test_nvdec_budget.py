@@ -146,8 +146,8 @@ def test_the_daemon_plans_from_its_budget_shows_it_in_status_and_replans_on_relo
     import streamd.gpu.context
     import streamd.gpu.nvdec_budget
     import streamd.service.daemon
-    from streamd.config.loader import load_config
-    from streamd.service.daemon import Daemon
+    from streamd.config.loader import read_config
+    from streamd.service.daemon import Daemon, DaemonOptions
 
     driver = Libcuda(name="NVIDIA A10")
     monkeypatch.setattr(streamd.service.daemon, "nvdec_unavailable_reason", lambda: None)
@@ -166,7 +166,8 @@ def test_the_daemon_plans_from_its_budget_shows_it_in_status_and_replans_on_relo
         return dict(json.loads(text))
 
     async def scenario() -> None:
-        daemon = Daemon(load_config(path), path, metrics_port=0, watch_config=False, rate_log_interval_s=3600)
+        options = DaemonOptions(metrics_port=0, watch_config=False, rate_log_interval_s=3600)
+        daemon = Daemon(read_config(path), options)
         await daemon.start()
         try:
             await wait_for(lambda: all(opens.last(p) is not None for p in files.values()), 30, "three opens")

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 import streamd.gpu.context as context
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.gpu.context import primary_context_problem, share_primary_context
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 from tests.support.libcuda import Libcuda
 
 
@@ -57,7 +58,7 @@ def test_the_daemon_sets_the_flags_before_anything_imports_cupy_or_tensorrt(
     config = StreamsConfig.model_validate({"engine": {"model": str(canonical_model)}, "cameras": []})
 
     async def start_and_stop() -> None:
-        daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+        daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
         await daemon.start()
         await daemon.stop()
 

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from streamd.camera.source import CameraSource
+from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
-from streamd.service.daemon import Daemon
+from streamd.service.daemon import Daemon, DaemonOptions
 
 FAST_BACKOFF = {"initial_s": 0.2, "max_s": 1.0, "reset_after_s": 5}
 
@@ -24,7 +25,7 @@ def make_config(cameras: list[dict[str, Any]], **defaults: Any) -> StreamsConfig
 
 @contextlib.asynccontextmanager
 async def running(config: StreamsConfig) -> AsyncIterator[Daemon]:
-    daemon = Daemon(config, metrics_port=0, rate_log_interval_s=3600)
+    daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
     await daemon.start()
     try:
         yield daemon
