@@ -27,7 +27,7 @@ from streamd.camera.backoff import Backoff
 from streamd.camera.decoder import Converter, DecodeSession, to_rgb
 from streamd.camera.errors import CameraError, Reason
 from streamd.camera.slot import LatestFrameSlot
-from streamd.camera.state import CameraRun, CameraState, Decoder
+from streamd.camera.state import CameraRun, CameraState, CameraStatus, Decoder
 from streamd.config.schema import CameraConfig
 from streamd.frames.frame import Frame
 from streamd.metrics.registry import CameraMetrics
@@ -97,6 +97,29 @@ class CameraSource:
         except Exception:  # noqa: BLE001 - the crash was reported when it happened
             pass
         self._set_state(CameraState.stopped, None, None)
+
+    def status(self) -> CameraStatus:
+        """What the camera is doing now, read at once (any thread)."""
+        run, counts = self.run, self.metrics
+        return CameraStatus(
+            self.camera_id,
+            redact_url(self.camera.url),
+            self.camera.priority,
+            self.camera.fps,
+            run.fps,
+            run.state,
+            run.reason,
+            run.message,
+            run.decoder,
+            run.transport,
+            run.keyframes_only,
+            run.decode_lag_s,
+            run.last_decoded_mono,
+            counts.decoded,
+            counts.sampled,
+            counts.replaced,
+            counts.reconnects,
+        )
 
     @property
     def state(self) -> CameraState:

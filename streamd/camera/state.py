@@ -61,3 +61,30 @@ class CameraRun:
     """How long after the camera captured it (by the sender's clock, from RTCP) the last
     sampled frame was decoded; None where the stream does not say when it captured."""
     streaming_since: float | None = None
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """What one camera is doing, read at once: what observers (health, `/status`, the rate
+    log, the sinks' state topics) read of a camera, never its working parts."""
+
+    camera_id: str
+    url: str
+    """The configured URL with its credentials masked."""
+    priority: int
+    target_fps: float
+    """The configured `fps`."""
+    sampling_fps: float
+    """The rate sampled now: `fps`, unless overload lowered it."""
+    state: CameraState
+    reason: str | None
+    message: str | None
+    decoder: Decoder
+    transport: str | None
+    keyframes_only: bool
+    decode_lag_s: float | None
+    last_frame_mono: float | None
+    decoded: int
+    sampled: int
+    replaced: int
+    reconnects: int

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from streamd.analysis.snapshots import Snapshot
 from streamd.base.failures import Failures
-from streamd.base.redact import redact_url
 from streamd.base.tasks import cancel_and_wait
 from streamd.camera.errors import Reason
 from streamd.camera.placement import DecoderPlacement
@@ -161,28 +160,28 @@ class Health:
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         cameras = []
-        for source in self.sources():
-            rates = self.rates.rates.get(source.camera_id)
-            last = source.last_frame_mono
+        for status in (source.status() for source in self.sources()):
+            rates = self.rates.rates.get(status.camera_id)
+            last = status.last_frame_mono
             cameras.append(
                 {
-                    "id": source.camera_id,
-                    "url": redact_url(source.camera.url),
-                    "state": source.state.value,
-                    "reason": source.reason,
-                    "message": source.message,
-                    "decoder": source.decoder.value,
-                    "decode_lag_s": None if source.decode_lag_s is None else round(source.decode_lag_s, 3),
-                    "transport": source.run.transport,
-                    "decode_frames": "keyframes" if source.run.keyframes_only else "all",
-                    "priority": source.camera.priority,
-                    "fps_target": source.camera.fps,
-                    "fps_sampling": source.run.fps,
+                    "id": status.camera_id,
+                    "url": status.url,
+                    "state": status.state.value,
+                    "reason": status.reason,
+                    "message": status.message,
+                    "decoder": status.decoder.value,
+                    "decode_lag_s": None if status.decode_lag_s is None else round(status.decode_lag_s, 3),
+                    "transport": status.transport,
+                    "decode_frames": "keyframes" if status.keyframes_only else "all",
+                    "priority": status.priority,
+                    "fps_target": status.target_fps,
+                    "fps_sampling": status.sampling_fps,
                     "decoded_fps": rates.decoded_fps if rates else None,
                     "sampled_fps": rates.sampled_fps if rates else None,
                     "analysed_fps": rates.analysed_fps if rates else None,
                     "last_frame_age_s": None if last is None else round(now - last, 3),
-                    "reconnects": source.metrics.reconnects,
+                    "reconnects": status.reconnects,
                 }
             )
         ready, why = self.ready()

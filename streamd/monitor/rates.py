@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from streamd.base.failures import Failures
 from streamd.base.tasks import cancel_and_wait
 from streamd.camera.source import CameraSource
+from streamd.camera.state import CameraStatus
 
 log = logging.getLogger(__name__)
 
@@ -106,34 +107,34 @@ class RateClock:
             del self._history[gone]
             self.rates.pop(gone, None)
             self.last_second.pop(gone, None)
-        for source in sources:
-            metrics = source.metrics
-            counts = _Counts(now, metrics.decoded, metrics.sampled, metrics.replaced, self.analysed(source.camera_id))
-            history = self._history.setdefault(source.camera_id, deque(maxlen=self._window + 1))
+        statuses = [source.status() for source in sources]
+        for status in statuses:
+            counts = _Counts(now, status.decoded, status.sampled, status.replaced, self.analysed(status.camera_id))
+            history = self._history.setdefault(status.camera_id, deque(maxlen=self._window + 1))
             history.append(counts)
             if len(history) > 1:
-                self.last_second[source.camera_id] = _between(history[-2], counts)
-                self.rates[source.camera_id] = _between(history[0], counts)
+                self.last_second[status.camera_id] = _between(history[-2], counts)
+                self.rates[status.camera_id] = _between(history[0], counts)
         if self._logged_at is None:
             self._logged_at = now
         elif now - self._logged_at >= self.log_interval_s * 0.999:
             self._logged_at = now
-            self._log(sources)
+            self._log(sources, statuses)
         for listener in self._listeners:
             listener(self.last_second, now)
 
-    def _log(self, sources: list[CameraSource]) -> None:
-        for source in sources:
-            rates, history = self.rates.get(source.camera_id), self._history[source.camera_id]
+    def _log(self, sources: list[CameraSource], statuses: list[CameraStatus]) -> None:
+        for source, status in zip(sources, statuses, strict=True):
+            rates, history = self.rates.get(status.camera_id), self._history[status.camera_id]
             if rates is None:
                 continue
             source.log.info(
                 "%s: decoded %.1f fps, sampled %.1f fps, analysed %.1f fps, dropped %d, reconnects %d%s",
-                source.state,
+                status.state,
                 rates.decoded_fps,
                 rates.sampled_fps,
                 rates.analysed_fps,
                 history[-1].replaced - history[0].replaced,
-                source.metrics.reconnects,
-                f", last error: {source.reason}" if source.reason else "",
+                status.reconnects,
+                f", last error: {status.reason}" if status.reason else "",
             )
