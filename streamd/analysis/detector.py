@@ -57,7 +57,7 @@ class Detector:
         self.outputs = outputs
         self.metrics = metrics
         self.warmup = warmup
-        self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
+        self.settings = PostprocessSettings.of(post)
         self.failures = failures or Failures()
         self.runner = EngineRunner(engines, self._deliver, self._room_freed, self._engine_failed, self.failures)
         policy = BatchPolicy(
@@ -113,7 +113,7 @@ class Detector:
 
     def update_postprocess(self, post: PostprocessConfig) -> None:
         """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
-        self.settings = PostprocessSettings(post.score_threshold, post.iou_threshold, post.max_faces)
+        self.settings = PostprocessSettings.of(post)
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         with self._counts_lock:

@@ -12,8 +12,8 @@ crowd of hundreds of faces costs one vectorised pass and a loop of cheap row loo
 not K^2 Python steps. Memory per pass is bounded (`_PAIRS_PER_PASS`): images are taken
 in groups whose pairs fit, an image bigger than that alone.
 
-Defaults: score >= 0.3 (faces below are mostly false), NMS IoU 0.5 (upstream
-yolov5-face's), at most 300 faces per image, at most 3000 candidates into NMS.
+The thresholds' defaults are the `postprocess` section's (`PostprocessConfig`, where
+they are documented); at most 3000 candidates go into NMS.
 """
 
 from __future__ import annotations
@@ -25,18 +25,24 @@ from typing import Any
 
 import numpy as np
 
+from streamd.config.schema import PostprocessConfig
 from streamd.frames.letterbox import Letterbox
 from streamd.model.canonical import LANDMARKS, SCORE_COLUMN
 
 _PAIRS_PER_PASS = 1 << 20
+_DEFAULTS = PostprocessConfig()
 
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    score_threshold: float = 0.3
-    iou_threshold: float = 0.5
-    max_faces: int = 300
+    score_threshold: float = _DEFAULTS.score_threshold
+    iou_threshold: float = _DEFAULTS.iou_threshold
+    max_faces: int = _DEFAULTS.max_faces
     max_candidates: int = 3000
+
+    @classmethod
+    def of(cls, config: PostprocessConfig) -> PostprocessSettings:
+        return cls(config.score_threshold, config.iou_threshold, config.max_faces)
 
 
 @dataclass(frozen=True)
