@@ -21,7 +21,7 @@ run: system-deps $(STAMP)
 
 ## make test: ruff, mypy and the whole test suite
 test: system-deps $(STAMP) lint
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --cov --cov-report=term:skip-covered
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamd devtools tests

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,11 @@ import pytest
 from devtools.testing.ports import free_port
 from tests.support.daemon import spawn_streamd
 from tests.support.environment import StartRtspServer
+from tests.support.listener import sample, scrape
 
 pytestmark = pytest.mark.rtsp
 
 PASSWORD = "Camera-Pa55-42"
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def sampled(text: str, camera: str) -> float:
-    prefix = f'streamd_frames_sampled_total{{camera="{camera}"}} '
-    return next(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def wait_for_metrics(port: int, process: subprocess.Popen[str], timeout: float) -> str:
@@ -81,7 +70,9 @@ cameras:
 
     assert process.returncode == 0, stderr
     for camera in ("door", "yard"):
-        assert sampled(second, camera) > sampled(first, camera)
+        assert (sample(second, "streamd_frames_sampled_total", camera=camera) or 0) > (
+            sample(first, "streamd_frames_sampled_total", camera=camera) or 0
+        )
     assert "[door] streaming" in stderr
     assert re.search(r"\[yard\] streaming: decoded [\d.]+ fps, sampled [\d.]+ fps", stderr), "no per-camera rate line"
     assert "rtsp://***@127.0.0.1" in stderr

@@ -18,18 +18,11 @@ from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from streamd.service.daemon import Daemon
 from tests.support.environment import StartRtspServer
-from tests.support.ingest import FAST_BACKOFF, make_config, running, scrape, silent_tcp_listener, sources
+from tests.support.ingest import FAST_BACKOFF, make_config, running, silent_tcp_listener, sources
+from tests.support.listener import sample, scrape
 from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.rtsp
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and line.split("}")[0][len(name) + 1 :] == wanted:
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 async def sampled_rates(daemon: Daemon, ids: list[str], seconds: float) -> dict[str, float]:
@@ -54,22 +47,22 @@ def test_three_cameras_at_25fps_are_sampled_at_5fps_within_10_percent(rtsp_serve
         async with running(config) as daemon:
             await wait_for(lambda: all_streaming(daemon, ids), 20, "all cameras streaming")
             await asyncio.sleep(1.0)  # past the burst of frames buffered while opening
-            first = scrape(daemon)
+            first = scrape(daemon.http.port)
             rates = await sampled_rates(daemon, ids, 10.0)
-            second = scrape(daemon)
+            second = scrape(daemon.http.port)
             for camera_id, rate in rates.items():
                 assert rate == pytest.approx(5.0, rel=0.10), f"{camera_id} sampled at {rate:.2f} fps"
                 decoded = sources(daemon)[camera_id].metrics.decoded
                 assert decoded > 5 * sources(daemon)[camera_id].metrics.sampled * 0.8, "must decode every frame"
                 # The contract as Prometheus sees it: the counter rises between scrapes.
-                a = metric_value(first, "streamd_frames_sampled_total", camera=camera_id)
-                b = metric_value(second, "streamd_frames_sampled_total", camera=camera_id)
+                a = sample(first, "streamd_frames_sampled_total", camera=camera_id)
+                b = sample(second, "streamd_frames_sampled_total", camera=camera_id)
                 assert a is not None and b is not None and b - a >= 40
-                assert metric_value(second, "streamd_camera_up", camera=camera_id) == 1.0
-                assert metric_value(second, "streamd_camera_state", camera=camera_id, state="streaming") == 1.0
-                age = metric_value(second, "streamd_last_frame_age_seconds", camera=camera_id)
+                assert sample(second, "streamd_camera_up", camera=camera_id) == 1.0
+                assert sample(second, "streamd_camera_state", camera=camera_id, state="streaming") == 1.0
+                age = sample(second, "streamd_last_frame_age_seconds", camera=camera_id)
                 assert age is not None and age < 1.0
-                lag = metric_value(second, "streamd_decode_lag_seconds", camera=camera_id)
+                lag = sample(second, "streamd_decode_lag_seconds", camera=camera_id)
                 assert lag is not None and 0.0 <= lag < 1.0, "capture to decode, by the sender's RTCP clock"
             assert "process_cpu_seconds_total" in second
 
@@ -163,7 +156,7 @@ def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate
             )
             rates = await sampled_rates(daemon, ["healthy"], 6.0)
             assert rates["healthy"] == pytest.approx(5.0, rel=0.10)
-            text = scrape(daemon)
+            text = scrape(daemon.http.port)
             for camera_id, reason in (
                 ("wrong-path", "not_found"),
                 ("refused", "connection_refused"),
@@ -171,8 +164,8 @@ def test_bad_cameras_get_a_state_and_a_metric_while_healthy_ones_keep_their_rate
             ):
                 assert cams[camera_id].state in ("backoff", "starting")
                 assert cams[camera_id].reason == reason
-                assert metric_value(text, "streamd_camera_up", camera=camera_id) == 0.0
-                errors = metric_value(text, "streamd_camera_errors_total", camera=camera_id, reason=reason)
+                assert sample(text, "streamd_camera_up", camera=camera_id) == 0.0
+                errors = sample(text, "streamd_camera_errors_total", camera=camera_id, reason=reason)
                 assert errors is not None and errors >= 1
             assert cams["healthy"].metrics.reconnects == 0
 
@@ -194,14 +187,14 @@ def test_unauthorized_camera_and_password_never_leaks(
         async with running(make_config(cameras)) as daemon:
             await wait_for(lambda: all_streaming(daemon, ["good"]), 20, "camera with credentials")
             await wait_for(lambda: sources(daemon)["bad"].reason == "unauthorized", 10, "unauthorized")
-            return scrape(daemon)
+            return scrape(daemon.http.port)
 
     caplog.set_level(logging.DEBUG)
     metrics = run(scenario())
     logged = "\n".join(caplog.text.splitlines())
     assert "rtsp://***@127.0.0.1" in logged
     assert password not in logged and password not in metrics
-    assert metric_value(metrics, "streamd_camera_errors_total", camera="bad", reason="unauthorized") is not None
+    assert sample(metrics, "streamd_camera_errors_total", camera="bad", reason="unauthorized") is not None
 
 
 def test_stalled_stream_is_detected_and_recovers(rtsp_servers: StartRtspServer, test_video: Path) -> None:
@@ -283,10 +276,10 @@ def test_decode_auto_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
             server.start()
             await wait_for(lambda: camera.state == "streaming", 10, "streaming again")
             assert camera.decoder == "cpu"
-            return scrape(daemon)
+            return scrape(daemon.http.port)
 
     caplog.set_level(logging.INFO)
     metrics = run(scenario())
     said = [r.getMessage() for r in caplog.records if "NVDEC not used" in r.getMessage()]
     assert len(said) == 1 and "decoding on the CPU" in said[0] and "[auto]" in said[0]
-    assert metric_value(metrics, "streamd_decoder_info", camera="auto", decoder="cpu") == 1.0
+    assert sample(metrics, "streamd_decoder_info", camera="auto", decoder="cpu") == 1.0

@@ -14,7 +14,8 @@ from devtools.testing.ports import free_port
 from streamd.base.memory import rss_bytes
 from tests.support.daemon import spawn_streamd
 from tests.support.environment import StartRtspServer
-from tests.support.streams import cameras_in, config_text, fetch, sample, until, write_atomically
+from tests.support.listener import fetch, sample, scrape
+from tests.support.streams import cameras_in, config_text, until, write_atomically
 
 pytestmark = pytest.mark.rtsp
 
@@ -47,7 +48,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
             "both",
             process,
         )
-        before = fetch(port, "/metrics")
+        before = scrape(port)
 
         # Add one, remove one, leave one untouched; saved the way editors save.
         write_atomically(config, config_text(port, {"keep": keep, "add": add}))
@@ -58,7 +59,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
             process,
         )
         time.sleep(1.0)
-        after = fetch(port, "/metrics")
+        after = scrape(port)
         assert sample(after, "streamd_reconnects_total", camera="keep") == 0.0
         assert (sample(after, "streamd_frames_sampled_total", camera="keep") or 0) > (
             sample(before, "streamd_frames_sampled_total", camera="keep") or 0
@@ -71,7 +72,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
         # A broken edit is rejected, and the running set stays.
         write_atomically(config, config_text(port, {"keep": keep, "add": add}, fps="-1"))
         until(
-            lambda: sample(fetch(port, "/metrics"), "streamd_config_reloads_total", result="rejected") == 1.0,
+            lambda: sample(scrape(port), "streamd_config_reloads_total", result="rejected") == 1.0,
             20,
             "the rejection",
             process,
@@ -81,7 +82,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
         time.sleep(1.5)
         status = fetch(port, "/status")
         assert cameras_in(status) == {"keep": "streaming", "add": "streaming"}
-        assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
+        assert sample(scrape(port), "streamd_reconnects_total", camera="keep") == 0.0
 
         # SIGHUP after the file is whole again: applied (fps change restarts that camera only).
         config.write_text(config_text(port, {"keep": keep, "add": add}).replace("cam3', fps: 5", "cam3', fps: 2"))
@@ -92,7 +93,7 @@ def test_reload_adds_removes_keeps_untouched_and_rejects_a_broken_edit(
             "SIGHUP",
             process,
         )
-        assert sample(fetch(port, "/metrics"), "streamd_reconnects_total", camera="keep") == 0.0
+        assert sample(scrape(port), "streamd_reconnects_total", camera="keep") == 0.0
     finally:
         stderr = stop(process)
     assert process.returncode == 0
@@ -115,7 +116,7 @@ def vm_rss_mb(pid: int) -> float:
 
 
 def reloads(port: int, result: str) -> float:
-    return sample(fetch(port, "/metrics"), "streamd_config_reloads_total", result=result) or 0.0
+    return sample(scrape(port), "streamd_config_reloads_total", result=result) or 0.0
 
 
 def test_empty_camera_less_and_half_written_saves_are_never_applied(
@@ -152,7 +153,7 @@ def test_empty_camera_less_and_half_written_saves_are_never_applied(
             process,
         )
         time.sleep(1.5)  # any reload of the half file would have happened by now
-        metrics = fetch(port, "/metrics")
+        metrics = scrape(port)
         assert sample(metrics, "streamd_config_reloads_total", result="applied") == 1.0, "only the whole file"
         assert sample(metrics, "streamd_config_reloads_total", result="rejected") == 2.0
         assert sample(metrics, "streamd_reconnects_total", camera="keep") == 0.0

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,6 +25,7 @@ import yaml
 from devtools.testing.ports import free_port
 from devtools.testing.rtsp import RtspTestServer
 from streamd.camera.errors import classify
+from tests.support.listener import fetch, scrape
 
 pytestmark = pytest.mark.rtsp
 
@@ -98,12 +98,6 @@ def check(config: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=secret_env(tmp_path), timeout=60)
 
 
-def fetch(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
 def test_the_table_has_every_hostile_character() -> None:
     passwords = "".join(expanded(p) for _, p in ACCEPTED + REFUSED)
     for character in ("'", '"', "/", "@", "%40", ":", "%", "#", "?", " ", "ä"):
@@ -166,7 +160,7 @@ def test_a_running_daemon_prints_no_password_in_logs_status_or_metrics(
             ):
                 break
             time.sleep(0.2)
-        status, metrics = fetch(port, "/status"), fetch(port, "/metrics")
+        status, metrics = fetch(port, "/status"), scrape(port)
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

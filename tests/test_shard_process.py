@@ -12,7 +12,8 @@ import pytest
 from devtools.testing.ports import free_port
 from tests.support.daemon import spawn_streamd, stop_daemon
 from tests.support.environment import StartRtspServer
-from tests.support.streams import cameras_in, config_text, fetch, sample, write_atomically
+from tests.support.listener import fetch, sample, scrape
+from tests.support.streams import cameras_in, config_text, write_atomically
 
 pytestmark = pytest.mark.rtsp
 
@@ -73,15 +74,14 @@ def test_instances_on_one_file_each_run_their_own_cameras(
         assert sorted(camera for ran in before for camera in ran) == IDS, "each camera in exactly one instance"
         for index, port in enumerate(three.ports):
             assert three.status(index)["shard"] == f"{index}/3"
-            info = [line for line in fetch(port, "/metrics").splitlines() if line.startswith("streamd_build_info{")]
+            info = [line for line in scrape(port).splitlines() if line.startswith("streamd_build_info{")]
             assert len(info) == 1 and f'shard="{index}/3"' in info[0]
 
         # An operator adds a camera to the file: it starts in exactly one instance.
         write_atomically(config, config_text(free_port(), {**cameras, "added": server.url("live")}))
         three.until(
             lambda: all(
-                sample(fetch(port, "/metrics"), "streamd_config_reloads_total", result="applied") == 1.0
-                for port in three.ports
+                sample(scrape(port), "streamd_config_reloads_total", result="applied") == 1.0 for port in three.ports
             ),
             20,
             "every instance to reload",

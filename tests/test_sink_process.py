@@ -16,8 +16,9 @@ import pytest
 from devtools.testing.ports import free_port
 from tests.support.daemon import spawn_streamd, stop_daemon
 from tests.support.environment import system_binary
+from tests.support.listener import sample, scrape
 from tests.support.redis import RedisServer
-from tests.support.streams import fetch, sample, until
+from tests.support.streams import until
 
 pytestmark = pytest.mark.assets
 
@@ -71,9 +72,7 @@ def test_a_full_disk_leaves_whole_lines_exact_counts_and_an_unready_daemon(
     port = free_port()
     process = spawn_streamd(config_for(tmp_path, canonical_model, test_video, out, port))
     try:
-        until(
-            lambda: sample(fetch(port, "/metrics"), "streamd_sink_up", sink="jsonl") == 0.0, 120, "a full disk", process
-        )
+        until(lambda: sample(scrape(port), "streamd_sink_up", sink="jsonl") == 0.0, 120, "a full disk", process)
         code, why = readyz(port)
         time.sleep(1.0)  # a few more failed writes
     finally:

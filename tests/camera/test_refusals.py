@@ -21,7 +21,8 @@ import pytest
 
 from devtools.testing.ports import free_port
 from tests.support.environment import StartRtspServer
-from tests.support.ingest import make_config, running, scrape, silent_tcp_listener, sources
+from tests.support.ingest import make_config, running, silent_tcp_listener, sources
+from tests.support.listener import scrape
 from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.rtsp
@@ -60,7 +61,7 @@ def test_a_server_that_refuses_tcp_is_named_and_transport_auto_streams_over_udp(
             assert "refuses RTSP over TCP" in refused.message and "transport: auto" in refused.message
             status = {c["id"]: c for c in daemon.health.status()["cameras"]}
             assert status["auto"]["transport"] == "udp" and status["tcp-only"]["transport"] == "tcp"
-            assert 'reason="transport_refused"' in scrape(daemon)
+            assert 'reason="transport_refused"' in scrape(daemon.http.port)
             sampled = cams["auto"].metrics.sampled
             await wait_for(lambda: cams["auto"].metrics.sampled >= sampled + 10, 10, "frames over UDP")
             assert cams["auto"].metrics.reconnects == 0, "the switch to UDP is not a reconnect"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,8 @@ class Tally:
         self.health: list[bool] = []
 
     def runner(self, sink: BrokenDisk, clock: list[float]) -> SinkRunner:
-        return SinkRunner(
+        """A started runner: `through` hands it a group and waits until its thread took it."""
+        runner = SinkRunner(
             sink,
             1000,
             on_drop=lambda _name, reason: self._drop(reason),
@@ -62,6 +64,18 @@ class Tally:
             summary_every_s=60.0,
             clock=lambda: clock[0],
         )
+        runner.start()
+        return runner
+
+    def through(self, runner: SinkRunner, records: list[Record]) -> None:
+        """Offer one group and wait until the runner's thread wrote or dropped all of it:
+        one write of the group, at the clock's time now, as records arrive in production."""
+        settled = self.dropped + self.written + len(records)
+        runner.offer_many(records)
+        deadline = time.monotonic() + 10
+        while self.dropped + self.written < settled:
+            assert time.monotonic() < deadline, "the runner's thread took the group"
+            time.sleep(0.001)
 
     def _drop(self, reason: str) -> None:
         assert reason == "write_error"
@@ -81,15 +95,15 @@ def test_a_failure_episode_is_logged_once_summarised_and_closed_with_exact_count
         # Drive the runner's write step directly, one group per "second", as its thread would.
         for second in range(150):
             clock[0] = float(second)
-            runner._write([record(second * 2), record(second * 2 + 1)])
+            tally.through(runner, [record(second * 2), record(second * 2 + 1)])
             if second == 10:
                 assert runner.problem() is not None and "No space left" in str(runner.problem())
         sink.broken = False
         clock[0] = 150.0
-        runner._write([record(300)])
+        tally.through(runner, [record(300)])
         assert runner.problem() is not None, "one write is not yet the end of the episode"
         clock[0] = 150.0 + CALM_S
-        runner._write([record(301)])
+        tally.through(runner, [record(301)])
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "writing failed" in m]) == 1, "the episode's start is logged once"
     assert not any(r.exc_info for r in caplog.records), "an OSError is the machine's: no traceback"
@@ -102,6 +116,7 @@ def test_a_failure_episode_is_logged_once_summarised_and_closed_with_exact_count
     assert tally.dropped == 300 and tally.written == 2 and sink.written == [record(300), record(301)]
     assert tally.health == [True, False, True]
     assert runner.problem() is None
+    assert runner.stop(5)
 
 
 def test_a_bug_in_a_sink_is_logged_with_its_traceback_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -113,9 +128,10 @@ def test_a_bug_in_a_sink_is_logged_with_its_traceback_once(caplog: pytest.LogCap
     runner = tally.runner(Buggy(), clock)
     with caplog.at_level(logging.ERROR, logger="streamd.sinks"):
         for seq in range(20):
-            runner._write([record(seq)])
+            tally.through(runner, [record(seq)])
     assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
     assert tally.dropped == 20
+    assert runner.stop(5)
 
 
 def test_a_removed_directory_is_recreated_and_a_renamed_file_replaced(tmp_path: Path) -> None:
@@ -165,9 +181,10 @@ def test_a_nearly_full_disk_that_takes_some_writes_is_one_episode(caplog: pytest
         for step in range(100):
             clock[0] = step * 0.2
             sink.broken = step % 2 == 0
-            runner._write([record(step)])
+            tally.through(runner, [record(step)])
         assert runner.problem() is not None
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "writing failed" in m]) == 1, messages
     assert not [m for m in messages if "writing again" in m], messages
     assert tally.health == [True, False]
+    assert runner.stop(5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -35,12 +34,6 @@ async def running(config: StreamsConfig) -> AsyncIterator[Daemon]:
 
 def sources(daemon: Daemon) -> dict[str, CameraSource]:
     return {source.camera_id: source for source in daemon.sources()}
-
-
-def scrape(daemon: Daemon) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http.port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
 
 
 @contextlib.contextmanager

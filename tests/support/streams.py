@@ -6,25 +6,10 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-
-def fetch(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def sample(metrics: str, name: str, **labels: str) -> float | None:
-    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    for line in metrics.splitlines():
-        if line.startswith(name + wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def until(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[str]) -> None:
