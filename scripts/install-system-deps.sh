@@ -3,9 +3,10 @@
 # environment, GStreamer's RTSP server (driven by Debian's /usr/bin/python3) for the
 # demo cameras and the tests, Prometheus (with promtool) for the tests of the alert
 # rules and the dashboard, redis-server and mosquitto for the broker sinks' tests,
-# headless Chromium for the status page's, and systemd for `systemd-analyze verify` of
-# the unit files (the tests start their own servers on free ports; nothing here is
-# started as a service). Installs only what is missing; needs root for that.
+# headless Chromium for the status page's, systemd for `systemd-analyze verify` of the
+# unit files, and libGL for OpenCV, which the `trackers` library imports (the tests
+# start their own servers on free ports; nothing here is started as a service).
+# Installs only what is missing; needs root for that.
 set -euo pipefail
 
 packages=(
@@ -22,6 +23,7 @@ packages=(
   mosquitto
   chromium
   systemd
+  libgl1
 )
 
 missing=()

@@ -5,12 +5,13 @@ Wiring only; each part does its own job:
 - the DynamicBatcher (event loop) forms batches from the cameras' slots;
 - the EngineRunner (its own threads) assembles, infers, and hands results back;
 - postprocess and record building run in the runner's deliver thread;
-- the sinks (`Outputs`, owned by the daemon) get each record without blocking (full
-  queues drop and count).
+- tracking (`streamd.tracks`) gives each face its track and makes the track events;
+- the sinks (`Outputs`) get each record without blocking (full queues drop and count).
 
 Record schema (one per analysed frame; docs/contracts.md):
 `camera, seq, frame_pts, captured_at, result_at, latency_s, width, height, faces`,
-each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5]}` in the camera's pixels.
+each face `{box: [x1, y1, x2, y2], score, landmarks: [[x, y] x 5], track}` in the
+camera's pixels (`track` while tracking is on). Track events: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from streamd.analysis.snapshots import Snapshots
 from streamd.base.failures import Failures
 from streamd.base.threads import run_in_thread
 from streamd.camera.slot import LatestFrameSlot
+from streamd.camera.state import Detached
 from streamd.config.schema import BatcherConfig, PostprocessConfig
 from streamd.engine.base import Engine
 from streamd.engine.runner import BatchResult, EngineRunner
@@ -37,6 +39,7 @@ from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox, letterbox
 from streamd.metrics.registry import Metrics
 from streamd.sinks.outputs import Outputs
+from streamd.tracks.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,13 @@ class Detector:
         metrics: Metrics,
         warmup: bool = True,
         failures: Failures | None = None,
+        tracking: Tracking | None = None,
     ) -> None:
+        """`tracking`: faces get tracks and tracks become events (None: records only)."""
         self.engines = engines
         self.engine = engine = engines[0]
         self.outputs = outputs
+        self.tracking = tracking
         self.metrics = metrics
         self.warmup = warmup
         self.settings = PostprocessSettings.of(post)
@@ -88,14 +94,21 @@ class Detector:
         if self.warmup:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
             log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
+        if self.tracking is not None:
+            self.tracking.start()
         self.runner.start()
         self.batcher.start()
 
     async def stop(self, timeout: float = 30.0) -> bool:
         """Stop batching, finish what the engine holds and hand it to the sinks, within
         `timeout`. False when the engine did not finish in time: records may be missing."""
+        deadline = time.monotonic() + timeout
         await self.batcher.stop()
-        drained = await run_in_thread(lambda: self.runner.stop(timeout), name="engine-stop")
+        drained = await run_in_thread(lambda: self.runner.stop(timeout * 0.7), name="engine-stop")
+        tracking = self.tracking
+        if tracking is not None:  # the open tracks end, their crops written, their events handed on
+            left = max(0.0, deadline - time.monotonic())
+            drained = await run_in_thread(lambda: tracking.stop(left), name="tracks-stop") and drained
         if drained:
             log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
             for engine in self.engines:  # an engine still running a batch is not closed under it
@@ -120,10 +133,15 @@ class Detector:
             self.inferred_by_camera.setdefault(camera_id, 0)
             self._series[camera_id] = self.metrics.analysis.row(camera_id)
         self.batcher.attach(camera_id, slot, priority)
+        if self.tracking is not None:
+            self.tracking.attach(camera_id)
 
-    async def detach(self, camera_id: str, forget: bool = False) -> None:
+    async def detach(self, camera_id: str, why: Detached = Detached.stopped) -> None:
         self.batcher.detach(camera_id)
-        if forget:
+        if self.tracking is not None and why is not Detached.stopped:
+            # Stopping: frames in flight still get their tracks; the detector's stop ends them.
+            self.tracking.detach(camera_id, why.value, forget=why is Detached.removed)
+        if why is Detached.removed:
             with self._counts_lock:
                 self.inferred_by_camera.pop(camera_id, None)
                 self._series.pop(camera_id, None)
@@ -156,7 +174,8 @@ class Detector:
             for frame, faces in zip(result.frames, found, strict=True)
             if faces is not None
         ]
-        self.outputs.offer_many([record for _, record in records])
+        events = self.tracking.observe([(f, r["faces"]) for f, r in records]) if self.tracking is not None else []
+        self.outputs.offer_many([record for _, record in records] + events)
         handed = time.monotonic()
         self.inferred += len(records)
         self._count(records, result, made, handed)

@@ -16,6 +16,7 @@ import numpy as np
 from streamd.base.tasks import cancel_and_wait
 from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
+from streamd.camera.state import Detached
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox
 
@@ -38,7 +39,7 @@ class DiscardingConsumer:
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._drain(slot), name=f"drain-{camera_id}")
 
-    async def detach(self, camera_id: str, forget: bool = False) -> None:
+    async def detach(self, camera_id: str, why: Detached = Detached.stopped) -> None:
         await cancel_and_wait(self._tasks.pop(camera_id, None))
 
     async def _drain(self, slot: LatestFrameSlot[Frame]) -> None:

@@ -23,6 +23,7 @@ from streamd.base.threads import run_in_thread
 from streamd.calibration.manifest import FrameEntry, save_manifest, write_jpeg
 from streamd.camera.decoder import to_rgb
 from streamd.camera.slot import LatestFrameSlot
+from streamd.camera.state import Detached
 from streamd.config.schema import StreamsConfig
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox
@@ -59,7 +60,7 @@ class _Collector:
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._take(camera_id, slot), name=f"collect-{camera_id}")
 
-    async def detach(self, camera_id: str, forget: bool = False) -> None:
+    async def detach(self, camera_id: str, why: Detached = Detached.stopped) -> None:
         await cancel_and_wait(self._tasks.pop(camera_id, None))
 
     async def _take(self, camera_id: str, slot: LatestFrameSlot[Frame]) -> None:

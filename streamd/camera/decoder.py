@@ -459,6 +459,7 @@ class DecodeSession:
                 height=frame.height,
                 image=image,
                 letterbox=box,
+                picture=frame if frame.format.name != "cuda" else None,
                 times=StageTimes(decode_s=decode_s + (ready - now), ready_mono=ready),
             )
         )

@@ -23,6 +23,16 @@ class CameraState(StrEnum):
     """A permanent error (a missing file, NVDEC demanded and absent): not retried."""
 
 
+class Detached(StrEnum):
+    """Why a camera's frames stop coming to analysis (its open tracks end with this)."""
+
+    removed = "camera_removed"
+    restarted = "camera_restarted"
+    """Its settings changed: it starts again at once."""
+    stopped = "stopped"
+    """The daemon is stopping: what is in flight is still analysed."""
+
+
 class Decoder(StrEnum):
     cpu = "cpu"
     nvdec = "nvdec"

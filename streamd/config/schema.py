@@ -290,9 +290,14 @@ class PostprocessConfig(StrictModel):
     """Faces per frame at most (the best scoring are kept)."""
 
 
+class RecordKind(StrEnum):
+    frames = "frames"
+    events = "events"
+
+
 class JsonlSinkConfig(StrictModel):
     type: Literal["jsonl"] = "jsonl"
-    """JSON Lines files, one record per analysed frame."""
+    """JSON Lines files, one record per analysed frame and one per track event."""
     path: str = Field("detections.jsonl", validate_default=True)
     """The current file, relative to this file's directory; rotated files sit beside it."""
     rotate_mb: float | None = Field(100.0, ge=1, le=1_000_000)
@@ -301,6 +306,9 @@ class JsonlSinkConfig(StrictModel):
     """Start a new file when the day changes."""
     queue: int = Field(10000, ge=1, le=1_000_000)
     """Records waiting to be written at most; beyond, records are dropped and counted."""
+    kinds: list[RecordKind] = Field(default_factory=lambda: [RecordKind.frames, RecordKind.events], min_length=1)
+    """What this sink gets: `frames` (a record per analysed frame), `events` (tracks
+    started and ended); default both."""
 
     @field_validator("path")
     @classmethod
@@ -310,7 +318,7 @@ class JsonlSinkConfig(StrictModel):
 
 class RedisSinkConfig(StrictModel):
     type: Literal["redis"]
-    """Redis Streams: one entry per analysed frame (XADD)."""
+    """Redis Streams: one entry per analysed frame and per track event (XADD)."""
     url: str = "redis://127.0.0.1:6379/0"
     """redis:// or rediss:// URL; a password belongs in `${credential:NAME}` or `${ENV}`."""
     stream: str = Field("streamd:{camera}", min_length=1, max_length=256)
@@ -322,6 +330,9 @@ class RedisSinkConfig(StrictModel):
     """Records kept while Redis is unreachable; beyond, the newest are dropped and counted."""
     timeout_s: float = Field(5.0, gt=0, le=300)
     """Connect and command timeout."""
+    kinds: list[RecordKind] = Field(default_factory=lambda: [RecordKind.frames, RecordKind.events], min_length=1)
+    """What this sink gets: `frames` (a record per analysed frame), `events` (tracks
+    started and ended); default both."""
 
     @field_validator("url")
     @classmethod
@@ -333,7 +344,8 @@ class RedisSinkConfig(StrictModel):
 
 class MqttSinkConfig(StrictModel):
     type: Literal["mqtt"]
-    """MQTT: one message per analysed frame on `<prefix>/<camera>/faces`, retained
+    """MQTT: one message per analysed frame on `<prefix>/<camera>/faces`, one per track
+    event on `<prefix>/<camera>/events`, retained
     `<prefix>/available` (online/offline, with a Last Will) and `<prefix>/<camera>/state`."""
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
@@ -358,6 +370,9 @@ class MqttSinkConfig(StrictModel):
     """Records kept while the broker is unreachable; beyond, the newest are dropped and counted."""
     timeout_s: float = Field(10.0, gt=0, le=300)
     """A group of messages not acknowledged within this long is retried."""
+    kinds: list[RecordKind] = Field(default_factory=lambda: [RecordKind.frames, RecordKind.events], min_length=1)
+    """What this sink gets: `frames` (a record per analysed frame), `events` (tracks
+    started and ended); default both."""
 
     @model_validator(mode="after")
     def _password_is_a_secret(self) -> MqttSinkConfig:
@@ -381,6 +396,48 @@ SinkConfig = Annotated[
 
 def _default_sinks() -> list[SinkConfig]:
     return [JsonlSinkConfig()]
+
+
+class CropsConfig(StrictModel):
+    enabled: bool = True
+    """Write each ended track's best face: a crop at the camera's resolution and an
+    aligned 112x112 chip (JPEG)."""
+    directory: str | None = Field(None, validate_default=True)
+    """Where (relative to this file); default: $STATE_DIRECTORY/crops under systemd,
+    else crops beside this file. Files: `<camera>/<date>/<time>-<track>.jpg` and `-chip.jpg`."""
+    margin: float = Field(0.25, ge=0, le=2)
+    """Around the face's box, as a share of its width and height on each side."""
+    max_age_h: float = Field(168.0, gt=0, le=87600)
+    """Crops older than this are removed."""
+    max_mb: float = Field(1000.0, gt=0, le=10_000_000)
+    """The oldest crops are removed while the directory holds more."""
+    jpeg_quantizer: int = Field(3, ge=2, le=31)
+    """JPEG quality as FFmpeg's worst quantizer allowed: 2 is the best, 31 the worst."""
+
+    @field_validator("directory")
+    @classmethod
+    def _directory_absolute(cls, directory: str | None, info: ValidationInfo) -> str:
+        if directory is None:
+            context = info.context or {}
+            state = context.get("env", {}).get("STATE_DIRECTORY", "").split(":")[0]
+            return str(Path(state) / "crops") if state else str(_resolve_path("crops", info))
+        return str(_resolve_path(directory, info))
+
+
+class TrackingConfig(StrictModel):
+    enabled: bool = True
+    """Track faces per camera: every face gets a `track`, and tracks become events."""
+    lost_after_s: float = Field(2.0, gt=0, le=3600)
+    """A track not seen for this long ends (`track_ended`, reason `lost`)."""
+    min_hits: int = Field(2, ge=1, le=100)
+    """Analysed frames a face must be seen in before its track is confirmed
+    (`track_started`); until then its `track` is null."""
+    min_iou: float = Field(0.1, gt=0, lt=1)
+    """The least overlap of a face with a track's predicted place (both grown 3x about
+    their centres) for them to match."""
+    # Validated from {} with the file's context: the default directory is beside the file.
+    crops: CropsConfig = Field(default_factory=dict, validate_default=True)
+    """Best-face crops of ended tracks."""
 
 
 class HealthConfig(StrictModel):
@@ -448,8 +505,10 @@ class StreamsConfig(StrictModel):
     """How frames from all cameras are batched for the engine."""
     postprocess: PostprocessConfig = PostprocessConfig()
     """Score threshold, NMS and the cap on faces per frame."""
+    tracking: TrackingConfig = Field(default_factory=dict, validate_default=True)
+    """Tracks per camera, track events and best-face crops."""
     sinks: list[SinkConfig] = Field(default_factory=lambda: _default_sinks())
-    """Where detections go (default: one JSON Lines file)."""
+    """Where detections and track events go (default: one JSON Lines file)."""
     health: HealthConfig = HealthConfig()
     """Readiness and the systemd watchdog."""
     reload: ReloadConfig = ReloadConfig()

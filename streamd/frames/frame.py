@@ -39,4 +39,8 @@ class Frame:
     NVDEC frame was letterboxed on the GPU. The model input when letterboxed."""
     letterbox: Letterbox | None = None
     """How `image` was letterboxed from the camera's picture; None: full picture."""
+    picture: Any = None
+    """The decoded picture itself (a PyAV frame in host memory, not a copy) while the
+    frame is analysed, for crops at the camera's resolution; None for NVDEC frames
+    (their surfaces belong to the decoder's small pool) and frames made elsewhere."""
     times: StageTimes = field(default_factory=StageTimes)

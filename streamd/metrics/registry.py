@@ -216,6 +216,23 @@ class Metrics:
             "1080p-equivalent frames/s of the cameras placed on NVDEC (estimated until measured).",
             registry=None,
         )
+        self.tracks_active = Gauge(
+            "streamd_tracks_active", "Confirmed tracks open now, per camera.", ["camera"], registry=self.registry
+        )
+        self.track_events = Counter(
+            "streamd_track_events",
+            "Track events made (track_started, track_ended), per camera.",
+            ["camera", "event"],
+            registry=self.registry,
+        )
+        self.crops_lost = Counter(
+            "streamd_crops_lost",
+            "Best-face crops not written (queue_full, write_error); their events went on without them.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("queue_full", "write_error"):
+            self.crops_lost.labels(reason)
         self._nvdec_registered = False
         self._per_camera = (
             self.frames_decoded,
@@ -224,6 +241,8 @@ class Metrics:
             self.reconnects,
             self.decode_errors,
             self.camera_errors,
+            self.tracks_active,
+            self.track_events,
         )
 
     def camera(self, camera_id: str) -> CameraMetrics:
@@ -283,7 +302,7 @@ def _build_versions() -> dict[str, str]:
     }
 
 
-def _label_sets(metric: Counter | Histogram) -> list[tuple[str, ...]]:
+def _label_sets(metric: Counter | Gauge | Histogram) -> list[tuple[str, ...]]:
     # prometheus_client has no public listing of a metric's children.
     with metric._lock:
         return [tuple(labels) for labels in metric._metrics]

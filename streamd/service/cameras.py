@@ -18,6 +18,7 @@ from streamd.base.failures import Failures
 from streamd.camera.placement import DecoderPlacement
 from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.source import CameraSource
+from streamd.camera.state import Detached
 from streamd.config.schema import CameraConfig, StreamsConfig
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox
@@ -35,7 +36,7 @@ class FrameConsumer(Protocol):
 
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None: ...
 
-    async def detach(self, camera_id: str, forget: bool = False) -> None:
+    async def detach(self, camera_id: str, why: Detached) -> None:
         """Stop taking the camera's frames. `forget`: it was removed, so what it counted
         goes too (frames of it still in flight are then not counted); otherwise (a stop, a
         restart) its frames in flight are counted as usual."""
@@ -91,8 +92,8 @@ class Supervisor:
         """Make the running cameras match `config`'s enabled cameras of this instance's shard."""
         running = {cid: source.camera for cid, source in self._sources.items()}
         diff = diff_cameras(running, config.cameras_to_run)
-        await asyncio.gather(*(self._stop_camera(cid) for cid in diff.removed))
-        await asyncio.gather(*(self._stop_camera(camera.id, forget=False) for camera in diff.changed))
+        await asyncio.gather(*(self._stop_camera(cid, Detached.removed) for cid in diff.removed))
+        await asyncio.gather(*(self._stop_camera(camera.id, Detached.restarted) for camera in diff.changed))
         starting = [self._new_camera(camera) for camera in [*diff.added, *diff.changed]]
         # Placed before they start, so each first connection uses the planned decoder.
         self.placement.replan(self.sources())
@@ -111,7 +112,7 @@ class Supervisor:
     async def stop(self, timeout: float | None = None) -> bool:
         """Stop every camera, side by side, within `timeout` (a camera still busy
         connecting is left behind: it has no frames to lose)."""
-        await asyncio.gather(*(self._stop_camera(cid, forget=False, timeout=timeout) for cid in list(self._sources)))
+        await asyncio.gather(*(self._stop_camera(cid, Detached.stopped, timeout) for cid in list(self._sources)))
         return True
 
     def _new_camera(self, camera: CameraConfig) -> CameraSource:
@@ -127,10 +128,10 @@ class Supervisor:
         self.consumer.attach(camera.id, slot, camera.priority)
         return source
 
-    async def _stop_camera(self, camera_id: str, forget: bool = True, timeout: float | None = None) -> None:
+    async def _stop_camera(self, camera_id: str, why: Detached, timeout: float | None = None) -> None:
         source = self._sources.pop(camera_id)
         await source.stop(timeout)
-        await self.consumer.detach(camera_id, forget)
-        if forget:
+        await self.consumer.detach(camera_id, why)
+        if why is Detached.removed:
             self.metrics.forget_camera(camera_id)
         log.info("[%s] stopped", camera_id)

@@ -10,9 +10,10 @@ to the process exit): the daemon exits 0 within seconds and never sends READY.
 Reload (`streamd.service.reload`: the file changed and then stood still for
 `reload.settle_s`, or SIGHUP): an invalid file is rejected with every error logged and
 the running set untouched; a valid one is applied here as a diff: cameras are added,
-removed or restarted, untouched ones keep streaming; `postprocess`, `health`,
-`overload` and `nvdec` apply at once; `metrics`, `engine`, `batcher` and `sinks` need a
-restart and are reported, not applied. Once stopping, reloads are ignored.
+removed or restarted, untouched ones keep streaming; `postprocess`, `tracking` (open
+tracks end, reason `reload`), `health`, `overload` and `nvdec` apply at once;
+`metrics`, `engine`, `batcher` and `sinks` need a restart and are reported, not
+applied. Once stopping, reloads are ignored.
 
 Shutdown (SIGTERM/SIGINT): STOPPING=1, then the stack unwinds within one deadline
 (`shutdown_timeout_s`) shared out by phase: the background loops, the cameras (a camera
@@ -30,6 +31,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,6 +63,7 @@ from streamd.service.reload import ConfigReload
 from streamd.service.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
 from streamd.sinks.outputs import Outputs
+from streamd.tracks.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ class Daemon:
         self.placement = DecoderPlacement(None, self.metrics.nvdec_planned)
         self.rates.listen(self._measured_decoding)
         self.rates.listen(self._publish_states)
+        self.rates.listen(self._expire_tracks)
         self._gpu_name: str | None = None
         self.health = Health(self, self.sources, self.rates, self.metrics, self.notifier, self.failures, self.placement)
         self.overload = OverloadGovernor(lambda: self.config.overload, self.sources, self.metrics)
@@ -164,6 +168,11 @@ class Daemon:
     def _publish_states(self, _last_second: Mapping[str, Rates], _now: float) -> None:
         if self.detector is not None:
             self.detector.outputs.camera_states({s.camera_id: s.state.value for s in self.sources()})
+
+    def _expire_tracks(self, _last_second: Mapping[str, Rates], _now: float) -> None:
+        """Tracks of cameras that send no frames (down, reconnecting) end in time too."""
+        if self.detector is not None and self.detector.tracking is not None:
+            self.detector.tracking.expire(time.monotonic())
 
     def _analysed(self, camera_id: str) -> int:
         return self.detector.analysed(camera_id) if self.detector is not None else 0
@@ -231,8 +240,16 @@ class Daemon:
             return None
         engines = create_engines(config.engine, config.batcher.max_batch)
         outputs = Outputs(build_sinks(config.sinks, self.metrics, self.failures))
+        tracking = Tracking(config.tracking, outputs.offer_many, self.metrics, self.failures)
         return Detector(
-            engines, config.batcher, config.postprocess, outputs, self.metrics, config.engine.warmup, self.failures
+            engines,
+            config.batcher,
+            config.postprocess,
+            outputs,
+            self.metrics,
+            config.engine.warmup,
+            self.failures,
+            tracking,
         )
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
@@ -322,6 +339,9 @@ class Daemon:
         applied = loaded.config
         if applied.postprocess != self.config.postprocess and self.detector is not None:
             self.detector.update_postprocess(applied.postprocess)
+        tracking = self.detector.tracking if self.detector is not None else None
+        if tracking is not None:
+            await run_in_thread(lambda: tracking.update(applied.tracking), name="tracking-reload")
         if self.placement.budget is not None:
             self.placement.set_budget(self._nvdec_budget(applied), self.sources())
         diff = await self.supervisor.apply(applied)

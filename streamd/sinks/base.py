@@ -84,8 +84,12 @@ class SinkRunner:
         on_health: Callable[[bool], None] | None = None,
         summary_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        kinds: frozenset[str] = frozenset({"frames", "events"}),
     ) -> None:
+        """`kinds`: what the sink takes, `frames` (records of analysed frames), `events`
+        (track events: records with an `event` key); `Outputs` offers it only those."""
         self.sink = sink
+        self.kinds = kinds
         self.on_drop = on_drop
         self.on_written = on_written
         self.on_health = on_health or (lambda _up: None)

@@ -32,6 +32,7 @@ def build_sinks(configs: list[SinkConfig], metrics: Metrics, failures: Failures 
                 on_written=metrics.sink_records.labels(name).inc,
                 failures=failures,
                 on_health=metrics.sink_up.labels(name).set,
+                kinds=frozenset(kind.value for kind in config.kinds),
             )
         )
         log.info("sink %s: %s", name, _where(config))

@@ -1,4 +1,5 @@
-"""MQTT: one message per analysed frame (or per frame with faces) on `<prefix>/<camera>/faces`.
+"""MQTT: one message per analysed frame (or per frame with faces) on `<prefix>/<camera>/faces`,
+one per track event on `<prefix>/<camera>/events` (never retained).
 
 Also, retained: `<prefix>/available` is `online` while streamd is connected and
 `offline` after it stops, or, through the broker's Last Will, after it dies; and
@@ -72,13 +73,15 @@ class MqttSink:
             self._group = (records, {})
         handed = self._group[1]
         for index, record in enumerate(records):
-            if index in handed or (self.config.only_faces and not record.get("faces")):
+            event = "event" in record
+            if index in handed or (not event and self.config.only_faces and not record.get("faces")):
                 continue
             if not self._client.is_connected():
                 raise ConnectionError(f"MQTT: not connected to {self.config.host}:{self.config.port}")
-            topic = f"{self.prefix}/{record['camera']}/faces"
+            topic = f"{self.prefix}/{record['camera']}/{'events' if event else 'faces'}"
             payload = orjson.dumps(record)
-            info = self._client.publish(topic, payload, qos=self.config.qos, retain=self.config.retain)
+            retain = self.config.retain and not event  # a retained event would be told again to every newcomer
+            info = self._client.publish(topic, payload, qos=self.config.qos, retain=retain)
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
                 raise ConnectionError(f"MQTT: publish failed: {self._mqtt.error_string(info.rc)}")
             handed[index] = info  # paho sends it again after a reconnect if need be

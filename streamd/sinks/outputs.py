@@ -1,6 +1,7 @@
 """Every configured sink, behind its own runner: where analysis hands what it makes.
 
-Records fan out to every sink without blocking (each runner queues or drops and
+Records (of analysed frames, and track events: those with an `event` key) fan out to
+every sink that takes their kind (`kinds`), without blocking (each runner queues or drops and
 counts). Camera states go to the sinks that publish them (MQTT's retained
 `<prefix>/<camera>/state`) when one changes, straight from the cameras' once-a-second
 measurement, not through the detector. The sinks are a lifecycle part of their own,
@@ -26,9 +27,13 @@ class Outputs:
             runner.start()
 
     def offer_many(self, records: list[Record]) -> None:
-        """Hand `records` to every sink (any thread; never blocks)."""
+        """Hand `records` to every sink that takes their kind (any thread; never blocks)."""
+        events = [record for record in records if "event" in record]
+        frames = [record for record in records if "event" not in record] if events else records
         for runner in self.runners:
-            runner.offer_many(records)
+            taken = (frames if "frames" in runner.kinds else []) + (events if "events" in runner.kinds else [])
+            if taken:
+                runner.offer_many(taken)
 
     def camera_states(self, states: dict[str, str]) -> None:
         """Every camera's state now; sinks that publish states hear of it when one changed."""

@@ -1,0 +1,1 @@
+"""Tracks per camera: identities across analysed frames, track events, best-face crops."""

@@ -1,0 +1,259 @@
+"""Best-face crops: cut from the camera's picture, aligned for recognition, kept on disk
+within an age and a size.
+
+A track keeps only its best sighting's crop (the face with a margin, at the camera's
+own resolution), replaced when a better sighting comes: never a frame. When the track
+ends, `CropStore` writes that crop as a JPEG and an aligned 112x112 chip beside it
+(the five-landmark similarity transform onto the ArcFace template, which ArcFace-style
+recognition models expect), then hands on the track's event with the paths in it, so a
+consumer that reads an event finds its files. Writing is on the store's own thread,
+off the inference path; a full queue or a failed write costs the files, never the event
+(`crop` is null then, and the loss is counted).
+
+Retention: files older than `max_age_h` go, then the oldest until the directory holds
+at most `max_mb`. The store reads the directory once at start and keeps its own
+account after that, so a sweep never walks a million files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamd.base.failures import Failures
+from streamd.config.schema import CropsConfig
+from streamd.frames.jpeg import encode_jpeg
+
+log = logging.getLogger(__name__)
+
+CHIP_SIZE = 112
+# Where ArcFace-style models want the eyes, nose and mouth corners of a 112x112 chip.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+_QUEUE = 1000
+_SWEEP_EVERY_S = 30.0
+_FAILURE_LOG_EVERY_S = 60.0
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A face cut from the camera's picture with a margin, and its landmarks in the cut."""
+
+    pixels: np.ndarray
+    """H x W x 3 RGB uint8, the camera's own resolution."""
+    landmarks: np.ndarray
+    """5 x 2, in the cut's pixels."""
+
+
+def cut(picture: np.ndarray, box: list[float], landmarks: list[list[float]], margin: float) -> FaceCrop:
+    """The face in `box` (the picture's pixels) with `margin` of its size on every side."""
+    height, width = picture.shape[:2]
+    x1, y1, x2, y2 = box
+    grow_x, grow_y = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, int(x1 - grow_x)), max(0, int(y1 - grow_y))
+    right, bottom = min(width, int(np.ceil(x2 + grow_x))), min(height, int(np.ceil(y2 + grow_y)))
+    pixels = np.array(picture[top:bottom, left:right])  # a copy: the picture is not kept
+    points = np.asarray(landmarks, dtype=np.float64) - (left, top)
+    return FaceCrop(pixels, points)
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity transform (rotation, uniform scale, shift) that maps `source`
+    points onto `target` best in least squares (Umeyama's method)."""
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    source_centred, target_centred = source - source_mean, target - target_mean
+    covariance = target_centred.T @ source_centred / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rotation = u @ np.diag(sign) @ vt
+    variance = (source_centred**2).sum() / len(source)
+    scale = (singular * sign).sum() / variance if variance > 0 else 1.0
+    shift = target_mean - scale * rotation @ source_mean
+    transform: np.ndarray = np.hstack([scale * rotation, shift[:, None]])
+    return transform
+
+
+def align(crop: FaceCrop, size: int = CHIP_SIZE) -> np.ndarray:
+    """The aligned `size` x `size` chip: the crop warped so its landmarks fall on the
+    ArcFace template (bilinear; outside the crop is black)."""
+    forward = similarity(crop.landmarks, ARCFACE_TEMPLATE * (size / CHIP_SIZE))
+    inverse = np.linalg.inv(np.vstack([forward, [0.0, 0.0, 1.0]]))[:2]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    source_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    source_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    pixels = crop.pixels.astype(np.float32)
+    height, width = pixels.shape[:2]
+    x0, y0 = np.floor(source_x).astype(int), np.floor(source_y).astype(int)
+    fx, fy = (source_x - x0)[..., None], (source_y - y0)[..., None]
+    inside = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < width) & (y0 + 1 < height)
+    x0c, y0c = np.clip(x0, 0, max(0, width - 2)), np.clip(y0, 0, max(0, height - 2))
+    x1c, y1c = np.minimum(x0c + 1, width - 1), np.minimum(y0c + 1, height - 1)
+    top = pixels[y0c, x0c] * (1 - fx) + pixels[y0c, x1c] * fx
+    bottom = pixels[y1c, x0c] * (1 - fx) + pixels[y1c, x1c] * fx
+    chip = (top * (1 - fy) + bottom * fy) * inside[..., None]
+    aligned: np.ndarray = np.clip(chip + 0.5, 0, 255).astype(np.uint8)
+    return aligned
+
+
+@dataclass(frozen=True)
+class _Job:
+    event: Record
+    crop: FaceCrop
+
+
+class CropStore:
+    def __init__(
+        self,
+        settings: CropsConfig,
+        emit: Callable[[list[Record]], None],
+        on_lost: Callable[[str], None] = lambda reason: None,
+        failures: Failures | None = None,
+    ) -> None:
+        """`emit` hands events on (to the sinks); `on_lost(reason)` counts crops not written."""
+        self.settings = settings
+        self.emit = emit
+        self.on_lost = on_lost
+        self.failures = failures or Failures()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="crops", daemon=True)
+        self._files: deque[tuple[float, Path, int]] = deque()  # (mtime, path, bytes), oldest first
+        self._bytes = 0
+        self._failure_logged_at = -_FAILURE_LOG_EVERY_S
+        self._stopping = False
+
+    @property
+    def directory(self) -> Path:
+        assert self.settings.directory is not None  # the config fills it in
+        return Path(self.settings.directory)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, event: Record, crop: FaceCrop | None) -> None:
+        """Write `crop` for `event` (a `track_ended`), then emit the event; without a crop,
+        or when the store is behind or stopped, the event goes on at once with `crop` null."""
+        if crop is None or not self.settings.enabled or self._stopping:
+            self.emit([event])
+            return
+        try:
+            self._jobs.put_nowait(_Job(event, crop))
+        except queue.Full:
+            self.on_lost("queue_full")
+            self.emit([event])
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued within `timeout`; events left then go on without crops."""
+        self._stopping = True
+        if not self._thread.is_alive():
+            return True
+        with contextlib.suppress(queue.Full):
+            self._jobs.put(None, timeout=max(0.0, timeout))
+        self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        self._index()
+        swept = time.monotonic()
+        while True:
+            try:
+                job = self._jobs.get(timeout=_SWEEP_EVERY_S)
+            except queue.Empty:
+                job = None if self._stopping else _NO_JOB
+            if job is None:
+                return
+            if job is not _NO_JOB:
+                self._write(job)
+            if time.monotonic() - swept >= _SWEEP_EVERY_S or self._bytes > self.settings.max_mb * 1e6:
+                self._sweep()
+                swept = time.monotonic()
+
+    def _write(self, job: _Job) -> None:
+        event = job.event
+        best = event["best"]
+        stamp = datetime.fromtimestamp(event["first_at"], UTC)
+        relative = Path(event["camera"]) / stamp.strftime("%Y-%m-%d") / f"{stamp:%H%M%S}.{stamp:%f}-{event['track']}"
+        try:
+            crop_path = relative.with_name(relative.name + ".jpg")
+            chip_path = relative.with_name(relative.name + "-chip.jpg")
+            quantizer = self.settings.jpeg_quantizer
+            self._save(crop_path, encode_jpeg(job.crop.pixels, quantizer))
+            self._save(chip_path, encode_jpeg(align(job.crop), quantizer))
+            best["crop"], best["chip"] = str(crop_path), str(chip_path)
+        except (OSError, ValueError) as error:
+            self.on_lost("write_error")
+            now = time.monotonic()
+            if now - self._failure_logged_at >= _FAILURE_LOG_EVERY_S:
+                self._failure_logged_at = now
+                log.warning("crops: cannot write under %s: %s (logged once a minute)", self.directory, error)
+        self.emit([event])
+
+    def _save(self, relative: Path, data: bytes) -> None:
+        path = self.directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        with open(partial, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)  # a reader never sees half a JPEG
+        self._files.append((time.time(), path, len(data)))
+        self._bytes += len(data)
+
+    def _index(self) -> None:
+        """What the directory holds already (an earlier run's crops), oldest first."""
+        found = []
+        for root, _dirs, names in os.walk(self.directory):
+            for name in names:
+                if name.endswith(".jpg"):
+                    path = Path(root) / name
+                    try:
+                        stat = path.stat()
+                    except OSError:
+                        continue
+                    found.append((stat.st_mtime, path, stat.st_size))
+        found.sort()
+        self._files = deque(found)
+        self._bytes = sum(size for _, _, size in found)
+
+    def _sweep(self) -> None:
+        """Remove what is older than `max_age_h`, then the oldest until within `max_mb`."""
+        oldest_kept = time.time() - self.settings.max_age_h * 3600
+        limit = self.settings.max_mb * 1e6
+        while self._files and (self._files[0][0] < oldest_kept or self._bytes > limit):
+            _, path, size = self._files.popleft()
+            self._bytes -= size
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                log.warning("crops: cannot remove %s: %s", path, error)
+            _remove_empty(path.parent, self.directory)
+
+
+_NO_JOB = _Job({}, FaceCrop(np.zeros((0, 0, 3), np.uint8), np.zeros((5, 2))))
+
+
+def _remove_empty(folder: Path, root: Path) -> None:
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone): stop climbing
+        folder = folder.parent

@@ -1,0 +1,125 @@
+"""Every camera's tracks, fed from the engine's deliver thread, a batch at a time.
+
+Faces get their `track` in the frame records before the records go to the sinks;
+`track_started` events go with them. A track that ends (lost, its camera stopped or
+restarted, the tracking settings reloaded, the daemon stopping) goes to the crop store,
+which writes its best face and then hands its `track_ended` event to the sinks.
+Cameras are attached and detached from the event loop while the deliver thread
+observes: one lock covers the table of cameras.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from streamd.base.failures import Failures
+from streamd.config.schema import TrackingConfig
+from streamd.frames.frame import Frame
+from streamd.metrics.registry import Metrics
+from streamd.tracks.crops import CropStore
+from streamd.tracks.tracker import CameraTracks, Track
+
+Record = dict[str, Any]
+
+
+class Tracking:
+    def __init__(
+        self,
+        settings: TrackingConfig,
+        emit: Callable[[list[Record]], None],
+        metrics: Metrics,
+        failures: Failures | None = None,
+    ) -> None:
+        """`emit` hands events to the sinks (from the deliver thread and the crop store's)."""
+        self.settings = settings
+        self.emit = emit
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._cameras: dict[str, CameraTracks] = {}
+        # Per camera for the daemon's life: a restarted camera's tracks go on numbering.
+        self._ids: dict[str, itertools.count[int]] = {}
+        self.crops = CropStore(settings.crops, emit, lambda reason: metrics.crops_lost.labels(reason).inc(), failures)
+
+    def start(self) -> None:
+        self.crops.start()
+
+    def attach(self, camera_id: str) -> None:
+        with self._lock:
+            if self.settings.enabled and camera_id not in self._cameras:
+                ids = self._ids.setdefault(camera_id, itertools.count(1))
+                self._cameras[camera_id] = CameraTracks(camera_id, self.settings, ids)
+                self.metrics.tracks_active.labels(camera_id).set(0)
+
+    def detach(self, camera_id: str, reason: str, forget: bool = False) -> None:
+        """End the camera's open tracks with `reason`; `forget`: it was removed."""
+        with self._lock:
+            tracks = self._cameras.pop(camera_id, None)
+            ended = tracks.end_all() if tracks is not None else []
+            if tracks is not None and not forget:  # a removed camera's series are dropped with the rest
+                self.metrics.tracks_active.labels(camera_id).set(0)
+        self._end(camera_id, ended, reason)
+
+    def update(self, settings: TrackingConfig) -> None:
+        """Reloaded settings: every camera's open tracks end (`reload`) and tracking goes on
+        under the new ones (ids continue)."""
+        if settings == self.settings:
+            return
+        with self._lock:
+            cameras = list(self._cameras)
+        for camera_id in cameras:
+            self.detach(camera_id, "reload")
+        self.settings = settings
+        self.crops.settings = settings.crops
+        for camera_id in cameras:
+            self.attach(camera_id)
+
+    def observe(self, analysed: list[tuple[Frame, list[Record]]]) -> list[Record]:
+        """Give the faces of a batch's frames their tracks; returns the `track_started`
+        events (deliver thread). Lost tracks go to the crop store."""
+        if not self.settings.enabled:
+            return []
+        started: list[Record] = []
+        ended: list[tuple[str, list[Track]]] = []
+        with self._lock:
+            for frame, faces in analysed:
+                tracks = self._cameras.get(frame.camera_id)
+                if tracks is None:  # its camera restarted while the frame was in the engine
+                    for face in faces:
+                        face["track"] = None
+                    continue
+                now_started, lost = tracks.observe(frame, faces)
+                started += now_started
+                if lost:
+                    ended.append((frame.camera_id, lost))
+                self.metrics.tracks_active.labels(frame.camera_id).set(len(tracks.open))
+        for event in started:
+            self.metrics.track_events.labels(event["camera"], "track_started").inc()
+        for camera_id, lost in ended:
+            self._end(camera_id, lost, "lost")
+        return started
+
+    def expire(self, now_mono: float) -> None:
+        """End the tracks not seen for `lost_after_s`, also of cameras that send no frames
+        now (down, reconnecting): from the once-a-second clock, on the event loop."""
+        with self._lock:
+            lost = [(camera_id, tracks.lost(now_mono)) for camera_id, tracks in self._cameras.items()]
+            for camera_id, tracks in self._cameras.items():
+                self.metrics.tracks_active.labels(camera_id).set(len(tracks.open))
+        for camera_id, ended in lost:
+            self._end(camera_id, ended, "lost")
+
+    def stop(self, timeout: float) -> bool:
+        """End every open track (`stopped`) and write their crops within `timeout`."""
+        with self._lock:
+            cameras = list(self._cameras)
+        for camera_id in cameras:
+            self.detach(camera_id, "stopped")
+        return self.crops.stop(timeout)
+
+    def _end(self, camera_id: str, tracks: list[Track], reason: str) -> None:
+        for track in tracks:
+            self.metrics.track_events.labels(camera_id, "track_ended").inc()
+            self.crops.put(track.ended(camera_id, reason), track.best_crop)
