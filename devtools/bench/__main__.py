@@ -17,6 +17,7 @@ BENCHES = {
     "memory": "resident memory per 1080p camera at 10 and 20 cameras, streamd against PyAV alone",
     "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
     "reload-soak": "reload storms one after another: memory by kind after each, leak or allocator slack",
+    "tracks": "tracking on clips of moving faces with ground truth: switches, coverage, events, CPU",
 }
 
 

@@ -109,12 +109,16 @@ class Detector:
         if tracking is not None:  # the open tracks end, their crops written, their events handed on
             left = max(0.0, deadline - time.monotonic())
             drained = await run_in_thread(lambda: tracking.stop(left), name="tracks-stop") and drained
+        events = f" (and {tracking.events} track events)" if tracking is not None else ""
         if drained:
-            log.info("detector stopped: %d frames inferred, every one handed to the sinks", self.inferred)
+            log.info("detector stopped: %d frames inferred, every one handed to the sinks%s", self.inferred, events)
             for engine in self.engines:  # an engine still running a batch is not closed under it
                 engine.close()
         else:
-            log.error("detector stopped: %d frames inferred, but the engine did not finish in time", self.inferred)
+            log.error(
+                "detector stopped: %d frames inferred, but the engine or the crops did not finish in time",
+                self.inferred,
+            )
         return drained
 
     def engine_stuck_s(self) -> float:

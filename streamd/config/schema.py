@@ -433,8 +433,8 @@ class TrackingConfig(StrictModel):
     """Analysed frames a face must be seen in before its track is confirmed
     (`track_started`); until then its `track` is null."""
     min_iou: float = Field(0.1, gt=0, lt=1)
-    """The least overlap of a face with a track's predicted place (both grown 3x about
-    their centres) for them to match."""
+    """The least overlap (IoU) of a face with a track's predicted place, both grown 2x
+    about their centres, for them to match."""
     # Validated from {} with the file's context: the default directory is beside the file.
     crops: CropsConfig = Field(default_factory=dict, validate_default=True)
     """Best-face crops of ended tracks."""

@@ -227,11 +227,11 @@ class Metrics:
         )
         self.crops_lost = Counter(
             "streamd_crops_lost",
-            "Best-face crops not written (queue_full, write_error); their events went on without them.",
+            "Best-face crops not written (queue_full, write_error, shutdown); their events went on without them.",
             ["reason"],
             registry=self.registry,
         )
-        for reason in ("queue_full", "write_error"):
+        for reason in ("queue_full", "write_error", "shutdown"):
             self.crops_lost.labels(reason)
         self._nvdec_registered = False
         self._per_camera = (

@@ -127,7 +127,8 @@ class CropStore:
         on_lost: Callable[[str], None] = lambda reason: None,
         failures: Failures | None = None,
     ) -> None:
-        """`emit` hands events on (to the sinks); `on_lost(reason)` counts crops not written."""
+        """`emit` hands events on (to the sinks); `on_lost(reason)` counts crops not
+        written (`queue_full`, `write_error`, `shutdown`)."""
         self.settings = settings
         self.emit = emit
         self.on_lost = on_lost
@@ -164,13 +165,25 @@ class CropStore:
         self._stopping = True
         if not self._thread.is_alive():
             return True
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self._jobs.put(None, timeout=max(0.0, timeout))
-        self._thread.join(max(0.0, timeout))
-        return not self._thread.is_alive()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            return True
+        # Out of time (a disk that hangs): the events still waiting go on without crops.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return False
+            if job is not None and job is not _NO_JOB:
+                self.on_lost("shutdown")
+                self.emit([job.event])
 
     def _run(self) -> None:
         self._index()
+        self._sweep()  # what an earlier run left beyond the limits goes first
         swept = time.monotonic()
         while True:
             try:

@@ -41,6 +41,8 @@ class Tracking:
         self._cameras: dict[str, CameraTracks] = {}
         # Per camera for the daemon's life: a restarted camera's tracks go on numbering.
         self._ids: dict[str, itertools.count[int]] = {}
+        self.events = 0
+        """Track events made so far (every one handed to the sinks, after its crop)."""
         self.crops = CropStore(settings.crops, emit, lambda reason: metrics.crops_lost.labels(reason).inc(), failures)
 
     def start(self) -> None:
@@ -97,6 +99,7 @@ class Tracking:
                 self.metrics.tracks_active.labels(frame.camera_id).set(len(tracks.open))
         for event in started:
             self.metrics.track_events.labels(event["camera"], "track_started").inc()
+        self.events += len(started)
         for camera_id, lost in ended:
             self._end(camera_id, lost, "lost")
         return started
@@ -120,6 +123,7 @@ class Tracking:
         return self.crops.stop(timeout)
 
     def _end(self, camera_id: str, tracks: list[Track], reason: str) -> None:
+        self.events += len(tracks)
         for track in tracks:
             self.metrics.track_events.labels(camera_id, "track_ended").inc()
             self.crops.put(track.ended(camera_id, reason), track.best_crop)
