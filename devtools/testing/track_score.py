@@ -115,6 +115,11 @@ def score(scene: Scene, frames: list[Record], events: list[Record], clip_time: A
     return TrackScore(sorted(faces.values(), key=lambda f: f.walker), len(seen - set(owner)))
 
 
+def matched_faces(scene: Scene, record: Record, t: float) -> int:
+    """How many of the faces in view at `t` one of `record`'s faces matches."""
+    return len(_match(visible(scene, t), [face["box"] for face in record["faces"]]))
+
+
 def _match(truth: list[tuple[int, Box]], boxes: list[list[float]]) -> dict[int, int]:
     pairs = sorted(
         ((_iou(box, found), walker, index) for walker, box in truth for index, found in enumerate(boxes)),

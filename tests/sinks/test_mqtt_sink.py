@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,39 +20,7 @@ from streamd.sinks.base import Record, SinkRunner
 from streamd.sinks.mqtt import MqttSink
 from tests.support.daemon import spawn_streamd, stop_daemon
 from tests.support.environment import system_binary
-
-
-class Mosquitto:
-    """A broker with persistence, so a subscriber's session survives its restart."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary, self.port = binary, free_port()
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {directory}/\nuser root\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        import socket
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+from tests.support.mqtt import Mosquitto, Subscriber
 
 
 @pytest.fixture
@@ -65,40 +31,6 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield server
     finally:
         server.stop()
-
-
-class Subscriber:
-    """Everything under `streamd/#`, QoS 1, with a session the broker keeps across restarts."""
-
-    def __init__(self, port: int, client_id: str = "test-subscriber") -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.messages: list[tuple[str, str, bool]] = []
-        self._lock = threading.Lock()
-        self.client: Any = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        self.client.on_connect = lambda c, *_: c.subscribe("streamd/#", qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(1, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        with self._lock:
-            self.messages.append((message.topic, message.payload.decode(), bool(message.retain)))
-
-    def faces(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [json.loads(payload) for topic, payload, _ in self.messages if topic.endswith("/faces")]
-
-    def last(self, topic: str) -> str | None:
-        with self._lock:
-            payloads = [payload for t, payload, _ in self.messages if t == topic]
-        return payloads[-1] if payloads else None
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
