@@ -61,6 +61,13 @@ class Watched(Protocol):
 
     def snapshot(self, camera_id: str) -> Snapshot | None: ...
 
+    def tracks_of(self, camera_id: str) -> dict[str, Any] | None:
+        """`active` tracks and the tracks whose `best_faces` were written last (newest
+        first); None while tracking is off."""
+        ...
+
+    def best_face(self, camera_id: str, track: int) -> bytes | None: ...
+
 
 class Health:
     def __init__(
@@ -157,6 +164,9 @@ class Health:
     def snapshot(self, camera_id: str) -> Snapshot | None:
         return self.watched.snapshot(camera_id)
 
+    def best_face(self, camera_id: str, track: int) -> bytes | None:
+        return self.watched.best_face(camera_id, track)
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         cameras = []
@@ -182,6 +192,7 @@ class Health:
                     "analysed_fps": rates.analysed_fps if rates else None,
                     "last_frame_age_s": None if last is None else round(now - last, 3),
                     "reconnects": status.reconnects,
+                    "tracks": self.watched.tracks_of(status.camera_id),
                 }
             )
         ready, why = self.ready()

@@ -8,7 +8,8 @@ Routes (GET, and HEAD: the same headers, no body):
 - `/readyz`: 200 once the engine is loaded and enough cameras stream, else 503 and why;
 - `/status`: JSON per camera, every string passed through the credential mask;
 - `/`: the status page;
-- `/cameras/<id>/latest.jpg`: the camera's last analysed frame with its faces drawn.
+- `/cameras/<id>/latest.jpg`: the camera's last analysed frame with its faces drawn;
+- `/cameras/<id>/best/<track>.jpg`: the best face of one of its last ended tracks.
 
 With `metrics.pictures: false` no route shows a picture of anyone: the snapshots answer
 404 and the status page has no images, while metrics and status stay.
@@ -45,6 +46,10 @@ class HealthView(Protocol):
 
     def snapshot(self, camera_id: str) -> Snapshot | None:
         """The camera's last analysed frame as a JPEG, faces drawn; None when there is none."""
+        ...
+
+    def best_face(self, camera_id: str, track: int) -> bytes | None:
+        """The best face of one of the camera's last ended tracks (JPEG); None otherwise."""
         ...
 
 
@@ -94,6 +99,9 @@ class Routes:
             return Reply(200, page, "text/html; charset=utf-8")
         if path.startswith("/cameras/") and path.endswith("/latest.jpg"):
             return self._snapshot(health, path[len("/cameras/") : -len("/latest.jpg")])
+        camera_id, _, best = path[len("/cameras/") :].partition("/best/")
+        if path.startswith("/cameras/") and best.endswith(".jpg") and best[: -len(".jpg")].isdigit():
+            return self._best_face(health, camera_id, int(best[: -len(".jpg")]))
         return text(404, "not found")
 
     def _metrics(self, request: Request) -> Reply:
@@ -112,6 +120,14 @@ class Routes:
         if snapshot is None:
             return text(404, "no analysed frame of that camera yet")
         return Reply(200, snapshot.jpeg, "image/jpeg", (("X-Frame-Seq", str(snapshot.seq)),))
+
+    def _best_face(self, health: HealthView, camera_id: str, track: int) -> Reply:
+        if not self.pictures:
+            return text(404, "pictures are off on this listener (metrics.pictures: false)")
+        jpeg = health.best_face(camera_id, track)
+        if jpeg is None:
+            return text(404, "no best face of that track here (not among the last ended, or removed)")
+        return Reply(200, jpeg, "image/jpeg")
 
 
 Answer = Callable[[Request], Reply]

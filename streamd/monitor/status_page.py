@@ -17,11 +17,24 @@ body { font-family: sans-serif; margin: 1em; background: #fafafa; }
 .camera img { width: 480px; background: #eee; display: block; min-height: 40px; }
 .streaming { color: #080; } .backoff, .starting { color: #b60; } .failed, .stopped { color: #b00; }
 td { padding-right: 1em; }
+.faces { display: flex; gap: 4px; } .faces img.face { width: 76px; height: auto; min-height: 0; }
 """
 
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _best_faces(cid: str, tracks: dict[str, Any] | None, pictures: bool) -> str:
+    """The camera's open tracks and the best faces of its last ended ones."""
+    if tracks is None:
+        return ""
+    faces = "".join(
+        f'<img class="face" alt="best face of track {int(track)}" title="track {int(track)}" '
+        f'src="/cameras/{cid}/best/{int(track)}.jpg">'
+        for track in tracks["best_faces"]
+    )
+    return f"<p>{int(tracks['active'])} track(s) open</p>" + (f'<div class="faces">{faces}</div>' if pictures else "")
 
 
 def render(status: dict[str, Any], pictures: bool = True) -> bytes:
@@ -44,6 +57,7 @@ def render(status: dict[str, Any], pictures: bool = True) -> bytes:
                 if pictures
                 else ""
             )
+            + _best_faces(cid, camera.get("tracks"), pictures)
             + "</div>"
         )
     summary = html.escape(status["summary"])

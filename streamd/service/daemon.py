@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from streamd.analysis.detector import Detector
 from streamd.analysis.discard import DiscardingConsumer
@@ -157,6 +158,16 @@ class Daemon:
 
     def snapshot(self, camera_id: str) -> Snapshot | None:
         return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
+
+    def tracks_of(self, camera_id: str) -> dict[str, Any] | None:
+        tracking = self.detector.tracking if self.detector is not None else None
+        if tracking is None or not tracking.settings.enabled:
+            return None
+        return {"active": tracking.active(camera_id), "best_faces": tracking.crops.recent(camera_id)}
+
+    def best_face(self, camera_id: str, track: int) -> bytes | None:
+        tracking = self.detector.tracking if self.detector is not None else None
+        return tracking.crops.best_face(camera_id, track) if tracking is not None else None
 
     def sources(self) -> list[CameraSource]:
         return self.supervisor.sources() if self.supervisor else []

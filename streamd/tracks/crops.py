@@ -45,6 +45,8 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float64,
 )
 _QUEUE = 1000
+RECENT = 6
+"""Best faces kept at hand per camera, for the status page."""
 _SWEEP_EVERY_S = 30.0
 _FAILURE_LOG_EVERY_S = 60.0
 
@@ -139,6 +141,8 @@ class CropStore:
         self._bytes = 0
         self._failure_logged_at = -_FAILURE_LOG_EVERY_S
         self._stopping = False
+        self._recent_lock = threading.Lock()
+        self._recent: dict[str, deque[tuple[int, Path]]] = {}
 
     @property
     def directory(self) -> Path:
@@ -147,6 +151,27 @@ class CropStore:
 
     def start(self) -> None:
         self._thread.start()
+
+    def recent(self, camera_id: str) -> list[int]:
+        """The tracks whose best faces were written last for the camera, newest first."""
+        with self._recent_lock:
+            return [track for track, _ in self._recent.get(camera_id, ())]
+
+    def best_face(self, camera_id: str, track: int) -> bytes | None:
+        """The best-face crop (JPEG) of one of the camera's `recent` tracks; None otherwise
+        (also once retention removed it)."""
+        with self._recent_lock:
+            found = next((path for t, path in self._recent.get(camera_id, ()) if t == track), None)
+        if found is None:
+            return None
+        try:
+            return (self.directory / found).read_bytes()
+        except OSError:
+            return None
+
+    def forget(self, camera_id: str) -> None:
+        with self._recent_lock:
+            self._recent.pop(camera_id, None)
 
     def put(self, event: Record, crop: FaceCrop | None) -> None:
         """Write `crop` for `event` (a `track_ended`), then emit the event; without a crop,
@@ -210,6 +235,9 @@ class CropStore:
             self._save(crop_path, encode_jpeg(job.crop.pixels, quantizer))
             self._save(chip_path, encode_jpeg(align(job.crop), quantizer))
             best["crop"], best["chip"] = str(crop_path), str(chip_path)
+            with self._recent_lock:
+                recent = self._recent.setdefault(event["camera"], deque(maxlen=RECENT))
+                recent.appendleft((int(event["track"]), crop_path))
         except (OSError, ValueError) as error:
             self.on_lost("write_error")
             now = time.monotonic()

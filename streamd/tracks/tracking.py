@@ -62,6 +62,8 @@ class Tracking:
             ended = tracks.end_all() if tracks is not None else []
             if tracks is not None and not forget:  # a removed camera's series are dropped with the rest
                 self.metrics.tracks_active.labels(camera_id).set(0)
+        if forget:
+            self.crops.forget(camera_id)
         self._end(camera_id, ended, reason)
 
     def update(self, settings: TrackingConfig) -> None:
@@ -103,6 +105,11 @@ class Tracking:
         for camera_id, lost in ended:
             self._end(camera_id, lost, "lost")
         return started
+
+    def active(self, camera_id: str) -> int:
+        with self._lock:
+            tracks = self._cameras.get(camera_id)
+            return len(tracks.open) if tracks is not None else 0
 
     def expire(self, now_mono: float) -> None:
         """End the tracks not seen for `lost_after_s`, also of cameras that send no frames

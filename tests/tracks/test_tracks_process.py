@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from streamd.analysis.postprocess import PostprocessSettings
 from streamd.analysis.still_images import detect_images
 from tests.support.daemon import spawn_streamd, stop_daemon
 from tests.support.environment import StartRtspServer, system_binary
+from tests.support.listener import fetch, sample, scrape
 from tests.support.mqtt import Mosquitto, Subscriber
 from tests.support.redis import RedisServer
 from tests.support.streams import until, write_atomically
@@ -79,12 +82,12 @@ def test_moving_faces_keep_one_track_each_with_one_started_and_one_ended_event(
     mosquitto.start()
     redis.start()
     subscriber = Subscriber(mosquitto.port)
-    out, crops = tmp_path / "records.jsonl", tmp_path / "crops"
+    out, crops, port = tmp_path / "records.jsonl", tmp_path / "crops", free_port()
     config = tmp_path / "streams.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+                "metrics": {"listen": f"127.0.0.1:{port}"},
                 "engine": {"model": str(canonical_model), "threads": 1},
                 "tracking": {"lost_after_s": 1.0, "crops": {"directory": str(crops)}},
                 "sinks": [
@@ -109,10 +112,14 @@ def test_moving_faces_keep_one_track_each_with_one_started_and_one_ended_event(
 
         until(past_first_showing, 120, "a showing and a half of each clip", process)
         until(lambda: len(subscriber.events()) >= 2, 20, "events on MQTT", process)
-        stop_daemon(process)
+        assert_the_listener_shows_tracks(port, list(clips))
+        stderr = stop_daemon(process)
         records = read(out)
+        said = re.search(r"(\d+) frames inferred, every one handed to the sinks \(and (\d+) track events\)", stderr)
+        assert said, stderr[-3000:]
+        assert len(records) == int(said.group(1)) + int(said.group(2)), "every record and event is in the file"
         for camera in clips:
-            figures, shown, events = camera_score(camera, records)
+            figures, _, events = camera_score(camera, records)
             assert len(figures.faces) == len(SHOWN[camera].walkers), (camera, figures.line())
             assert figures.switches_per_face <= 0.2, (camera, figures.line(), [f.ids for f in figures.faces])
             assert figures.coverage >= 0.85, (camera, figures.line(), [f.ids for f in figures.faces])
@@ -134,6 +141,23 @@ def test_moving_faces_keep_one_track_each_with_one_started_and_one_ended_event(
         subscriber.close()
         mosquitto.stop()
         redis.stop()
+
+
+def assert_the_listener_shows_tracks(port: int, cameras: list[str]) -> None:
+    """/status counts open tracks and names the last best faces, which the listener serves;
+    the metrics count the events."""
+    status = {camera["id"]: camera for camera in json.loads(fetch(port, "/status"))["cameras"]}
+    metrics = scrape(port)
+    for camera in cameras:
+        tracks = status[camera]["tracks"]
+        assert tracks["active"] >= 0 and tracks["best_faces"], (camera, tracks)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/cameras/{camera}/best/{tracks['best_faces'][0]}.jpg"
+        ) as reply:
+            assert reply.headers["Content-Type"] == "image/jpeg" and reply.read(2) == b"\xff\xd8"
+        for event in ("track_started", "track_ended"):
+            assert (sample(metrics, "streamd_track_events_total", camera=camera, event=event) or 0) >= 1
+        assert sample(metrics, "streamd_tracks_active", camera=camera) is not None
 
 
 def assert_crops_hold_the_faces(ended: list[Record], crops: Path, model: Path) -> None:
