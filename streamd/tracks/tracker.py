@@ -33,6 +33,7 @@ import numpy as np
 
 from streamd.config.schema import TrackingConfig
 from streamd.frames.frame import Frame
+from streamd.frames.letterbox import Letterbox, full_picture
 from streamd.tracks.crops import FaceCrop, cut
 from streamd.tracks.quality import model_input_patch, quality
 
@@ -161,9 +162,11 @@ class CameraTracks:
         if self.settings.crops.enabled:
             if not picture:
                 picture.append(_picture(frame))
-            pixels = picture[0]
+            pixels, margin = picture[0], self.settings.crops.margin
             if pixels is not None:
-                track.best_crop = cut(pixels, face["box"], face["landmarks"], self.settings.crops.margin)
+                track.best_crop = cut(pixels, face["box"], face["landmarks"], margin)
+            elif frame.letterbox is not None:
+                track.best_crop = _cut_model_input(frame.image, frame.letterbox, face, margin)
 
     def lost(self, now_mono: float) -> list[Track]:
         """The tracks not seen for `lost_after_s` by `now_mono`, closed."""
@@ -195,9 +198,26 @@ def _grown(boxes: np.ndarray, factor: float) -> np.ndarray:
     return np.hstack([centres - half, centres + half])
 
 
+def _cut_model_input(image: Any, box: Letterbox, face: Record, margin: float) -> FaceCrop:
+    """The face cut from the model input: what is left of an NVDEC frame after the GPU
+    letterbox (a CuPy image: only the cut comes to the host)."""
+    scale, pad = box.scale, np.array([box.pad_x, box.pad_y], dtype=np.float64)
+    x1, y1, x2, y2 = face["box"]
+    corners = np.array([[x1, y1], [x2, y2]], dtype=np.float64) * scale + pad
+    grow = (corners[1] - corners[0]) * margin
+    height, width = image.shape[:2]
+    left, top = (max(0, int(v)) for v in corners[0] - grow)
+    right, bottom = (
+        min(width, int(np.ceil(corners[1][0] + grow[0]))),
+        min(height, int(np.ceil(corners[1][1] + grow[1]))),
+    )
+    region = image[top:bottom, left:right]
+    pixels = region.get() if hasattr(region, "get") else np.array(region)
+    landmarks = np.asarray(face["landmarks"], dtype=np.float64) * scale + pad - (left, top)
+    return FaceCrop(np.ascontiguousarray(pixels), landmarks)
+
+
 def _picture(frame: Frame) -> np.ndarray | None:
     """The frame's picture at the camera's resolution, RGB; None where only the model
     input is left (NVDEC frames, which stay on the GPU)."""
-    from streamd.frames.letterbox import full_picture
-
     return full_picture(frame.picture) if frame.picture is not None else None
