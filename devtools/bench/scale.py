@@ -40,19 +40,21 @@ from devtools.bench.thread_cpu import cpu_by_role, spent_between
 from streamd.analysis.detector import Detector
 from streamd.base.tasks import event_loop_factory
 from streamd.camera.slot import LatestFrameSlot
-from streamd.config.schema import BatcherConfig, JsonlSinkConfig, PostprocessConfig
+from streamd.config.schema import BatcherConfig, JsonlSinkConfig, PostprocessConfig, TrackingConfig
 from streamd.frames.frame import Frame, StageTimes
 from streamd.frames.letterbox import letterbox_geometry
 from streamd.metrics.registry import Metrics
 from streamd.model.canonical import ROW_WIDTH, SCORE_COLUMN
 from streamd.sinks.factory import build_sinks
 from streamd.sinks.outputs import Outputs
+from streamd.tracks.tracking import Tracking
 
 INPUT = 640
 CANDIDATES = 25200  # YOLOv5-Face at 640: (80^2 + 40^2 + 20^2) anchors x 3
 # Seconds per batch: fixed + per frame.
 ENGINES = {"zero": (0.0, 0.0), "a10": (0.002, 0.00097)}
 LAG_PERIOD_S = 0.01
+FACES_PER_FRAME = 2
 FULL_SHARE = 0.99
 
 
@@ -72,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where the figures go")
+    parser.add_argument(
+        "--tracking",
+        choices=["off", "on", "both"],
+        default="off",
+        help="the tracking stage after postprocess (crops off); both: each run twice, and the tracker's "
+        "CPU per face from the deliver thread's difference (default: %(default)s)",
+    )
 
 
 class SleepingEngine:
@@ -109,7 +118,7 @@ def _candidate_planes(rng: random.Random) -> np.ndarray:
     rows = generator.uniform(0, INPUT, (CANDIDATES, ROW_WIDTH)).astype(np.float32)
     rows[:, 2:4] = generator.uniform(4, 40, (CANDIDATES, 2))
     rows[:, SCORE_COLUMN] = generator.uniform(0, 0.05, CANDIDATES)
-    for face in range(2):  # two faces, each seen by four neighbouring anchors
+    for face in range(FACES_PER_FRAME):  # each seen by four neighbouring anchors
         centre = np.array([150 + 300 * face, 320], np.float32)
         for anchor in range(4):
             row = rows[1000 * face + anchor]
@@ -155,6 +164,7 @@ class Camera(threading.Thread):
 @dataclass
 class ScaleFigures:
     engine: str
+    tracking: bool
     cameras: int
     target_fps: float
     analysed_fps: float
@@ -174,7 +184,8 @@ class ScaleFigures:
 
     def line(self) -> str:
         return (
-            f"engine={self.engine} cameras={self.cameras} analysed={self.analysed_fps:.0f}/{self.target_fps:.0f} fps "
+            f"engine={self.engine} tracking={'on' if self.tracking else 'off'} cameras={self.cameras} "
+            f"analysed={self.analysed_fps:.0f}/{self.target_fps:.0f} fps "
             f"us_per_frame={self.us_per_frame:.1f} loop_lag_p50_ms={self.loop_lag_p50_ms:.2f} "
             f"loop_lag_p99_ms={self.loop_lag_p99_ms:.2f} replaced={self.replaced} stale={self.stale} "
             f"mean_batch={self.mean_batch:.1f} "
@@ -189,13 +200,20 @@ async def _lag_probe(lags: list[float]) -> None:
         lags.append(max(0.0, time.monotonic() - expected))
 
 
-async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> ScaleFigures:
+async def _run(engine: str, count: int, args: argparse.Namespace, out: Path, tracks: bool) -> ScaleFigures:
     metrics = Metrics()
     fixed_s, per_frame_s = ENGINES[engine]
     outputs = Outputs(build_sinks([JsonlSinkConfig(path=str(out / "records.jsonl"), rotate_mb=None)], metrics))
     batcher = BatcherConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
+    settings = TrackingConfig.model_validate({"crops": {"enabled": False, "directory": str(out)}})
+    tracking = Tracking(settings, outputs.offer_many, metrics) if tracks else None
     detector = Detector(
-        [SleepingEngine(args.max_batch, fixed_s, per_frame_s)], batcher, PostprocessConfig(), outputs, metrics
+        [SleepingEngine(args.max_batch, fixed_s, per_frame_s)],
+        batcher,
+        PostprocessConfig(),
+        outputs,
+        metrics,
+        tracking=tracking,
     )
     outputs.start()
     await detector.start()
@@ -253,6 +271,7 @@ async def _run(engine: str, count: int, args: argparse.Namespace, out: Path) -> 
     }
     return ScaleFigures(
         engine,
+        tracks,
         count,
         count * args.fps,
         analysed / elapsed,
@@ -314,13 +333,15 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     figures = []
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tracking]
     with tempfile.TemporaryDirectory(prefix="streamd-scale-") as scratch:
         for engine in engines:
             for count in counts:
-                with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-                    result = runner.run(_run(engine, count, args, Path(scratch)))
-                print(result.line(), flush=True)
-                figures.append(result)
+                for tracks in modes:
+                    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                        result = runner.run(_run(engine, count, args, Path(scratch), tracks))
+                    print(result.line(), flush=True)
+                    figures.append(result)
     for engine in engines:
         full = [f.cameras for f in figures if f.engine == engine and f.full]
         print(f"engine={engine}: every frame analysed up to {max(full, default=0)} cameras of those tried")
@@ -329,4 +350,13 @@ def main(args: argparse.Namespace) -> int:
     print(f"figures: {args.out / 'scale.json'}, plot: {args.out / 'scale.png'}")
     headline = next((f for f in figures if f.engine == "zero" and f.cameras == 200), figures[-1])
     print(f"us_per_frame={headline.us_per_frame:.1f} loop_lag_p99_ms={headline.loop_lag_p99_ms:.2f}")
+    if args.tracking == "both":
+        without, with_tracks = (
+            next(
+                f for f in figures if f.engine == headline.engine and f.cameras == headline.cameras and f.tracking == on
+            )
+            for on in (False, True)
+        )
+        extra = with_tracks.us_by_thread["deliver"] - without.us_by_thread["deliver"]
+        print(f"tracking_us_per_face={extra / FACES_PER_FRAME:.1f} (deliver thread, {headline.cameras} cameras)")
     return 0
