@@ -152,6 +152,7 @@ def test_deep_check_reports_each_part_by_its_key(canonical_model: Path, tmp_path
         config = {
             "metrics": {"listen": f"127.0.0.1:{taken}"},
             "engine": {"model": str(canonical_model), "backend": "tensorrt"},
+            "tracking": {"crops": {"directory": str(blocked / "crops")}},
             "sinks": [{"path": str(blocked / "d.jsonl")}],
             "cameras": [],
         }
@@ -167,7 +168,11 @@ def test_deep_check_reports_each_part_by_its_key(canonical_model: Path, tmp_path
         for line in lines
     ), lines
     assert any(line.startswith(f"{path} engine: ") and "TensorRT" in line for line in lines), lines
-    assert f"{path}: 3 error(s)" in lines
+    assert any(
+        line.startswith(f"{path} tracking.crops.directory: cannot write {blocked}/crops: {blocked} is a file")
+        for line in lines
+    ), lines
+    assert f"{path}: 4 error(s)" in lines
     assert not blocked.with_name("d.jsonl").exists()
 
 
@@ -186,7 +191,7 @@ def test_deep_check_passes_a_good_file_and_leaves_nothing_behind(canonical_model
     assert f"{path}: engine: 2 onnxruntime instance(s), a batch of 2 in" in result.stdout
     assert f"{path}: OK, 0 camera(s), 0 enabled" in result.stdout
     assert f"{path}: decoders: NVDEC not available here (" in result.stdout, "no GPU here"
-    assert not sink.exists(), "a check writes nothing"
+    assert not sink.exists() and not (tmp_path / "crops").exists(), "a check writes nothing"
 
 
 def test_deep_check_shows_where_seventy_cameras_would_decode_on_an_a10(

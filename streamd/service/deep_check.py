@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
+import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +61,31 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
             JsonLinesSink(Path(sink.path), None, rotate_daily=False).probe()
         except OSError as exc:
             result.problems.append(f"sinks[{index}].path: cannot write {sink.path}: {describe(exc)}")
+    _check_crops(config, result)
     _check_decoders(config, result)
     if config.engine is not None:
         _check_engine(config, result)
     return result
+
+
+def _check_crops(config: StreamsConfig, result: DeepCheck) -> None:
+    """The best-face crops' directory can be written, or made where it is missing; the
+    check makes nothing itself."""
+    crops = config.tracking.crops
+    if not (config.tracking.enabled and crops.enabled and crops.directory):
+        return
+    directory = Path(crops.directory)
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), directory.anchor)
+    try:
+        if not Path(existing).is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a directory")
+        if existing == directory:
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".streamd-check-"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, f"{existing} is not writable")
+    except OSError as exc:
+        result.problems.append(f"tracking.crops.directory: cannot write {directory}: {describe(exc)}")
 
 
 def _check_listener(metrics: MetricsConfig, path: Path, result: DeepCheck) -> None:
