@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from devtools.testing.demo import shared_image
+from devtools.testing.video import encode_h264
 from streamd.analysis.postprocess import PostprocessSettings
 from streamd.analysis.still_images import detect_images
 
@@ -178,24 +178,10 @@ def render(scene: Scene, patches: list[FacePatch], t: float, background: np.ndar
 def make_clip(scene: Scene, patches: list[FacePatch], path: Path) -> Path:
     """Encode `scene` as a camera would send it: H.264, a keyframe a second, no B-frames."""
     background = _background(scene.width, scene.height)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.mkv")
-    with av.open(str(partial), mode="w") as out:
-        stream = out.add_stream("libx264", rate=scene.fps)
-        stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
-        stream.bit_rate = 2_000_000
-        stream.codec_context.gop_size = scene.fps
-        stream.codec_context.max_b_frames = 0
-        stream.options = {"preset": "veryfast", "tune": "zerolatency"}
-        for index in range(round(scene.seconds * scene.fps)):
-            frame = av.VideoFrame.from_ndarray(render(scene, patches, index / scene.fps, background), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, scene.fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    partial.replace(path)
-    return path
+    pictures = (
+        render(scene, patches, index / scene.fps, background) for index in range(round(scene.seconds * scene.fps))
+    )
+    return encode_h264(pictures, path, scene.width, scene.height, scene.fps, bitrate_kbps=2000)
 
 
 def _background(width: int, height: int) -> np.ndarray:

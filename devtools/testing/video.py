@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -73,25 +74,34 @@ def make_video(spec: VideoSpec, path: Path) -> Path:
     big_h = int(math.ceil(spec.height * margin / 2) * 2)
     scene = _load_rgb(spec.image, big_w, big_h) if spec.image else _synthetic_scene(big_w, big_h)
     frames = max(1, round(spec.seconds * spec.fps))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.mkv")
-    with av.open(str(partial), mode="w") as out:
-        stream = out.add_stream("libx264", rate=spec.fps)
-        stream.width = spec.width
-        stream.height = spec.height
-        stream.pix_fmt = "yuv420p"
-        stream.bit_rate = spec.bitrate_kbps * 1000
-        stream.codec_context.gop_size = spec.fps
-        stream.codec_context.max_b_frames = 0
-        stream.options = {"preset": "veryfast", "tune": "zerolatency"}
-        stream.codec_context.time_base = Fraction(1, spec.fps)
+
+    def pictures() -> Iterator[np.ndarray]:
         for index in range(frames):
             dx = _pan_offset(index, frames, big_w - spec.width)
             dy = _pan_offset(index, frames, big_h - spec.height)
-            crop = np.ascontiguousarray(scene[dy : dy + spec.height, dx : dx + spec.width])
-            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
-            frame.pts = index
-            frame.time_base = Fraction(1, spec.fps)
+            yield scene[dy : dy + spec.height, dx : dx + spec.width]
+
+    return encode_h264(pictures(), path, spec.width, spec.height, spec.fps, spec.bitrate_kbps)
+
+
+def encode_h264(
+    pictures: Iterable[np.ndarray], path: Path, width: int, height: int, fps: int, bitrate_kbps: int
+) -> Path:
+    """RGB pictures to a Matroska file as a camera sends them: H.264, yuv420p, a keyframe
+    a second, no B-frames; written beside `path` and renamed, so a reader never sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.mkv")
+    with av.open(str(partial), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bitrate_kbps * 1000
+        stream.codec_context.gop_size = fps
+        stream.codec_context.max_b_frames = 0
+        stream.options = {"preset": "veryfast", "tune": "zerolatency"}
+        stream.codec_context.time_base = Fraction(1, fps)
+        for index, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
