@@ -38,6 +38,7 @@ class Tracking:
         self.emit = emit
         self.metrics = metrics
         self._lock = threading.Lock()
+        self._attached: set[str] = set()  # every camera sending frames, tracked or not
         self._cameras: dict[str, CameraTracks] = {}
         # Per camera for the daemon's life: a restarted camera's tracks go on numbering.
         self._ids: dict[str, itertools.count[int]] = {}
@@ -50,6 +51,7 @@ class Tracking:
 
     def attach(self, camera_id: str) -> None:
         with self._lock:
+            self._attached.add(camera_id)
             if self.settings.enabled and camera_id not in self._cameras:
                 ids = self._ids.setdefault(camera_id, itertools.count(1))
                 self._cameras[camera_id] = CameraTracks(camera_id, self.settings, ids)
@@ -58,6 +60,7 @@ class Tracking:
     def detach(self, camera_id: str, reason: str, forget: bool = False) -> None:
         """End the camera's open tracks with `reason`; `forget`: it was removed."""
         with self._lock:
+            self._attached.discard(camera_id)
             tracks = self._cameras.pop(camera_id, None)
             ended = tracks.end_all() if tracks is not None else []
             if tracks is not None and not forget:  # a removed camera's series are dropped with the rest
@@ -72,12 +75,12 @@ class Tracking:
         if settings == self.settings:
             return
         with self._lock:
-            cameras = list(self._cameras)
+            cameras = sorted(self._attached)
         for camera_id in cameras:
             self.detach(camera_id, "reload")
         self.settings = settings
         self.crops.settings = settings.crops
-        for camera_id in cameras:
+        for camera_id in cameras:  # tracking switched on starts here too
             self.attach(camera_id)
 
     def observe(self, analysed: list[tuple[Frame, list[Record]]]) -> list[Record]:

@@ -113,7 +113,12 @@ def test_a_restarted_camera_ends_its_tracks_and_goes_on_numbering(
     again = run(tracking, frames(group, 3, False), group[3], events)[-1]
     assert min(f["track"] for f in again) > max(f["track"] for f in first), "no id is used twice"
     tracking.update(TrackingConfig.model_validate({"lost_after_s": 5, "crops": {"enabled": False, "directory": "x"}}))
-    assert tracking.stop(5)
     reasons = [e["reason"] for e in events if e["event"] == "track_ended"]
     count = len(group[3])
     assert reasons == ["camera_restarted"] * count + ["reload"] * count
+    # Switched off, then on again by reloads: no tracks while off, tracks again after.
+    tracking.update(TrackingConfig.model_validate({"enabled": False, "crops": {"enabled": False, "directory": "x"}}))
+    assert all("track" not in face for face in run(tracking, frames(group, 3, False), group[3], events)[-1])
+    tracking.update(TrackingConfig.model_validate({"crops": {"enabled": False, "directory": "x"}}))
+    assert all(face["track"] is not None for face in run(tracking, frames(group, 3, False), group[3], events)[-1])
+    assert tracking.stop(5)
