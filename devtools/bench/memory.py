@@ -41,6 +41,12 @@ from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.base.memory import rss_bytes
 
+TRACKING = {
+    "on": "{{crops: {{directory: '{crops}'}}}}",
+    "no-crops": "{{crops: {{enabled: false}}}}",
+    "off": "{{enabled: false}}",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counts", default="10,20", help="camera counts measured (default: %(default)s)")
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-fps", type=int, default=5, help="the cameras' frame rate (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=1.0, help="analysis rate per camera (default: %(default)s)")
     parser.add_argument("--model", type=Path, help="canonical model: the daemon also runs the engine")
+    parser.add_argument(
+        "--tracking",
+        choices=list(TRACKING),
+        default="on",
+        help="tracks and best-face crops (on: the defaults), tracks without crops, or none (default: %(default)s)",
+    )
     parser.add_argument("--settle", type=float, default=20.0, help="seconds after each change before reading")
     parser.add_argument("--measure", type=float, default=10.0, help="seconds of readings, one a second")
     parser.add_argument("--reconnects", type=int, default=3, help="server restarts at the end (default: %(default)s)")
@@ -100,7 +112,9 @@ def _streamd(
     """Resident memory at each camera count, and after the reconnects at the last count."""
     urls = {name: server.url(name) for name in server.mounts}
     config, records, port = work / "streams.yaml", work / "detections.jsonl", free_port()
-    config.write_text(streams_yaml({}, port, records, args.fps, args.model))
+    config.write_text(
+        streams_yaml({}, port, records, args.fps, args.model, TRACKING[args.tracking].format(crops=work / "crops"))
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "streamd", "--log-level", "WARNING", "run", "-c", str(config)],
         stdout=subprocess.DEVNULL,
@@ -111,7 +125,16 @@ def _streamd(
         resident = {0: settled_resident(process.pid, args.settle, args.measure)}
         for count in counts:
             edited = work / "streams.yaml.new"
-            edited.write_text(streams_yaml({n: urls[n] for n in names[:count]}, port, records, args.fps, args.model))
+            edited.write_text(
+                streams_yaml(
+                    {n: urls[n] for n in names[:count]},
+                    port,
+                    records,
+                    args.fps,
+                    args.model,
+                    TRACKING[args.tracking].format(crops=work / "crops"),
+                )
+            )
             edited.replace(config)  # a whole file at once, as editors save
             resident[count] = settled_resident(process.pid, args.settle, args.measure)
             if process.poll() is not None:

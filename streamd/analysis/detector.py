@@ -90,6 +90,11 @@ class Detector:
             return on_gpu
         return letterbox(frame, self.engine.input_width, self.engine.input_height)
 
+    def keeps_pictures(self) -> bool:
+        """Only for best-face crops: a held picture holds a frame of the decoder's pool."""
+        settings = self.tracking.settings if self.tracking is not None else None
+        return settings is not None and settings.enabled and settings.crops.enabled
+
     async def start(self) -> None:
         if self.warmup:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")

@@ -28,6 +28,9 @@ class DiscardingConsumer:
     def convert(self, frame: av.VideoFrame) -> tuple[np.ndarray, Letterbox | None]:
         return to_rgb(frame)
 
+    def keeps_pictures(self) -> bool:
+        return False
+
     async def start(self) -> None:
         pass
 

@@ -57,6 +57,9 @@ class _Collector:
             await self.detach(camera_id)
         return True
 
+    def keeps_pictures(self) -> bool:
+        return False
+
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None:
         self._tasks[camera_id] = asyncio.create_task(self._take(camera_id, slot), name=f"collect-{camera_id}")
 

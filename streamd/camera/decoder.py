@@ -138,8 +138,10 @@ class DecodeSession:
         camera_run: CameraRun | None = None,
         log: Callable[[str], None] | None = None,
         opener: ContainerOpener | None = None,
+        keep_picture: Callable[[], bool] = lambda: False,
     ) -> None:
         self.camera = camera
+        self.keep_picture = keep_picture
         self.deliver = deliver
         self.metrics = metrics
         self.stop = stop
@@ -459,7 +461,8 @@ class DecodeSession:
                 height=frame.height,
                 image=image,
                 letterbox=box,
-                picture=frame if frame.format.name != "cuda" else None,
+                # Host frames only: NVDEC's surfaces belong to the decoder's small pool.
+                picture=frame if frame.format.name != "cuda" and self.keep_picture() else None,
                 times=StageTimes(decode_s=decode_s + (ready - now), ready_mono=ready),
             )
         )

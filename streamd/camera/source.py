@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from streamd.base.failures import Failures
@@ -52,10 +53,13 @@ class CameraSource:
         metrics: CameraMetrics,
         convert: Converter = to_rgb,
         failures: Failures | None = None,
+        keep_picture: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`keep_picture()`: whether a sampled frame carries its decoded picture (asked per frame)."""
         self.camera = camera
         self.failures = failures or Failures()
         self.convert = convert
+        self.keep_picture = keep_picture
         self.camera_id = camera.id
         self.slot = slot
         self.metrics = metrics
@@ -231,6 +235,7 @@ class CameraSource:
             convert=self.convert,
             camera_run=self.run,
             log=self.log.info,
+            keep_picture=self.keep_picture,
         )
 
     def _deliver(self, frame: Frame) -> None:

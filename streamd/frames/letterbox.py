@@ -75,19 +75,6 @@ def letterbox(frame: av.VideoFrame, target_width: int, target_height: int) -> tu
     return canvas, box
 
 
-def full_picture(frame: av.VideoFrame) -> np.ndarray:
-    """`frame` at its own size as RGB uint8, converted as the letterbox converts it."""
-    colour = colour_of(frame)
-    rgb = frame.reformat(
-        format="rgb24",
-        src_colorspace=colour.matrix.swscale_colorspace,
-        src_color_range=colour.swscale_range,
-        threads=1,
-    )
-    pixels: np.ndarray = rgb.to_ndarray()
-    return pixels
-
-
 def load_image(path: str) -> av.VideoFrame:
     """The first picture of an image (or video) file, decoded by FFmpeg."""
     with av.open(path) as container:

@@ -34,12 +34,17 @@ class FrameConsumer(Protocol):
         """The pixels this consumer needs from a sampled frame (runs in decode threads)."""
         ...
 
+    def keeps_pictures(self) -> bool:
+        """Whether sampled frames should carry their decoded picture (best-face crops at
+        the camera's resolution); asked per frame, in decode threads."""
+        ...
+
     def attach(self, camera_id: str, slot: LatestFrameSlot[Frame], priority: int = 0) -> None: ...
 
     async def detach(self, camera_id: str, why: Detached) -> None:
-        """Stop taking the camera's frames. `forget`: it was removed, so what it counted
-        goes too (frames of it still in flight are then not counted); otherwise (a stop, a
-        restart) its frames in flight are counted as usual."""
+        """Stop taking the camera's frames. `why` is `removed`: what it counted goes too
+        (frames of it still in flight are then not counted); otherwise (a stop, a restart)
+        its frames in flight are counted as usual."""
         ...
 
 
@@ -123,6 +128,7 @@ class Supervisor:
             self.metrics.camera(camera.id),
             self.consumer.convert,
             failures=self.failures,
+            keep_picture=self.consumer.keeps_pictures,
         )
         self._sources[camera.id] = source
         self.consumer.attach(camera.id, slot, camera.priority)

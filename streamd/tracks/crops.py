@@ -30,11 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from streamd.base.failures import Failures
 from streamd.config.schema import CropsConfig
 from streamd.frames.jpeg import encode_jpeg
+from streamd.frames.letterbox import Letterbox
+from streamd.frames.region import picture_region
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +66,35 @@ class FaceCrop:
     """5 x 2, in the cut's pixels."""
 
 
-def cut(picture: np.ndarray, box: list[float], landmarks: list[list[float]], margin: float) -> FaceCrop:
-    """The face in `box` (the picture's pixels) with `margin` of its size on every side."""
-    height, width = picture.shape[:2]
-    x1, y1, x2, y2 = box
-    grow_x, grow_y = (x2 - x1) * margin, (y2 - y1) * margin
-    left, top = max(0, int(x1 - grow_x)), max(0, int(y1 - grow_y))
-    right, bottom = min(width, int(np.ceil(x2 + grow_x))), min(height, int(np.ceil(y2 + grow_y)))
-    pixels = np.array(picture[top:bottom, left:right])  # a copy: the picture is not kept
-    points = np.asarray(landmarks, dtype=np.float64) - (left, top)
-    return FaceCrop(pixels, points)
+def crop_from_picture(
+    picture: av.VideoFrame, box: list[float], landmarks: list[list[float]], margin: float
+) -> FaceCrop:
+    """The face in `box` (the picture's pixels) with `margin` of its size on every side,
+    cut from the decoded picture at its own resolution (only the region is converted)."""
+    left, top, right, bottom = _with_margin(np.asarray(box, dtype=np.float64).reshape(2, 2), margin)
+    pixels, left, top = picture_region(picture, left, top, right, bottom)
+    return FaceCrop(pixels, np.asarray(landmarks, dtype=np.float64) - (left, top))
+
+
+def crop_from_model_input(image: Any, box: Letterbox, face: dict[str, Any], margin: float) -> FaceCrop:
+    """The face cut from the model input: what is left of an NVDEC frame after the GPU
+    letterbox (a CuPy image: only the cut comes to the host)."""
+    scale, pad = box.scale, np.array([box.pad_x, box.pad_y], dtype=np.float64)
+    corners = np.asarray(face["box"], dtype=np.float64).reshape(2, 2) * scale + pad
+    left, top, right, bottom = _with_margin(corners, margin)
+    height, width = image.shape[:2]
+    left, top, right, bottom = max(0, left), max(0, top), min(width, right), min(height, bottom)
+    region = image[top:bottom, left:right]
+    pixels = region.get() if hasattr(region, "get") else np.array(region)
+    landmarks = np.asarray(face["landmarks"], dtype=np.float64) * scale + pad - (left, top)
+    return FaceCrop(np.ascontiguousarray(pixels), landmarks)
+
+
+def _with_margin(corners: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """[[x1, y1], [x2, y2]] grown by `margin` of the size on every side, as whole pixels."""
+    grow = (corners[1] - corners[0]) * margin
+    (left, top), (right, bottom) = np.floor(corners[0] - grow), np.ceil(corners[1] + grow)
+    return int(left), int(top), int(right), int(bottom)
 
 
 def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -33,8 +33,7 @@ import numpy as np
 
 from streamd.config.schema import TrackingConfig
 from streamd.frames.frame import Frame
-from streamd.frames.letterbox import Letterbox, full_picture
-from streamd.tracks.crops import FaceCrop, cut
+from streamd.tracks.crops import FaceCrop, crop_from_model_input, crop_from_picture
 from streamd.tracks.quality import model_input_patch, quality
 
 Record = dict[str, Any]
@@ -107,7 +106,6 @@ class CameraTracks:
         result = self._tracker.update(detections, timestamp=frame.captured_mono)
         for face in faces:
             face["track"] = None
-        picture: list[np.ndarray | None] = []  # converted once, when a best sighting needs it
         # An empty result is the library's fresh `Detections.empty()`, without our data.
         indices = result.data.get("face", np.zeros(0, int)) if len(result) else np.zeros(0, int)
         tracker_ids = result.tracker_id if result.tracker_id is not None else np.zeros(0, int)
@@ -131,17 +129,17 @@ class CameraTracks:
                     frame.captured_mono,
                     frames=self.settings.min_hits - 1,
                 )
-                self._sighting(track, frame, face, picture)
+                self._sighting(track, frame, face)
                 started.append(track.started(self.camera_id))
             else:
-                self._sighting(track, frame, face, picture)
+                self._sighting(track, frame, face)
         return started, self.lost(frame.captured_mono)
 
     def end_all(self) -> list[Track]:
         ended, self.open, self._ours = list(self.open.values()), {}, {}
         return ended
 
-    def _sighting(self, track: Track, frame: Frame, face: Record, picture: list[np.ndarray | None]) -> None:
+    def _sighting(self, track: Track, frame: Frame, face: Record) -> None:
         track.frames += 1
         track.last_pts, track.last_at, track.last_mono = frame.pts, frame.captured_at, frame.captured_mono
         patch = np.zeros((0, 0), np.float32)
@@ -159,14 +157,13 @@ class CameraTracks:
             "landmarks": face["landmarks"],
             "quality": score,
         }
-        if self.settings.crops.enabled:
-            if not picture:
-                picture.append(_picture(frame))
-            pixels, margin = picture[0], self.settings.crops.margin
-            if pixels is not None:
-                track.best_crop = cut(pixels, face["box"], face["landmarks"], margin)
-            elif frame.letterbox is not None:
-                track.best_crop = _cut_model_input(frame.image, frame.letterbox, face, margin)
+        if not self.settings.crops.enabled:
+            return
+        margin = self.settings.crops.margin
+        if frame.picture is not None:
+            track.best_crop = crop_from_picture(frame.picture, face["box"], face["landmarks"], margin)
+        elif frame.letterbox is not None:  # an NVDEC frame: only the model input is left
+            track.best_crop = crop_from_model_input(frame.image, frame.letterbox, face, margin)
 
     def lost(self, now_mono: float) -> list[Track]:
         """The tracks not seen for `lost_after_s` by `now_mono`, closed."""
@@ -196,28 +193,3 @@ def _grown(boxes: np.ndarray, factor: float) -> np.ndarray:
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * factor / 2
     return np.hstack([centres - half, centres + half])
-
-
-def _cut_model_input(image: Any, box: Letterbox, face: Record, margin: float) -> FaceCrop:
-    """The face cut from the model input: what is left of an NVDEC frame after the GPU
-    letterbox (a CuPy image: only the cut comes to the host)."""
-    scale, pad = box.scale, np.array([box.pad_x, box.pad_y], dtype=np.float64)
-    x1, y1, x2, y2 = face["box"]
-    corners = np.array([[x1, y1], [x2, y2]], dtype=np.float64) * scale + pad
-    grow = (corners[1] - corners[0]) * margin
-    height, width = image.shape[:2]
-    left, top = (max(0, int(v)) for v in corners[0] - grow)
-    right, bottom = (
-        min(width, int(np.ceil(corners[1][0] + grow[0]))),
-        min(height, int(np.ceil(corners[1][1] + grow[1]))),
-    )
-    region = image[top:bottom, left:right]
-    pixels = region.get() if hasattr(region, "get") else np.array(region)
-    landmarks = np.asarray(face["landmarks"], dtype=np.float64) * scale + pad - (left, top)
-    return FaceCrop(np.ascontiguousarray(pixels), landmarks)
-
-
-def _picture(frame: Frame) -> np.ndarray | None:
-    """The frame's picture at the camera's resolution, RGB; None where only the model
-    input is left (NVDEC frames, which stay on the GPU)."""
-    return full_picture(frame.picture) if frame.picture is not None else None
