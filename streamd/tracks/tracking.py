@@ -42,6 +42,11 @@ class Tracking:
         self._cameras: dict[str, CameraTracks] = {}
         # Per camera for the daemon's life: a restarted camera's tracks go on numbering.
         self._ids: dict[str, itertools.count[int]] = {}
+        if settings.enabled:
+            # Loaded here, with the engine, off the event loop: the library brings SciPy and
+            # OpenCV (0.7 s, 70 MB), which a first camera's attach must not wait for.
+            import trackers  # noqa: F401
+
         self.events = 0
         """Track events made so far (every one handed to the sinks, after its crop)."""
         self.crops = CropStore(settings.crops, emit, lambda reason: metrics.crops_lost.labels(reason).inc(), failures)
