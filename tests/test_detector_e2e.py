@@ -75,8 +75,13 @@ def test_group9_camera_gives_8_faces_per_analysed_frame_in_camera_pixels(
     assert mean["inference"] > 0 and mean["decode"] > 0
     assert after_decode <= mean["latency"] <= after_decode + mean["decode"] + 0.001, mean
 
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [line for line in lines if "event" not in line]
     assert len(records) == inferred, "every inferred frame has its record after shutdown"
+    # The photo's faces are tracked; every track that started ended at the stop.
+    events = [line for line in lines if "event" in line]
+    started = sorted(e["track"] for e in events if e["event"] == "track_started")
+    assert len(started) >= 7 and started == sorted(e["track"] for e in events if e["event"] == "track_ended")
     assert len(records) >= 20
     seqs = [r["seq"] for r in records]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

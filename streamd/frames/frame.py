@@ -39,8 +39,9 @@ class Frame:
     NVDEC frame was letterboxed on the GPU. The model input when letterboxed."""
     letterbox: Letterbox | None = None
     """How `image` was letterboxed from the camera's picture; None: full picture."""
+    times: StageTimes = field(default_factory=StageTimes)
     picture: Any = None
     """The decoded picture itself (a PyAV frame in host memory, not a copy) while the
-    frame is analysed, for crops at the camera's resolution; None for NVDEC frames
-    (their surfaces belong to the decoder's small pool) and frames made elsewhere."""
-    times: StageTimes = field(default_factory=StageTimes)
+    frame is analysed and best-face crops are on, for crops at the camera's resolution;
+    None for NVDEC frames (their surfaces belong to the decoder's small pool) and frames
+    made elsewhere."""

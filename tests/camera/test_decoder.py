@@ -60,7 +60,12 @@ class _Restamped:
 
 
 def decode(
-    video: Path, stamp: Stamp | None = None, fps: float = 5.0, stall_timeout_s: float = 10.0, until: int = 10**6
+    video: Path,
+    stamp: Stamp | None = None,
+    fps: float = 5.0,
+    stall_timeout_s: float = 10.0,
+    until: int = 10**6,
+    keep_picture: bool = False,
 ) -> tuple[list[Frame], CameraMetrics, CameraError | None]:
     """Run a session on `video` until it ends, fails, or has delivered `until` frames."""
     camera = CameraConfig(id="cam", url=str(video), fps=fps, stall_timeout_s=stall_timeout_s)
@@ -78,7 +83,9 @@ def decode(
         return container if stamp is None else _Restamped(container, stamp)
 
     try:
-        DecodeSession(camera, deliver, metrics, stop, lambda: None, opener=opener).run()
+        DecodeSession(
+            camera, deliver, metrics, stop, lambda: None, opener=opener, keep_picture=lambda: keep_picture
+        ).run()
     except CameraError as error:
         return delivered, metrics, error
     return delivered, metrics, None
@@ -92,6 +99,14 @@ def test_frames_are_sampled_converted_and_numbered(test_video: Path) -> None:
     first = delivered[0]
     assert (first.width, first.height, first.image.shape, first.camera_id) == (640, 360, (360, 640, 3), "cam")
     assert metrics.sampled == 10 and 46 <= metrics.decoded <= 50
+
+
+def test_a_frame_keeps_its_decoded_picture_only_when_asked(test_video: Path) -> None:
+    """Best-face crops need the picture; otherwise a held frame would cost a decoder buffer."""
+    without, _, _ = decode(test_video, until=2)
+    kept, _, _ = decode(test_video, until=2, keep_picture=True)
+    assert [f.picture for f in without] == [None, None]
+    assert all(isinstance(f.picture, av.VideoFrame) and f.picture.width == 640 for f in kept)
 
 
 def test_frames_without_a_timestamp_before_the_first_are_decoded_but_not_sampled(test_video: Path) -> None:
