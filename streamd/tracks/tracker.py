@@ -118,21 +118,13 @@ class CameraTracks:
                 ours = self._ours[int(library_id)] = next(self._ids)
             face["track"] = ours
             track = self.open.get(ours)
-            if track is None:
-                # Confirmed now, after `min_hits` sightings: those before count too.
-                track = self.open[ours] = Track(
-                    ours,
-                    frame.pts,
-                    frame.captured_at,
-                    frame.pts,
-                    frame.captured_at,
-                    frame.captured_mono,
-                    frames=self.settings.min_hits - 1,
-                )
-                self._sighting(track, frame, face)
+            confirmed_now = track is None
+            if track is None:  # confirmed after `min_hits` sightings: those before count too
+                at, mono = frame.captured_at, frame.captured_mono
+                track = self.open[ours] = Track(ours, frame.pts, at, frame.pts, at, mono, self.settings.min_hits - 1)
+            self._sighting(track, frame, face)
+            if confirmed_now:
                 started.append(track.started(self.camera_id))
-            else:
-                self._sighting(track, frame, face)
         return started, self.lost(frame.captured_mono)
 
     def end_all(self) -> list[Track]:
