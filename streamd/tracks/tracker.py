@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from streamd.config.schema import TrackingConfig
+from streamd.frames.face_crop import FaceCrop, crop_from_model_input, crop_from_picture
 from streamd.frames.frame import Frame
-from streamd.tracks.crops import FaceCrop, crop_from_model_input, crop_from_picture
 from streamd.tracks.quality import model_input_patch, quality
 
 Record = dict[str, Any]
