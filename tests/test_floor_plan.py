@@ -18,6 +18,7 @@ WINGS = (
     "engine",  # inference backends and the runner
     "camera",  # one camera: connect, decode, sample; NVDEC placement
     "sinks",  # where records go
+    "recognition",  # embedders and the gallery: who a face is
     "tracks",  # tracks per camera, their events, best-face crops
     "analysis",  # batcher, detector, postprocess, snapshots
     "monitor",  # health, rates, overload, HTTP, status page, systemd

@@ -8,7 +8,7 @@ import sys
 from streamd import __version__
 from streamd.base.errors import StreamdError
 from streamd.base.logs import setup_logging
-from streamd.cli import calibrate, check, detect, engine, gpu_check, model, run
+from streamd.cli import calibrate, check, detect, engine, faces, gpu_check, model, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="json lines for journald; auto: json when systemd connects stderr to the journal",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (run, check, gpu_check, model, detect, engine, calibrate):
+    for command in (run, check, gpu_check, model, detect, engine, calibrate, faces):
         command.add_to(commands)
     return parser
 

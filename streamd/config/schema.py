@@ -190,6 +190,16 @@ def _resolve_path(value: str, info: ValidationInfo) -> Path:
     return (Path((info.context or {}).get("base_dir", ".")) / value).resolve()
 
 
+def _state_path(value: str | None, default: str, info: ValidationInfo) -> Path:
+    """`value` beside this file; unset: `default` in the service's state directory under
+    systemd ($STATE_DIRECTORY), else beside this file."""
+    if value is None:
+        state = (info.context or {}).get("env", {}).get("STATE_DIRECTORY", "").split(":")[0]
+        if state:
+            return Path(state) / default
+    return _resolve_path(value or default, info)
+
+
 def default_engine_cache(base_dir: Path, env: Mapping[str, str]) -> Path:
     """The service's state directory when systemd gives one ($STATE_DIRECTORY: the unit's
     StateDirectory=, writable under ProtectSystem=strict), else engines/cache beside the file."""
@@ -417,11 +427,7 @@ class CropsConfig(StrictModel):
     @field_validator("directory")
     @classmethod
     def _directory_absolute(cls, directory: str | None, info: ValidationInfo) -> str:
-        if directory is None:
-            context = info.context or {}
-            state = context.get("env", {}).get("STATE_DIRECTORY", "").split(":")[0]
-            return str(Path(state) / "crops") if state else str(_resolve_path("crops", info))
-        return str(_resolve_path(directory, info))
+        return str(_state_path(directory, "crops", info))
 
 
 class TrackingConfig(StrictModel):
@@ -438,6 +444,30 @@ class TrackingConfig(StrictModel):
     # Validated from {} with the file's context: the default directory is beside the file.
     crops: CropsConfig = Field(default_factory=dict, validate_default=True)
     """Best-face crops of ended tracks."""
+
+
+class RecognitionConfig(StrictModel):
+    enabled: bool | None = None
+    """Identify tracked faces against the gallery; default (null): on once the gallery
+    file exists (`streamd faces enroll` makes it)."""
+    embedder: Literal["dlib"] = "dlib"
+    """`dlib`: dlib's 128-d ResNet, weights from PyPI's face_recognition_models."""
+    threshold: float | None = Field(None, gt=0, le=10)
+    """The distance under which a face is the enrolled person; default: the embedder's
+    (dlib 0.5, measured on the shared photos: docs/contracts.md)."""
+    gallery: str | None = Field(None, validate_default=True)
+    """The gallery file (relative to this file); default: $STATE_DIRECTORY/gallery.json
+    under systemd, else gallery.json beside this file. Mode 0600: it is biometric data."""
+
+    @field_validator("gallery")
+    @classmethod
+    def _gallery_absolute(cls, gallery: str | None, info: ValidationInfo) -> str:
+        return str(_state_path(gallery, "gallery.json", info))
+
+    @property
+    def gallery_path(self) -> Path:
+        assert self.gallery is not None  # the validator always fills it in
+        return Path(self.gallery)
 
 
 class HealthConfig(StrictModel):
@@ -507,6 +537,8 @@ class StreamsConfig(StrictModel):
     """Score threshold, NMS and the cap on faces per frame."""
     tracking: TrackingConfig = Field(default_factory=dict, validate_default=True)
     """Tracks per camera, track events and best-face crops."""
+    recognition: RecognitionConfig = Field(default_factory=dict, validate_default=True)
+    """Who a tracked face is: a second model on face crops and the gallery."""
     sinks: list[SinkConfig] = Field(default_factory=lambda: _default_sinks())
     """Where detections and track events go (default: one JSON Lines file)."""
     health: HealthConfig = HealthConfig()
