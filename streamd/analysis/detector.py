@@ -92,8 +92,10 @@ class Detector:
 
     def keeps_pictures(self) -> bool:
         """Only for best-face crops: a held picture holds a frame of the decoder's pool."""
-        settings = self.tracking.settings if self.tracking is not None else None
-        return settings is not None and settings.enabled and settings.crops.enabled
+        tracking = self.tracking
+        if tracking is None or not tracking.settings.enabled:
+            return False
+        return tracking.settings.crops.enabled or tracking.recognition is not None
 
     async def start(self) -> None:
         if self.warmup:

@@ -233,6 +233,31 @@ class Metrics:
         )
         for reason in ("queue_full", "write_error", "shutdown"):
             self.crops_lost.labels(reason)
+        # Names are never labels: biometric identities stay out of the metrics.
+        self.identifications = Counter(
+            "streamd_identifications",
+            "Faces the second stage answered, per camera: known (in the gallery) or unknown.",
+            ["camera", "result"],
+            registry=self.registry,
+        )
+        self.recognition_dropped = Counter(
+            "streamd_recognition_dropped",
+            "Face crops the second stage did not answer: queue_full (behind), error (the embedder failed).",
+            ["camera", "reason"],
+            registry=self.registry,
+        )
+        self.recognition_seconds = Histogram(
+            "streamd_recognition_seconds",
+            "From a face crop queued to its identity.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.recognition_batch_size = Histogram(
+            "streamd_recognition_batch_size",
+            "Face crops per embedder batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self._nvdec_registered = False
         self._per_camera = (
             self.frames_decoded,
@@ -243,6 +268,8 @@ class Metrics:
             self.camera_errors,
             self.tracks_active,
             self.track_events,
+            self.identifications,
+            self.recognition_dropped,
         )
 
     def camera(self, camera_id: str) -> CameraMetrics:

@@ -32,7 +32,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 from streamd.analysis.detector import Detector
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.analysis.snapshots import Snapshot
+from streamd.base.errors import StreamdError
 from streamd.base.failures import Failures
 from streamd.base.threads import run_in_thread
 from streamd.camera.nvdec import nvdec_unavailable_reason
@@ -49,6 +50,7 @@ from streamd.camera.state import CameraState
 from streamd.config.loader import LoadedConfig
 from streamd.config.schema import Overrides, StreamsConfig
 from streamd.engine.factory import create_engines
+from streamd.frames.face_crop import FaceCrop
 from streamd.gpu.context import share_primary_context
 from streamd.gpu.nvdec_budget import NvdecBudget, budget_for, gpu_name
 from streamd.metrics.gpu import GpuCollector
@@ -58,6 +60,9 @@ from streamd.monitor.http_server import MetricsServer
 from streamd.monitor.overload import OverloadGovernor
 from streamd.monitor.rates import RateClock, Rates
 from streamd.monitor.systemd import Notifier
+from streamd.recognition.embedders import make_embedder
+from streamd.recognition.gallery import Gallery
+from streamd.recognition.stage import Recognition
 from streamd.service.cameras import AnalysisStage, Supervisor
 from streamd.service.lifecycle import Lifecycle
 from streamd.service.reload import ConfigReload
@@ -67,6 +72,8 @@ from streamd.sinks.outputs import Outputs
 from streamd.tracks.tracking import Tracking
 
 log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
 
 # Shares of the stop deadline. The detector's and the sinks' are the largest: the engine
 # drain and the sink flush are where records are lost if time runs out.
@@ -154,7 +161,12 @@ class Daemon:
         return self.detector.engine_stuck_s() if self.detector is not None else 0.0
 
     def sink_problems(self) -> list[str]:
-        return self.detector.outputs.problems() if self.detector is not None else []
+        if self.detector is None:
+            return []
+        tracking = self.detector.tracking
+        recognition = tracking.recognition if tracking is not None else None
+        problem = recognition.problem() if recognition is not None else None
+        return self.detector.outputs.problems() + ([problem] if problem else [])
 
     def snapshot(self, camera_id: str) -> Snapshot | None:
         return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
@@ -251,7 +263,8 @@ class Daemon:
             return None
         engines = create_engines(config.engine, config.batcher.max_batch)
         outputs = Outputs(build_sinks(config.sinks, self.metrics, self.failures))
-        tracking = Tracking(config.tracking, outputs.offer_many, self.metrics, self.failures)
+        recognition = self._recognition(config, outputs)
+        tracking = Tracking(config.tracking, outputs.offer_many, self.metrics, self.failures, recognition)
         return Detector(
             engines,
             config.batcher,
@@ -262,6 +275,35 @@ class Daemon:
             self.failures,
             tracking,
         )
+
+    def _recognition(
+        self, config: StreamsConfig, outputs: Outputs
+    ) -> Callable[[Callable[[Record, FaceCrop | None], None]], Recognition] | None:
+        """The second stage, when `recognition` is on (by default: once a gallery exists).
+        One that cannot load is logged and left out: detection and tracks go on."""
+        settings = config.recognition
+        wanted = settings.enabled if settings.enabled is not None else settings.gallery_path.exists()
+        if not wanted:
+            return None
+        if not config.tracking.enabled:
+            log.warning("recognition is on but tracking is off: faces are identified per track; nothing is")
+            return None
+        try:
+            embedder = make_embedder(settings.embedder)
+            gallery = Gallery(settings.gallery_path, embedder.name)
+        except StreamdError as error:
+            log.error("recognition left out: %s", error)
+            return None
+        threshold = settings.threshold or embedder.threshold
+        log.info(
+            "recognition: %s embedder, threshold %g, gallery %s (%d people)",
+            embedder.name,
+            threshold,
+            gallery.path,
+            len(gallery.people()),
+        )
+        metrics, emit = self.metrics, outputs.offer_many
+        return lambda ended: Recognition(embedder, gallery, threshold, emit, ended, metrics)
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
         return budget_for(self._gpu_name, config.nvdec.budget_fps)

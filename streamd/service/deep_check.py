@@ -21,6 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from streamd.base.errors import StreamdError
 from streamd.camera.nvdec import nvdec_unavailable_reason
 from streamd.camera.placement import ESTIMATED_COST, DecodeDemand, plan_nvdec
 from streamd.config.schema import DecodeMode, MetricsConfig, MqttSinkConfig, RedisSinkConfig, StreamsConfig
@@ -62,10 +63,29 @@ def deep_check(config: StreamsConfig, path: Path) -> DeepCheck:
         except OSError as exc:
             result.problems.append(f"sinks[{index}].path: cannot write {sink.path}: {describe(exc)}")
     _check_crops(config, result)
+    _check_recognition(config, result)
     _check_decoders(config, result)
     if config.engine is not None:
         _check_engine(config, result)
     return result
+
+
+def _check_recognition(config: StreamsConfig, result: DeepCheck) -> None:
+    """The embedder loads and the gallery reads, where `run` would use them."""
+    settings = config.recognition
+    if not (settings.enabled if settings.enabled is not None else settings.gallery_path.exists()):
+        return
+    from streamd.recognition.embedders import make_embedder
+    from streamd.recognition.gallery import Gallery
+
+    try:
+        embedder = make_embedder(settings.embedder)
+        people = len(Gallery(settings.gallery_path, embedder.name).people())
+    except StreamdError as error:
+        result.problems.append(f"recognition: {error}")
+        return
+    threshold = settings.threshold or embedder.threshold
+    result.notes.append(f"recognition: {embedder.name}, threshold {threshold:g}, {people} people in {settings.gallery}")
 
 
 def _check_crops(config: StreamsConfig, result: DeepCheck) -> None:

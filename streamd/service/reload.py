@@ -27,7 +27,7 @@ from streamd.metrics.registry import Metrics
 
 log = logging.getLogger(__name__)
 
-RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks")
+RESTART_SECTIONS = ("metrics", "engine", "batcher", "sinks", "recognition")
 """Sections a running daemon cannot swap safely: they take a restart."""
 _REWATCH_S = 5.0
 """Pause before watching again after the watch itself failed."""

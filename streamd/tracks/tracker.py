@@ -34,6 +34,7 @@ import numpy as np
 from streamd.config.schema import TrackingConfig
 from streamd.frames.face_crop import FaceCrop, crop_from_model_input, crop_from_picture
 from streamd.frames.frame import Frame
+from streamd.recognition.stage import Recognition
 from streamd.tracks.quality import model_input_patch, quality
 
 Record = dict[str, Any]
@@ -56,6 +57,9 @@ class Track:
     frames: int = 0
     best: Record = field(default_factory=dict)
     best_crop: FaceCrop | None = None
+    asked: int = 0
+    """Early sightings sent to recognition so far, the last at `asked_mono`."""
+    asked_mono: float = float("-inf")
 
     def started(self, camera_id: str) -> Record:
         return {
@@ -84,9 +88,17 @@ class Track:
 
 
 class CameraTracks:
-    def __init__(self, camera_id: str, settings: TrackingConfig, ids: itertools.count[int]) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        settings: TrackingConfig,
+        ids: itertools.count[int],
+        recognition: Recognition | None = None,
+    ) -> None:
+        """`recognition`: where the track's early best sightings go to be identified."""
         self.camera_id = camera_id
         self.settings = settings
+        self.recognition = recognition
         self._ids = ids
         self._tracker = association(settings)
         self._ours: dict[int, int] = {}  # the library's id -> ours
@@ -149,13 +161,18 @@ class CameraTracks:
             "landmarks": face["landmarks"],
             "quality": score,
         }
-        if not self.settings.crops.enabled:
+        recognition = self.recognition
+        if not self.settings.crops.enabled and recognition is None:
             return
         margin = self.settings.crops.margin
         if frame.picture is not None:
             track.best_crop = crop_from_picture(frame.picture, face["box"], face["landmarks"], margin)
         elif frame.letterbox is not None:  # an NVDEC frame: only the model input is left
             track.best_crop = crop_from_model_input(frame.image, frame.letterbox, face, margin)
+        asking = recognition is not None and recognition.wants(track.asked, track.asked_mono, frame.captured_mono)
+        if asking and recognition is not None and track.best_crop is not None:
+            track.asked, track.asked_mono = track.asked + 1, frame.captured_mono
+            recognition.ask(self.camera_id, track.track, track.best_crop)
 
     def lost(self, now_mono: float) -> list[Track]:
         """The tracks not seen for `lost_after_s` by `now_mono`, closed."""

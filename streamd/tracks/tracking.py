@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from streamd.base.failures import Failures
 from streamd.config.schema import TrackingConfig
+from streamd.frames.face_crop import FaceCrop
 from streamd.frames.frame import Frame
 from streamd.metrics.registry import Metrics
+from streamd.recognition.stage import Recognition
 from streamd.tracks.crops import CropStore
 from streamd.tracks.tracker import CameraTracks, Track
 
@@ -32,8 +35,11 @@ class Tracking:
         emit: Callable[[list[Record]], None],
         metrics: Metrics,
         failures: Failures | None = None,
+        recognition: Callable[[Callable[[Record, FaceCrop | None], None]], Recognition] | None = None,
     ) -> None:
-        """`emit` hands events to the sinks (from the deliver thread and the crop store's)."""
+        """`emit` hands events to the sinks (from the deliver thread and the crop store's).
+        `recognition(ended)` makes the second stage, which hands each ended track's event
+        to `ended` once its identity is in it (None: no recognition)."""
         self.settings = settings
         self.emit = emit
         self.metrics = metrics
@@ -50,16 +56,19 @@ class Tracking:
         self.events = 0
         """Track events made so far (every one handed to the sinks, after its crop)."""
         self.crops = CropStore(settings.crops, emit, lambda reason: metrics.crops_lost.labels(reason).inc(), failures)
+        self.recognition = recognition(self.crops.put) if recognition is not None else None
 
     def start(self) -> None:
         self.crops.start()
+        if self.recognition is not None:
+            self.recognition.start()
 
     def attach(self, camera_id: str) -> None:
         with self._lock:
             self._attached.add(camera_id)
             if self.settings.enabled and camera_id not in self._cameras:
                 ids = self._ids.setdefault(camera_id, itertools.count(1))
-                self._cameras[camera_id] = CameraTracks(camera_id, self.settings, ids)
+                self._cameras[camera_id] = CameraTracks(camera_id, self.settings, ids, self.recognition)
                 self.metrics.tracks_active.labels(camera_id).set(0)
 
     def detach(self, camera_id: str, reason: str, forget: bool = False) -> None:
@@ -131,14 +140,19 @@ class Tracking:
 
     def stop(self, timeout: float) -> bool:
         """End every open track (`stopped`) and write their crops within `timeout`."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             cameras = list(self._cameras)
         for camera_id in cameras:
             self.detach(camera_id, "stopped")
-        return self.crops.stop(timeout)
+        answered = self.recognition.stop(timeout / 2) if self.recognition is not None else True
+        return self.crops.stop(max(0.0, deadline - time.monotonic())) and answered
 
     def _end(self, camera_id: str, tracks: list[Track], reason: str) -> None:
         self.events += len(tracks)
         for track in tracks:
             self.metrics.track_events.labels(camera_id, "track_ended").inc()
-            self.crops.put(track.ended(camera_id, reason), track.best_crop)
+            if self.recognition is not None:  # its identity first, then its crop, then the sinks
+                self.recognition.end(track.ended(camera_id, reason), track.best_crop)
+            else:
+                self.crops.put(track.ended(camera_id, reason), track.best_crop)
