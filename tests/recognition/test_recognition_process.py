@@ -4,6 +4,7 @@ re-encoded) and a stranger from another photo."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,11 +18,15 @@ import yaml
 
 from devtools.testing.moving_faces import Scene, Walker, face_patches, make_clip
 from devtools.testing.ports import free_port
+from streamd.config.loader import LoadedConfig
+from streamd.config.schema import StreamsConfig
 from streamd.frames.jpeg import encode_jpeg
+from streamd.service.daemon import Daemon, DaemonOptions
 from tests.support.daemon import spawn_streamd, stop_daemon
 from tests.support.environment import StartRtspServer
 from tests.support.listener import fetch, scrape
 from tests.support.streams import until
+from tests.support.waiting import run, wait_for
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.assets]
 
@@ -120,3 +125,59 @@ def test_an_enrolled_person_is_named_the_other_never_and_a_stranger_stays_unknow
         assert str(vector[0]) not in text and "embedding" not in text.lower()
     assert "Alice" not in metrics, "names are never metric labels"
     assert os.stat(gallery).st_mode & 0o777 == 0o600
+
+
+class _FailingModel:
+    """dlib's model as it fails when its device is gone (dlib raises RuntimeError)."""
+
+    def __init__(self, _path: str) -> None:
+        pass
+
+    def compute_face_descriptor(self, *_args: Any) -> Any:
+        raise RuntimeError("cudaMalloc failed: out of memory")
+
+
+def test_a_failing_second_stage_leaves_detection_at_full_rate_with_drops_counted(
+    canonical_model: Path,
+    photos: dict[str, Path],
+    rtsp_servers: StartRtspServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dlib
+
+    clip = make_clip(SCENE, face_patches(canonical_model), tmp_path / "clip.mkv")
+    server = rtsp_servers({"door": clip})
+    out = tmp_path / "records.jsonl"
+    config = StreamsConfig.model_validate(
+        {
+            "engine": {"model": str(canonical_model), "threads": 1},
+            "tracking": {"lost_after_s": 1.0, "crops": {"enabled": False}},
+            "recognition": {"enabled": True, "gallery": str(tmp_path / "gallery.json")},
+            "sinks": [{"path": str(out)}],
+            "cameras": [{"id": "door", "url": server.url("door"), "fps": 5}],
+        }
+    )
+    monkeypatch.setattr(dlib, "face_recognition_model_v1", _FailingModel)
+
+    async def scenario() -> tuple[float, float, tuple[bool, str]]:
+        daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, rate_log_interval_s=3600))
+        await daemon.start()
+        try:
+            await wait_for(lambda: "door" in daemon.rates.rates, 20, "a rate measurement")
+            await asyncio.sleep(6)
+            registry = daemon.metrics.registry
+            dropped = registry.get_sample_value(
+                "streamd_recognition_dropped_total", {"camera": "door", "reason": "error"}
+            )
+            return daemon.rates.rates["door"].analysed_fps, dropped or 0.0, daemon.health.ready()
+        finally:
+            await daemon.stop()
+
+    analysed_fps, dropped, (ready, why) = run(scenario())
+    assert analysed_fps == pytest.approx(5.0, abs=1.0), "detection keeps its rate"
+    assert dropped >= 1
+    assert not ready and "recognition failing: RuntimeError" in why
+    events = [r for r in read(out) if "event" in r]
+    assert [e for e in events if e["event"] == "track_started"], "tracks go on"
+    assert all(e.get("identity") is None for e in events if e["event"] == "track_ended")
