@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload bench-scale bench-tracks soak soak-reload int8-report gpu-check gpu-pack install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale bench-tracks bench-recognition soak soak-reload int8-report gpu-check gpu-pack install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-overload: system-deps $(STAMP)
 ## make bench-scale: 50 to 400 synthetic cameras through the real batcher, runner, postprocess and sink
 bench-scale: $(STAMP)
 	$(BIN)/python -m devtools.bench --log-level WARNING scale --out bench-results
+
+## make bench-recognition: the second stage, batched across cameras against one face at a time
+bench-recognition: $(STAMP)
+	$(BIN)/python -m devtools.bench --log-level WARNING recognition --out bench-results
 
 ## make bench-tracks: trackers on clips of moving faces with ground truth (switches, coverage, events)
 bench-tracks: $(STAMP)

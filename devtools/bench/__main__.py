@@ -18,6 +18,7 @@ BENCHES = {
     "soak": "N real cameras through a real daemon for M minutes: memory, open files, records",
     "reload-soak": "reload storms one after another: memory by kind after each, leak or allocator slack",
     "tracks": "tracking on clips of moving faces with ground truth: switches, coverage, events, CPU",
+    "recognition": "the second stage: faces from many cameras in batches against one at a time",
 }
 
 
