@@ -35,7 +35,8 @@ PHOTOS = ("group9.jpg", "two_people.jpg", "street_bus.jpg")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="source or canonical detector (default: the shared one)")
-    parser.add_argument("--embedder", default="dlib", help="the embedder (default: %(default)s)")
+    parser.add_argument("--embedder", default="dlib", choices=["dlib", "onnx"], help="(default: %(default)s)")
+    parser.add_argument("--embedder-model", type=Path, help="the ONNX embedder's file (for --embedder onnx)")
     parser.add_argument("--cameras", type=int, default=20, help="cameras the faces come from (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="times every face is embedded (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=16, help="the stage's max batch (default: %(default)s)")
@@ -58,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     faces = _faces(prepare_model(source, args.out / "bench-model.onnx").path)
-    embedder = make_embedder(args.embedder)
+    embedder = make_embedder(args.embedder, args.embedder_model)
     embedder.embed(faces[:1])  # warm
     work = [(f"cam{index % args.cameras:02d}", face) for index, face in enumerate(faces * args.rounds)]
     print(f"{len(faces)} faces from {len(PHOTOS)} photos, {len(work)} crops over {args.cameras} cameras")

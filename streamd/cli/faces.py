@@ -19,7 +19,7 @@ def _gallery(args: argparse.Namespace) -> tuple[Any, Any]:
     from streamd.recognition.gallery import Gallery
 
     config = load_config(args.config)
-    embedder = make_embedder(config.recognition.embedder)
+    embedder = make_embedder(config.recognition.embedder, config.recognition.model_path)
     return config, (embedder, Gallery(config.recognition.gallery_path, embedder.name))
 
 

@@ -450,8 +450,11 @@ class RecognitionConfig(StrictModel):
     enabled: bool | None = None
     """Identify tracked faces against the gallery; default (null): on once the gallery
     file exists (`streamd faces enroll` makes it)."""
-    embedder: Literal["dlib"] = "dlib"
-    """`dlib`: dlib's 128-d ResNet, weights from PyPI's face_recognition_models."""
+    embedder: Literal["dlib", "onnx"] = "dlib"
+    """`dlib`: dlib's 128-d ResNet, weights from PyPI's face_recognition_models; `onnx`:
+    an ArcFace-layout ONNX model (`model`: 112x112 aligned RGB in, one embedding out)."""
+    model: str | None = None
+    """The ONNX embedder's file (relative to this file); for `embedder: onnx` only."""
     threshold: float | None = Field(None, gt=0, le=10)
     """The distance under which a face is the enrolled person; default: the embedder's
     (dlib 0.5, measured on the shared photos: docs/contracts.md)."""
@@ -463,6 +466,26 @@ class RecognitionConfig(StrictModel):
     @classmethod
     def _gallery_absolute(cls, gallery: str | None, info: ValidationInfo) -> str:
         return str(_state_path(gallery, "gallery.json", info))
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str | None, info: ValidationInfo) -> str | None:
+        if model is None:
+            return None
+        path = _resolve_path(model, info)
+        if not path.is_file():
+            raise ValueError(f"no such model file: {path}")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _model_for_onnx(self) -> RecognitionConfig:
+        if (self.embedder == "onnx") != (self.model is not None):
+            raise ValueError("embedder: onnx takes a model, and only it does")
+        return self
+
+    @property
+    def model_path(self) -> Path | None:
+        return Path(self.model) if self.model else None
 
     @property
     def gallery_path(self) -> Path:

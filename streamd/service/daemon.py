@@ -289,7 +289,7 @@ class Daemon:
             log.warning("recognition is on but tracking is off: faces are identified per track; nothing is")
             return None
         try:
-            embedder = make_embedder(settings.embedder)
+            embedder = make_embedder(settings.embedder, settings.model_path)
             gallery = Gallery(settings.gallery_path, embedder.name)
         except StreamdError as error:
             log.error("recognition left out: %s", error)

@@ -79,7 +79,7 @@ def _check_recognition(config: StreamsConfig, result: DeepCheck) -> None:
     from streamd.recognition.gallery import Gallery
 
     try:
-        embedder = make_embedder(settings.embedder)
+        embedder = make_embedder(settings.embedder, settings.model_path)
         people = len(Gallery(settings.gallery_path, embedder.name).people())
     except StreamdError as error:
         result.problems.append(f"recognition: {error}")
