@@ -240,6 +240,11 @@ class Metrics:
             ["camera", "result"],
             registry=self.registry,
         )
+        self.gallery_people = Gauge(
+            "streamd_gallery_people",
+            "People enrolled in the gallery the second stage matches against.",
+            registry=self.registry,
+        )
         self.recognition_dropped = Counter(
             "streamd_recognition_dropped",
             "Face crops the second stage did not answer: queue_full (behind), error (the embedder failed).",

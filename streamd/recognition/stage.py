@@ -110,6 +110,7 @@ class Recognition:
         self._failure_logged_at = -_FAILURE_LOG_EVERY_S
         self._reloaded_at = 0.0
         self._thread = threading.Thread(target=self._run, name="recognition", daemon=True)
+        metrics.gallery_people.set(len(gallery.people()))
 
     def start(self) -> None:
         self._thread.start()
@@ -206,7 +207,9 @@ class Recognition:
             if started - self._reloaded_at >= _RELOAD_EVERY_S:
                 self._reloaded_at = started
                 if self.gallery.reload():
-                    log.info("gallery %s read again: %d people", self.gallery.path, len(self.gallery.people()))
+                    people = len(self.gallery.people())
+                    self.metrics.gallery_people.set(people)
+                    log.info("gallery %s read again: %d people", self.gallery.path, people)
             embeddings = self.embedder.embed([ask.crop for ask in batch])
         except Exception as error:  # noqa: BLE001 - the second stage's failure is not the daemon's
             self._failed(error, batch)

@@ -124,6 +124,7 @@ def test_an_enrolled_person_is_named_the_other_never_and_a_stranger_stays_unknow
     for text in (stderr, status, metrics):
         assert str(vector[0]) not in text and "embedding" not in text.lower()
     assert "Alice" not in metrics, "names are never metric labels"
+    assert "streamd_gallery_people 2.0" in metrics
     assert os.stat(gallery).st_mode & 0o777 == 0o600
 
 
