@@ -462,6 +462,13 @@ class RecognitionConfig(StrictModel):
     """The gallery file (relative to this file); default: $STATE_DIRECTORY/gallery.json
     under systemd, else gallery.json beside this file. Mode 0600: it is biometric data."""
 
+    max_batch: int = Field(16, ge=1, le=256)
+    """Face crops per embedder batch at most."""
+    max_delay_ms: float = Field(100.0, ge=0, le=10_000)
+    """The oldest waiting crop waits at most this long for a fuller batch."""
+    queue: int = Field(64, ge=1, le=100_000)
+    """Early sightings waiting per camera at most; beyond, dropped and counted."""
+
     @field_validator("gallery")
     @classmethod
     def _gallery_absolute(cls, gallery: str | None, info: ValidationInfo) -> str:

@@ -303,7 +303,8 @@ class Daemon:
             len(gallery.people()),
         )
         metrics, emit = self.metrics, outputs.offer_many
-        return lambda ended: Recognition(embedder, gallery, threshold, emit, ended, metrics)
+        batch = (settings.max_batch, settings.max_delay_ms / 1000, settings.queue)
+        return lambda ended: Recognition(embedder, gallery, threshold, emit, ended, metrics, *batch)
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
         return budget_for(self._gpu_name, config.nvdec.budget_fps)

@@ -3,6 +3,8 @@ and an ArcFace-layout ONNX model (a small one built here: the layout, not the ac
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +88,16 @@ def test_a_model_of_another_shape_is_refused_by_name(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     with pytest.raises(EmbedderError, match=r"other.onnx: input \['N', 10\] is not a batch of 112x112 RGB"):
         OnnxEmbedder(path)
+
+
+def test_streamd_model_embedder_checks_and_describes_either(tmp_path: Path) -> None:
+    def describe(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "streamd", "model", "embedder", *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    dlib = describe()
+    assert dlib.returncode == 0 and dlib.stdout.startswith("dlib-resnet-v1: 128-d embeddings, threshold 0.5"), dlib
+    onnx_model = describe(str(arcface_layout(tmp_path / "arc.onnx", channels_first=True)))
+    assert onnx_model.returncode == 0 and onnx_model.stdout.startswith("onnx-arc: 16-d embeddings, threshold 1.1")
+    missing = describe(str(tmp_path / "none.onnx"))
+    assert missing.returncode != 0 and "none.onnx: cannot load the embedder" in missing.stderr
