@@ -33,8 +33,9 @@ from typing import Any
 import av
 import numpy as np
 
+from devtools.bench.models import bench_model
 from devtools.bench.thread_cpu import cpu_by_role, spent_between
-from devtools.testing.demo import ASSETS, CACHE_DIR, shared_image
+from devtools.testing.demo import CACHE_DIR, shared_image
 from devtools.testing.rtsp import RtspTestServer
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.analysis.postprocess import PostprocessSettings, postprocess
@@ -43,7 +44,6 @@ from streamd.config.loader import LoadedConfig
 from streamd.config.schema import StreamsConfig
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox
-from streamd.model.prepare import prepare_model
 from streamd.service.daemon import Daemon, DaemonOptions
 
 
@@ -270,12 +270,9 @@ def _plot(figures: list[RunFigures], limit: float, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    source_model = args.model or ASSETS / "models" / "yolov5n-0.5.onnx"
-    if not source_model.is_file():
-        print(f"bench detect: no model at {source_model} (give --model)")
+    model = bench_model("detect", args.model, args.out)
+    if model is None:
         return 2
-    model = prepare_model(source_model, args.out / "bench-model.onnx").path
     image = shared_image("group9.jpg")
     # A camera sub-stream as edge deployments use them for analysis: 640x480 at about
     # half a megabit (decode cost grows with the bits, so the bitrate must be real).

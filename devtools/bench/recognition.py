@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools.bench.models import bench_model
 from devtools.testing.demo import ASSETS
 from streamd.analysis.postprocess import PostprocessSettings
 from streamd.analysis.still_images import detect_images
 from streamd.frames.face_crop import FaceCrop, crop_from_picture
 from streamd.frames.letterbox import load_image
 from streamd.metrics.registry import Metrics
-from streamd.model.prepare import prepare_model
 from streamd.recognition.embedders import make_embedder
 from streamd.recognition.gallery import Gallery
 from streamd.recognition.stage import Recognition
@@ -53,12 +53,10 @@ def _faces(model: Path) -> list[FaceCrop]:
 
 
 def main(args: argparse.Namespace) -> int:
-    source = args.model or ASSETS / "models" / "yolov5n-0.5.onnx"
-    if not source.is_file():
-        print(f"bench recognition: no model at {source} (give --model)")
+    model = bench_model("recognition", args.model, args.out)
+    if model is None:
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    faces = _faces(prepare_model(source, args.out / "bench-model.onnx").path)
+    faces = _faces(model)
     embedder = make_embedder(args.embedder, args.embedder_model)
     embedder.embed(faces[:1])  # warm
     work = [(f"cam{index % args.cameras:02d}", face) for index, face in enumerate(faces * args.rounds)]

@@ -28,7 +28,7 @@ from typing import Any
 import av
 
 import streamd.tracks.tracker as tracker_module
-from devtools.testing.demo import ASSETS
+from devtools.bench.models import bench_model
 from devtools.testing.moving_faces import SCENES, Scene, face_patches, make_clip
 from devtools.testing.track_score import TrackScore, score
 from streamd.analysis.postprocess import PostprocessSettings, postprocess
@@ -37,7 +37,6 @@ from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import letterbox
 from streamd.metrics.registry import Metrics
-from streamd.model.prepare import prepare_model
 from streamd.tracks.tracking import Tracking
 
 Record = dict[str, Any]
@@ -128,12 +127,9 @@ def _track(analysed: list[Analysed]) -> tuple[list[Record], list[Record], float,
 
 
 def main(args: argparse.Namespace) -> int:
-    source = args.model or ASSETS / "models" / "yolov5n-0.5.onnx"
-    if not source.is_file():
-        print(f"bench tracks: no model at {source} (give --model)")
+    model = bench_model("tracks", args.model, args.out)
+    if model is None:
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = prepare_model(source, args.out / "bench-model.onnx").path
     patches = face_patches(model)
     detections = {}
     for scene in SCENES:

@@ -457,7 +457,7 @@ class RecognitionConfig(StrictModel):
     """The ONNX embedder's file (relative to this file); for `embedder: onnx` only."""
     threshold: float | None = Field(None, gt=0, le=10)
     """The distance under which a face is the enrolled person; default: the embedder's
-    (dlib 0.5, measured on the shared photos: docs/contracts.md)."""
+    (dlib 0.5, measured on the shared photos: docs/operations.md)."""
     gallery: str | None = Field(None, validate_default=True)
     """The gallery file (relative to this file); default: $STATE_DIRECTORY/gallery.json
     under systemd, else gallery.json beside this file. Mode 0600: it is biometric data."""
