@@ -110,6 +110,8 @@ class Recognition:
         self._failure_logged_at = -_FAILURE_LOG_EVERY_S
         self._reloaded_at = 0.0
         self._thread = threading.Thread(target=self._run, name="recognition", daemon=True)
+        self.identified = 0
+        """`track_identified` events made (by its one thread)."""
         metrics.gallery_people.set(len(gallery.people()))
 
     def start(self) -> None:
@@ -231,6 +233,7 @@ class Recognition:
                 self._identified.add(key)
             if first:
                 event = {"event": "track_identified", "camera": ask.camera, "track": ask.track, "identity": identity}
+                self.identified += 1
                 self.emit([event])
 
     def _identity(self, embedding: np.ndarray) -> Record:

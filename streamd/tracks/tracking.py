@@ -53,8 +53,7 @@ class Tracking:
             # OpenCV (0.7 s, 70 MB), which a first camera's attach must not wait for.
             import trackers  # noqa: F401
 
-        self.events = 0
-        """Track events made so far (every one handed to the sinks, after its crop)."""
+        self._events = 0
         self.crops = CropStore(settings.crops, emit, lambda reason: metrics.crops_lost.labels(reason).inc(), failures)
         self.recognition = recognition(self.crops.put) if recognition is not None else None
 
@@ -116,12 +115,19 @@ class Tracking:
                 if lost:
                     ended.append((frame.camera_id, lost))
                 self.metrics.tracks_active.labels(frame.camera_id).set(len(tracks.open))
+            self._events += len(started)  # under the lock: ends are counted from other threads
         for event in started:
             self.metrics.track_events.labels(event["camera"], "track_started").inc()
-        self.events += len(started)
         for camera_id, lost in ended:
             self._end(camera_id, lost, "lost")
         return started
+
+    @property
+    def events(self) -> int:
+        """Track events made so far, identifications included (each handed to the sinks)."""
+        with self._lock:
+            made = self._events
+        return made + (self.recognition.identified if self.recognition is not None else 0)
 
     def active(self, camera_id: str) -> int:
         with self._lock:
@@ -149,7 +155,8 @@ class Tracking:
         return self.crops.stop(max(0.0, deadline - time.monotonic())) and answered
 
     def _end(self, camera_id: str, tracks: list[Track], reason: str) -> None:
-        self.events += len(tracks)
+        with self._lock:
+            self._events += len(tracks)
         for track in tracks:
             self.metrics.track_events.labels(camera_id, "track_ended").inc()
             if self.recognition is not None:  # its identity first, then its crop, then the sinks

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,8 @@ def test_an_enrolled_person_is_named_the_other_never_and_a_stranger_stays_unknow
         )
         status, metrics = fetch(port, "/status"), scrape(port)
         stderr = stop_daemon(process)
+        said = re.search(r"(\d+) frames inferred, every one handed to the sinks \(and (\d+) track events\)", stderr)
+        assert said and len(read(out)) == int(said.group(1)) + int(said.group(2)), "identifications counted too"
     finally:
         if process.poll() is None:
             process.kill()
