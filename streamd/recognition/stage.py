@@ -16,7 +16,8 @@ embedder therefore never holds up detection: its queues fill and drop, `problem(
 so for `/readyz`, and track events still go out.
 
 A face that matches nobody gets a label that stays the same for the same stranger during
-this run: `unknown-N`, the nearest earlier stranger within the threshold, or a new one.
+this run: `unknown-N`, the nearest earlier stranger within the threshold (of the last
+`STRANGERS_KEPT`), or a new one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 EARLY_SIGHTINGS = 3
+STRANGERS_KEPT = 1000
+"""Strangers remembered for their labels, the most recent (a busy site's day stays bounded)."""
 EARLY_GAP_S = 0.3
 _RELOAD_EVERY_S = 1.0
 _FAILURE_LOG_EVERY_S = 60.0
@@ -68,7 +71,7 @@ class _Strangers:
     """Unknown faces clustered by nearest centre, for labels stable within a run."""
 
     threshold: float
-    known: list[_Stranger] = field(default_factory=list)
+    known: deque[_Stranger] = field(default_factory=lambda: deque(maxlen=STRANGERS_KEPT))
     numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def label(self, embedding: np.ndarray) -> str:
@@ -128,14 +131,10 @@ class Recognition:
 
     def end(self, event: Record, crop: FaceCrop | None) -> None:
         """A track ended: its identity from `crop` (its best face), then `ended(event, crop)`."""
-        key = (event["camera"], event["track"])
-        with self._condition:
-            self._identified.discard(key)
         if crop is None or not self._put(_Ask(event["camera"], event["track"], crop, time.monotonic(), event)):
             if crop is not None:
                 self.metrics.recognition_dropped.labels(event["camera"], "queue_full").inc()
-            event["identity"] = None
-            self.ended(event, crop)
+            self._finish(event, crop, None)
 
     def problem(self) -> str | None:
         """Why the second stage is not working now, or None."""
@@ -154,8 +153,7 @@ class Recognition:
             self._waiting.clear()
         for ask in left:
             if ask.ended is not None:
-                ask.ended["identity"] = None
-                self.ended(ask.ended, ask.crop)
+                self._finish(ask.ended, ask.crop, None)
         return False
 
     def _put(self, ask: _Ask) -> bool:
@@ -224,8 +222,7 @@ class Recognition:
             identity = self._identity(embedding)
             self.metrics.identifications.labels(ask.camera, "known" if identity["name"] else "unknown").inc()
             if ask.ended is not None:
-                ask.ended["identity"] = identity
-                self.ended(ask.ended, ask.crop)
+                self._finish(ask.ended, ask.crop, identity)
                 continue
             key = (ask.camera, ask.track)
             with self._condition:
@@ -235,6 +232,14 @@ class Recognition:
                 event = {"event": "track_identified", "camera": ask.camera, "track": ask.track, "identity": identity}
                 self.identified += 1
                 self.emit([event])
+
+    def _finish(self, event: Record, crop: FaceCrop | None, identity: Record | None) -> None:
+        """The track's last answer: into its `track_ended` event, which goes on; the track
+        is forgotten here."""
+        event["identity"] = identity
+        with self._condition:
+            self._identified.discard((event["camera"], event["track"]))
+        self.ended(event, crop)
 
     def _identity(self, embedding: np.ndarray) -> Record:
         match = self.gallery.match(embedding, self.threshold)
@@ -251,5 +256,4 @@ class Recognition:
         for ask in batch:
             self.metrics.recognition_dropped.labels(ask.camera, "error").inc()
             if ask.ended is not None:
-                ask.ended["identity"] = None
-                self.ended(ask.ended, ask.crop)
+                self._finish(ask.ended, ask.crop, None)
