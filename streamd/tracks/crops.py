@@ -30,8 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from streamd.base.failures import Failures
 from streamd.config.schema import CropsConfig
 from streamd.frames.face_crop import FaceCrop, align
@@ -135,7 +133,7 @@ class CropStore:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 return False
-            if job is not None and job is not _NO_JOB:
+            if job is not None:
                 self.on_lost("shutdown")
                 self.emit([job.event])
 
@@ -147,10 +145,11 @@ class CropStore:
             try:
                 job = self._jobs.get(timeout=_SWEEP_EVERY_S)
             except queue.Empty:
-                job = None if self._stopping else _NO_JOB
-            if job is None:
-                return
-            if job is not _NO_JOB:
+                if self._stopping:
+                    return
+            else:
+                if job is None:  # the stop's marker: everything before it is written
+                    return
                 self._write(job)
             if time.monotonic() - swept >= _SWEEP_EVERY_S or self._bytes > self.settings.max_mb * 1e6:
                 self._sweep()
@@ -219,9 +218,6 @@ class CropStore:
             except OSError as error:
                 log.warning("crops: cannot remove %s: %s", path, error)
             _remove_empty(path.parent, self.directory)
-
-
-_NO_JOB = _Job({}, FaceCrop(np.zeros((0, 0, 3), np.uint8), np.zeros((5, 2)), np.zeros(4)))
 
 
 def _remove_empty(folder: Path, root: Path) -> None:
