@@ -21,6 +21,7 @@ WINGS = (
     "recognition",  # embedders and the gallery: who a face is
     "tracks",  # tracks per camera, their events, best-face crops
     "analysis",  # batcher, detector, postprocess, snapshots
+    "recorded",  # recorded video and images as batch jobs (streamd detect)
     "monitor",  # health, rates, overload, HTTP, status page, systemd
     "service",  # the daemon, its cameras, lifecycle, signals, checks
     "calibration",  # INT8 tools (they run cameras as the service does)

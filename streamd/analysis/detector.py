@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -38,19 +38,27 @@ from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox, letterbox
 from streamd.metrics.registry import Metrics
-from streamd.sinks.outputs import Outputs
 from streamd.tracks.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
 
-class Detector:
+class RecordsOut(Protocol):
+    """Where records and events go: the daemon's sinks, or recorded video's files."""
+
+    def offer_many(self, records: list[dict[str, Any]]) -> None: ...
+
+
+Out = TypeVar("Out", bound=RecordsOut)
+
+
+class Detector(Generic[Out]):
     def __init__(
         self,
         engines: list[Engine],
         batcher: BatcherConfig,
         post: PostprocessConfig,
-        outputs: Outputs,
+        outputs: Out,
         metrics: Metrics,
         warmup: bool = True,
         failures: Failures | None = None,
@@ -73,6 +81,7 @@ class Detector:
         self.inferred = 0
         # Written by the deliver thread, attached and detached from the loop.
         self.inferred_by_camera: dict[str, int] = {}
+        self.dropped_by_camera: dict[str, int] = {}
         # Camera -> its row of the per-camera series (metrics.analysis).
         self._series: dict[str, int] = {}
         self._counts_lock = threading.Lock()
@@ -135,6 +144,11 @@ class Detector:
         with self._counts_lock:
             return self.inferred_by_camera.get(camera_id, 0)
 
+    def accounted(self, camera_id: str) -> int:
+        """The camera's frames that left analysis: their records made, or dropped."""
+        with self._counts_lock:
+            return self.inferred_by_camera.get(camera_id, 0) + self.dropped_by_camera.get(camera_id, 0)
+
     def update_postprocess(self, post: PostprocessConfig) -> None:
         """Thresholds apply from the next batch on (one attribute swap: thread-safe)."""
         self.settings = PostprocessSettings.of(post)
@@ -151,10 +165,11 @@ class Detector:
         self.batcher.detach(camera_id)
         if self.tracking is not None and why is not Detached.stopped:
             # Stopping: frames in flight still get their tracks; the detector's stop ends them.
-            self.tracking.detach(camera_id, why.value, forget=why is Detached.removed)
-        if why is Detached.removed:
+            self.tracking.detach(camera_id, why.value, forget=why.gone)
+        if why.gone:
             with self._counts_lock:
                 self.inferred_by_camera.pop(camera_id, None)
+                self.dropped_by_camera.pop(camera_id, None)
                 self._series.pop(camera_id, None)
             self.snapshots.forget(camera_id)
 
@@ -162,7 +177,7 @@ class Detector:
         self.batcher.room_freed()
 
     def _stale(self, frame: Frame) -> None:
-        self.metrics.frames_dropped.labels(frame.camera_id, "stale").inc()
+        self._dropped([frame], "stale")
 
     def _engine_failed(self, frames: list[Frame]) -> None:
         self._dropped(frames, "engine_error")
@@ -170,6 +185,8 @@ class Detector:
     def _dropped(self, frames: list[Frame], reason: str) -> None:
         with self._counts_lock:
             known = [frame for frame in frames if frame.camera_id in self.inferred_by_camera]
+            for frame in known:
+                self.dropped_by_camera[frame.camera_id] = self.dropped_by_camera.get(frame.camera_id, 0) + 1
         for frame in known:
             self.metrics.frames_dropped.labels(frame.camera_id, reason).inc()
 

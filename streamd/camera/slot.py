@@ -25,6 +25,8 @@ class LatestFrameSlot(Generic[T]):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
+        # Told when a frame is taken: recorded video waits on it instead of replacing.
+        self._taken = threading.Condition(self._lock)
         self._item: T | None = None
         self.replaced = 0
         """Frames replaced before they were taken, so far (the batcher watches it)."""
@@ -49,6 +51,18 @@ class LatestFrameSlot(Generic[T]):
                     self._loop.call_soon_threadsafe(self._ready.set)
         return replaced
 
+    def wait_empty(self, stop: threading.Event) -> bool:
+        """Wait until the frame held is taken (any thread but the loop's): back-pressure
+        for recorded video, where every frame counts and none may be replaced. The one
+        putter then puts. False when `stop` was set first."""
+        with self._taken:
+            while self._item is not None:
+                if stop.is_set():
+                    return False
+                # The timeout only bounds how late a stop is seen; a take wakes it at once.
+                self._taken.wait(0.1)
+        return True
+
     def peek(self) -> T | None:
         """The waiting frame without taking it."""
         with self._lock:
@@ -59,6 +73,8 @@ class LatestFrameSlot(Generic[T]):
         with self._lock:
             item, self._item = self._item, None
             self._ready.clear()
+            if item is not None:
+                self._taken.notify_all()
             return item
 
     async def get(self) -> T:

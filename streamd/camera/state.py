@@ -31,6 +31,13 @@ class Detached(StrEnum):
     """Its settings changed: it starts again at once."""
     stopped = "stopped"
     """The daemon is stopping: what is in flight is still analysed."""
+    finished = "finished"
+    """A recorded input's frames are all analysed (`streamd detect`)."""
+
+    @property
+    def gone(self) -> bool:
+        """It will not come back: its counts, series and snapshots are forgotten."""
+        return self in (Detached.removed, Detached.finished)
 
 
 class Decoder(StrEnum):

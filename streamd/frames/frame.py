@@ -45,3 +45,12 @@ class Frame:
     frame is analysed and best-face crops are on, for crops at the camera's resolution;
     None for NVDEC frames (their surfaces belong to the decoder's small pool) and frames
     made elsewhere."""
+    timeline_s: float | None = None
+    """Seconds on the source's own timeline when that, not the wall clock, is the frame's
+    time: recorded video analysed faster than it plays (None: a live camera)."""
+
+    @property
+    def clock_s(self) -> float:
+        """The frame's time for tracks (when a face was seen, when a track is lost): the
+        recording's timeline, or the live camera's arrival time (`captured_mono`)."""
+        return self.captured_mono if self.timeline_s is None else self.timeline_s

@@ -32,15 +32,15 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from streamd.analysis.assembly import assemble_detector
 from streamd.analysis.detector import Detector
 from streamd.analysis.discard import DiscardingConsumer
 from streamd.analysis.snapshots import Snapshot
-from streamd.base.errors import StreamdError
 from streamd.base.failures import Failures
 from streamd.base.threads import run_in_thread
 from streamd.camera.nvdec import nvdec_unavailable_reason
@@ -49,8 +49,6 @@ from streamd.camera.source import CameraSource
 from streamd.camera.state import CameraState
 from streamd.config.loader import LoadedConfig
 from streamd.config.schema import Overrides, StreamsConfig
-from streamd.engine.factory import create_engines
-from streamd.frames.face_crop import FaceCrop
 from streamd.gpu.context import share_primary_context
 from streamd.gpu.nvdec_budget import NvdecBudget, budget_for, gpu_name
 from streamd.metrics.gpu import GpuCollector
@@ -60,16 +58,12 @@ from streamd.monitor.http_server import MetricsServer
 from streamd.monitor.overload import OverloadGovernor
 from streamd.monitor.rates import RateClock, Rates
 from streamd.monitor.systemd import Notifier
-from streamd.recognition.embedders import make_embedder
-from streamd.recognition.gallery import Gallery
-from streamd.recognition.stage import Recognition
 from streamd.service.cameras import AnalysisStage, Supervisor
 from streamd.service.lifecycle import Lifecycle
 from streamd.service.reload import ConfigReload
 from streamd.service.signals import STOP_SIGNALS, EarlySignals, ignore_from_now_on
 from streamd.sinks.factory import build_sinks
 from streamd.sinks.outputs import Outputs
-from streamd.tracks.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +106,7 @@ class Daemon:
         self.metrics = Metrics()
         self.failures = Failures(lambda component: self.metrics.component_failures.labels(component).inc())
         self.consumer = options.consumer
-        self.detector = options.consumer if isinstance(options.consumer, Detector) else None
+        self.detector: Detector[Outputs] | None = options.consumer if isinstance(options.consumer, Detector) else None
         self.supervisor: Supervisor | None = None
         self.notifier = options.notifier or Notifier()
         self.phase = Phase.starting
@@ -256,55 +250,13 @@ class Daemon:
         if self._reload_pending:
             self._reload_soon("SIGHUP")
 
-    def _build_detector(self) -> Detector | None:
+    def _build_detector(self) -> Detector[Outputs] | None:
         config = self.config
         if config.engine is None:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return None
-        engines = create_engines(config.engine, config.batcher.max_batch)
         outputs = Outputs(build_sinks(config.sinks, self.metrics, self.failures))
-        recognition = self._recognition(config, outputs)
-        tracking = Tracking(config.tracking, outputs.offer_many, self.metrics, self.failures, recognition)
-        return Detector(
-            engines,
-            config.batcher,
-            config.postprocess,
-            outputs,
-            self.metrics,
-            config.engine.warmup,
-            self.failures,
-            tracking,
-        )
-
-    def _recognition(
-        self, config: StreamsConfig, outputs: Outputs
-    ) -> Callable[[Callable[[Record, FaceCrop | None], None]], Recognition] | None:
-        """The second stage, when `recognition` is on (by default: once a gallery exists).
-        One that cannot load is logged and left out: detection and tracks go on."""
-        settings = config.recognition
-        wanted = settings.enabled if settings.enabled is not None else settings.gallery_path.exists()
-        if not wanted:
-            return None
-        if not config.tracking.enabled:
-            log.warning("recognition is on but tracking is off: faces are identified per track; nothing is")
-            return None
-        try:
-            embedder = make_embedder(settings.embedder, settings.model_path)
-            gallery = Gallery(settings.gallery_path, embedder.name)
-        except StreamdError as error:
-            log.error("recognition left out: %s", error)
-            return None
-        threshold = settings.threshold or embedder.threshold
-        log.info(
-            "recognition: %s embedder, threshold %g, gallery %s (%d people)",
-            embedder.name,
-            threshold,
-            gallery.path,
-            len(gallery.people()),
-        )
-        metrics, emit = self.metrics, outputs.offer_many
-        batch = (settings.max_batch, settings.max_delay_ms / 1000, settings.queue)
-        return lambda ended: Recognition(embedder, gallery, threshold, emit, ended, metrics, *batch)
+        return assemble_detector(config, config.engine, outputs, self.metrics, self.failures)
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
         return budget_for(self._gpu_name, config.nvdec.budget_fps)

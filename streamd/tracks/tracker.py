@@ -115,7 +115,7 @@ class CameraTracks:
             confidence=np.array([face["score"] for face in faces], dtype=np.float32),
             data={"face": np.arange(len(faces))},
         )
-        result = self._tracker.update(detections, timestamp=frame.captured_mono)
+        result = self._tracker.update(detections, timestamp=frame.clock_s)
         for face in faces:
             face["track"] = None
         # An empty result is the library's fresh `Detections.empty()`, without our data.
@@ -132,12 +132,12 @@ class CameraTracks:
             track = self.open.get(ours)
             confirmed_now = track is None
             if track is None:  # confirmed after `min_hits` sightings: those before count too
-                at, mono = frame.captured_at, frame.captured_mono
+                at, mono = frame.captured_at, frame.clock_s
                 track = self.open[ours] = Track(ours, frame.pts, at, frame.pts, at, mono, self.settings.min_hits - 1)
             self._sighting(track, frame, face)
             if confirmed_now:
                 started.append(track.started(self.camera_id))
-        return started, self.lost(frame.captured_mono)
+        return started, self.lost(frame.clock_s)
 
     def end_all(self) -> list[Track]:
         ended, self.open, self._ours = list(self.open.values()), {}, {}
@@ -145,7 +145,7 @@ class CameraTracks:
 
     def _sighting(self, track: Track, frame: Frame, face: Record) -> None:
         track.frames += 1
-        track.last_pts, track.last_at, track.last_mono = frame.pts, frame.captured_at, frame.captured_mono
+        track.last_pts, track.last_at, track.last_mono = frame.pts, frame.captured_at, frame.clock_s
         patch = np.zeros((0, 0), np.float32)
         if frame.letterbox is not None:
             box = frame.letterbox
@@ -169,9 +169,9 @@ class CameraTracks:
             track.best_crop = crop_from_picture(frame.picture, face["box"], face["landmarks"], margin)
         elif frame.letterbox is not None:  # an NVDEC frame: only the model input is left
             track.best_crop = crop_from_model_input(frame.image, frame.letterbox, face, margin)
-        asking = recognition is not None and recognition.wants(track.asked, track.asked_mono, frame.captured_mono)
+        asking = recognition is not None and recognition.wants(track.asked, track.asked_mono, frame.clock_s)
         if asking and recognition is not None and track.best_crop is not None:
-            track.asked, track.asked_mono = track.asked + 1, frame.captured_mono
+            track.asked, track.asked_mono = track.asked + 1, frame.clock_s
             recognition.ask(self.camera_id, track.track, track.best_crop)
 
     def lost(self, now_mono: float) -> list[Track]:
