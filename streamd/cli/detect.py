@@ -58,6 +58,11 @@ def _configuration(args: argparse.Namespace) -> tuple[Any, Any, float | None]:
 
     path = args.config or (_DEFAULT_CONFIG if Path(_DEFAULT_CONFIG).exists() else None)
     streams = read_config(path).config if path is not None else StreamsConfig.model_validate({"cameras": []})
+    # The options first: a wrong one is named before anything is loaded.
+    given = {"score_threshold": args.score, "iou_threshold": args.iou, "max_faces": args.max_faces}
+    post = options_as(PostprocessConfig, streams.postprocess.model_dump() | _given(given))
+    rate = options_as(CameraSettings, {"fps": args.fps if args.fps is not None else streams.defaults.fps})
+    fps = None if args.all_frames else rate.fps
     engine = streams.engine
     if args.model is not None:
         engine = (engine or EngineConfig(model=args.model)).model_copy(update={"model": args.model})
@@ -66,10 +71,6 @@ def _configuration(args: argparse.Namespace) -> tuple[Any, Any, float | None]:
         raise InputError(f"no model: {where}; give --model (streamd model prepare makes one) or -c FILE")
     if not Path(engine.model).exists():
         raise InputError(f"the model {engine.model} does not exist (make run prepares the demo one)")
-    given = {"score_threshold": args.score, "iou_threshold": args.iou, "max_faces": args.max_faces}
-    post = options_as(PostprocessConfig, streams.postprocess.model_dump() | _given(given))
-    rate = options_as(CameraSettings, {"fps": args.fps if args.fps is not None else streams.defaults.fps})
-    fps = None if args.all_frames else rate.fps
     return streams.model_copy(update={"postprocess": post}), engine, fps
 
 
