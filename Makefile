@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ingest bench-overload bench-scale bench-tracks bench-recognition soak soak-reload int8-report gpu-check gpu-pack install system-deps clean
+.PHONY: run test lint bench bench-ingest bench-overload bench-scale bench-tracks bench-recognition bench-files soak soak-reload int8-report gpu-check gpu-pack install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-scale: $(STAMP)
 ## make bench-recognition: the second stage, batched across cameras against one face at a time
 bench-recognition: $(STAMP)
 	$(BIN)/python -m devtools.bench --log-level WARNING recognition --out bench-results
+
+## make bench-files: recorded video through streamd detect, against a naive loop and the machine's limit
+bench-files: $(STAMP)
+	$(BIN)/python -m devtools.bench --log-level WARNING files --out bench-results
 
 ## make bench-tracks: trackers on clips of moving faces with ground truth (switches, coverage, events)
 bench-tracks: $(STAMP)

@@ -19,6 +19,7 @@ BENCHES = {
     "reload-soak": "reload storms one after another: memory by kind after each, leak or allocator slack",
     "tracks": "tracking on clips of moving faces with ground truth: switches, coverage, events, CPU",
     "recognition": "the second stage: faces from many cameras in batches against one at a time",
+    "files": "recorded video through streamd detect against a naive loop and the machine's limit",
 }
 
 

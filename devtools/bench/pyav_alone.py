@@ -22,7 +22,7 @@ from streamd.camera.sampler import FrameSampler
 from streamd.frames.letterbox import letterbox
 
 
-def _camera(url: str, fps: float, stop: threading.Event) -> None:
+def decode_camera(url: str, fps: float, stop: threading.Event) -> None:
     last: Any = None
     sampler = FrameSampler(fps)
     with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0)) as container:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     threads: list[threading.Thread] = []
     for count in (int(c) for c in args.counts.split(",")):
         for url in args.urls[len(threads) : count]:
-            threads.append(threading.Thread(target=_camera, args=(url, args.fps, stop), daemon=True))
+            threads.append(threading.Thread(target=decode_camera, args=(url, args.fps, stop), daemon=True))
             threads[-1].start()
         _report(count, args.settle, args.measure)
     # Joined before exit: an interpreter that finalises while threads are inside FFmpeg

@@ -155,7 +155,7 @@ class DetectJob:
         self._reading.append(source)
         slot: LatestFrameSlot[Frame] = LatestFrameSlot(asyncio.get_running_loop())
         detector.attach(source.name, slot)
-        outcome = await run_in_thread(lambda: read(source, slot, settings, self.stopping), name="read")
+        outcome = await run_in_thread(lambda: read(source, slot, settings, self.stopping), name=f"decode-{source.name}")
         if outcome.stopped or not await self._analysed(source, detector, outcome):
             return  # the stop marks it partial once the engine is drained
         self._reading.remove(source)
