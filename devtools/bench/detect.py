@@ -212,7 +212,8 @@ async def _streamd(server: RtspTestServer, names: list[str], model: Path, args: 
         cpu, roles = time.process_time() - cpu0, spent_between(roles0, cpu_by_role())
     finally:
         await daemon.stop()
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = (json.loads(line) for line in out.read_text().splitlines())
+    records = [record for record in lines if "event" not in record]  # frames, not track events
     observations = [(r["camera"], r["frame_pts"], r["captured_at"], r["result_at"]) for r in records]
     registry = daemon.metrics.registry
     batch_sum = registry.get_sample_value("streamd_batch_size_sum") or 0.0

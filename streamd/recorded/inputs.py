@@ -131,7 +131,7 @@ def _probe(path: Path, kind: Kind, fps: float | None) -> tuple[str | None, int]:
             if not container.streams.video:
                 return "no video track", 0
             stream = container.streams.video[0]
-            seconds = _duration_s(container, stream)
+            seconds = duration_s(container, stream)
             rate = float(stream.average_rate or stream.guessed_rate or 0)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         return f"cannot open: {error}", 0
@@ -142,7 +142,8 @@ def _probe(path: Path, kind: Kind, fps: float | None) -> tuple[str | None, int]:
     return None, max(1, math.ceil(seconds * (rate if fps is None else min(rate, fps))))
 
 
-def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+def duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """How long the file says its video lasts (None: it does not say)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

@@ -16,6 +16,7 @@ manifest, for `--resume` to read again from their start.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -115,7 +116,8 @@ class DetectJob:
         started = time.monotonic()  # the rate is the analysis's, without loading the model
         ticker = asyncio.create_task(self._tick(), name="progress")
         gate = asyncio.Semaphore(max(1, self.options.jobs))
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.options.jobs))
+        # The cores left to each file's decoder by the files decoded beside it.
+        threads = max(1, (os.cpu_count() or 1) // max(1, min(self.options.jobs, len(self.inputs))))
         read_settings = ReadSettings(self.options.fps, threads, detector.convert, detector.keeps_pictures())
 
         async def one(source: Input) -> None:
@@ -135,7 +137,7 @@ class DetectJob:
             log.error("the engine did not finish in time: the last records may be missing")
         summary = self._summary(time.monotonic() - started)
         if out is not None:
-            write_atomically(out / "summary.json", _json(summary))
+            write_atomically(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.progress.end(summary)
         return summary
 
@@ -162,8 +164,7 @@ class DetectJob:
         await detector.detach(source.name, Detached.finished)
         await self._track_ends(source)
         written = self._written(source, outcome)
-        if outcome.error is not None:
-            log.error("%s: %s", source.name, outcome.error)
+        if outcome.error is not None:  # said by the progress, kept in the summary and the manifest
             self.files.leave_partial(source.name)
             self._ended(source, "failed", manifest, {**written, "error": outcome.error})
         else:
@@ -185,7 +186,9 @@ class DetectJob:
             if tally.tracks_ended >= tally.tracks_started:
                 return
             await asyncio.sleep(_POLL_S)
-        log.warning("%s: not every track's end came within %gs; its file is closed without them", source.name, 30)
+        log.warning(
+            "%s: not every track's end came within %gs; its file is closed without them", source.name, _TRACK_ENDS_S
+        )
 
     def _written(self, source: Input, outcome: ReadOutcome | None = None) -> dict[str, Any]:
         tally = self.files.tally(source.name)
@@ -242,9 +245,3 @@ def _for_recordings(config: StreamsConfig, out: Path | None) -> StreamsConfig:
             "tracking": config.tracking.model_copy(update={"crops": crops}),
         }
     )
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=1) + "\n"

@@ -10,6 +10,7 @@ tracks see the recording's time, not how fast it was read.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,15 +20,21 @@ from typing import Any
 import av
 import av.error
 
+from streamd.base.errors import InputError
 from streamd.camera.sampler import FrameSampler
 from streamd.camera.slot import LatestFrameSlot
 from streamd.frames.frame import Frame, StageTimes
 from streamd.frames.letterbox import Letterbox, load_image
-from streamd.recorded.inputs import Input, Kind
+from streamd.recorded.inputs import Input, Kind, duration_s
+
+log = logging.getLogger(__name__)
 
 Converter = Callable[[av.VideoFrame], tuple[Any, Letterbox | None]]
 # Undecodable packets in a row after which a file is broken, not glitching (as cameras).
 _MAX_CONSECUTIVE_DECODE_ERRORS = 100
+# A video that ends this much (plus two frames) before the duration its header declares
+# was cut short: a copy interrupted, a recorder that crashed.
+_TRUNCATED_S = 0.5
 
 
 @dataclass
@@ -60,9 +67,13 @@ def read(source: Input, slot: LatestFrameSlot[Frame], settings: ReadSettings, st
             _hand_on(source, load_image(str(source.path)), 0.0, slot, settings, stop, outcome)
         else:
             _read_video(source, slot, settings, stop, outcome)
-    except (av.error.FFmpegError, OSError, EOFError, ValueError) as error:
-        after = f" after {outcome.frames} frame(s)" if outcome.frames else ""
-        outcome.error = f"{type(error).__name__}{after}: {error}"
+    except Exception as error:
+        if not isinstance(error, (av.error.FFmpegError, OSError, EOFError, ValueError)):
+            # Not the file's usual ways of being bad: the traceback is for a bug report,
+            # and the other inputs go on all the same.
+            log.exception("%s: reading failed", source.name)
+        what = str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+        outcome.error = f"{what} (after {outcome.frames} frame(s))" if outcome.frames else what
     return outcome
 
 
@@ -75,6 +86,9 @@ def _read_video(
         stream.codec_context.thread_count = settings.threads
         stream.codec_context.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or 25)
+        declared = duration_s(container, stream)
+        first: float | None = None
+        last = 0.0
         consecutive_errors = decoded = 0
         for packet in container.demux(stream):
             if stop.is_set():
@@ -87,16 +101,21 @@ def _read_video(
                 outcome.decode_errors += 1
                 consecutive_errors += 1
                 if consecutive_errors >= _MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise ValueError(f"{consecutive_errors} packets in a row could not be decoded: {error}") from error
+                    raise InputError(f"{consecutive_errors} packets in a row could not be decoded: {error}") from error
                 continue
             for frame in frames:
                 # No timestamp (some raw streams): where the frame rate puts it.
                 pts = frame.time if frame.time is not None else decoded / rate
                 decoded += 1
+                first = pts if first is None else first
+                last = pts
                 if sampler is not None and not sampler.take(pts):
                     continue
                 if not _hand_on(source, frame, pts, slot, settings, stop, outcome):
                     return
+        played = last - first + 1 / rate if first is not None else 0.0
+        if declared is not None and played + 2 / rate + _TRUNCATED_S < declared:
+            raise InputError(f"truncated: the video ends after {played:.2f}s of the {declared:.2f}s it declares")
 
 
 def _hand_on(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -60,13 +61,20 @@ def test_a_folder_gives_a_file_per_video_a_record_per_image_and_an_error_per_bad
     shutil.copy(clip(assets_dir, "two_people.jpg", 2), folder / "hall.mkv")
     shutil.copy(assets_dir / "images" / "street_bus.jpg", folder / "street.jpg")
     (folder / "broken.mp4").write_bytes(os.urandom(20_000))
+    whole = clip(assets_dir, "group9.jpg", 4).read_bytes()
+    (folder / "cut.mkv").write_bytes(whole[: len(whole) // 3])  # a copy interrupted
     (folder / "notes.txt").write_text("not a video")  # a folder's other files are left alone
     out = tmp_path / "out"
 
     result = detect(str(folder), "-o", str(out), "--fps", "5", "--progress-interval", "0.2", model=canonical_model)
 
-    assert result.returncode == 1, result.stderr  # one input failed, the rest are done
-    assert sorted(p.name for p in out.glob("*.jsonl*")) == ["door.mp4.jsonl", "hall.mkv.jsonl", "street.jpg.jsonl"]
+    assert result.returncode == 1, result.stderr  # two inputs failed, the rest are done
+    assert sorted(p.name for p in out.glob("*.jsonl*")) == [
+        "cut.mkv.jsonl.partial",
+        "door.mp4.jsonl",
+        "hall.mkv.jsonl",
+        "street.jpg.jsonl",
+    ]
     for name in ("door.mp4", "hall.mkv"):
         records = lines(out / f"{name}.jsonl")
         frames = [r for r in records if "event" not in r]
@@ -85,16 +93,27 @@ def test_a_folder_gives_a_file_per_video_a_record_per_image_and_an_error_per_bad
     [image] = lines(out / "street.jpg.jsonl")
     assert image["image"] == str(folder / "street.jpg") and image["width"] == 810 and image["faces"]
 
+    # The cut copy: what it held is analysed and kept, and it is reported as truncated.
+    cut = [r for r in lines(out / "cut.mkv.jsonl.partial") if "event" not in r]
+    assert 0 < len(cut) < 20
+
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["files"], summary["done"], summary["failed"], summary["frames"]) == (4, 3, 1, 21)
-    [error] = summary["errors"]
-    assert error["file"] == "broken.mp4" and "cannot open" in error["error"]
+    assert (summary["files"], summary["done"], summary["failed"]) == (5, 3, 2)
+    assert summary["frames"] == 21 + len(cut)
+    errors = {error["file"]: error["error"] for error in summary["errors"]}
+    assert errors["broken.mp4"].startswith("cannot open: ")
+    assert errors["cut.mkv"].startswith("truncated: the video ends after ")
+    assert errors["cut.mkv"].endswith(f"of the 4.00s it declares (after {len(cut)} frame(s))")
     assert "streamd detect: broken.mp4: failed: cannot open" in result.stderr
+    assert "streamd detect: cut.mkv: failed: truncated" in result.stderr
     assert "streamd detect: door.mp4: done, 10 frames" in result.stderr
-    assert "4 file(s): 3 done, 1 failed" in result.stderr
+    assert "5 file(s): 3 done, 2 failed" in result.stderr
+    # Progress lines while it ran: frames done of all, the rate and the time left.
+    assert re.search(r"streamd detect: \d+/\d+ frames \(\d+%\), [\d.]+ frames/s, ETA ", result.stderr)
     manifest = json.loads((out / "manifest.json").read_text())
     assert {name: entry["status"] for name, entry in manifest["inputs"].items()} == {
         "broken.mp4": "failed",
+        "cut.mkv": "failed",
         "door.mp4": "done",
         "hall.mkv": "done",
         "street.jpg": "done",
