@@ -111,9 +111,9 @@ class DetectJob:
         detector = await run_in_thread(
             lambda: assemble_detector(self.config, self.engine, self.files, metrics, Failures()), name="engine-load"
         )
-        self.progress.begin(self.inputs)
         await detector.start()
         started = time.monotonic()  # the rate is the analysis's, without loading the model
+        self.progress.begin(self.inputs)
         ticker = asyncio.create_task(self._tick(), name="progress")
         gate = asyncio.Semaphore(max(1, self.options.jobs))
         # The cores left to each file's decoder by the files decoded beside it.
