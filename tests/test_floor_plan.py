@@ -15,6 +15,7 @@ WINGS = (
     "model",  # the canonical ONNX model
     "frames",  # a camera's frame and its letterbox into the model input
     "gpu",  # CUDA context, NVDEC budget, GPU letterbox
+    "machine",  # what this machine gives: cores, memory, GPUs; the `auto` rules
     "engine",  # inference backends and the runner
     "camera",  # one camera: connect, decode, sample; NVDEC placement
     "sinks",  # where records go

@@ -17,10 +17,21 @@ Out = TypeVar("Out", bound=RecordsOut)
 
 
 def assemble_detector(
-    config: StreamsConfig, engine: EngineConfig, outputs: Out, metrics: Metrics, failures: Failures
+    config: StreamsConfig, engine: EngineConfig, outputs: Out, metrics: Metrics, failures: Failures, sources: int
 ) -> Detector[Out]:
-    """Loads the engines (seconds: call from a thread)."""
-    engines = create_engines(engine, config.batcher.max_batch)
+    """Loads the engines (seconds: call from a thread); `sources`: the cameras (or files
+    at once) that will send frames, for `auto` batch sizes."""
+    engines = create_engines(engine, config.batcher.max_batch, sources)
     recognition = recognition_from_config(config, outputs.offer_many, metrics)
     tracking = Tracking(config.tracking, outputs.offer_many, metrics, failures, recognition)
-    return Detector(engines, config.batcher, config.postprocess, outputs, metrics, engine.warmup, failures, tracking)
+    return Detector(
+        engines.instances,
+        config.batcher,
+        config.postprocess,
+        outputs,
+        metrics,
+        engine.warmup,
+        failures,
+        tracking,
+        engines.sizing,
+    )

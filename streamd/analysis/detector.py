@@ -35,6 +35,7 @@ from streamd.camera.state import Detached
 from streamd.config.schema import BatcherConfig, PostprocessConfig
 from streamd.engine.base import Engine
 from streamd.engine.runner import BatchResult, EngineRunner
+from streamd.engine.sizing import EngineSizing
 from streamd.frames.frame import Frame
 from streamd.frames.letterbox import Letterbox, letterbox
 from streamd.metrics.registry import Metrics
@@ -63,8 +64,10 @@ class Detector(Generic[Out]):
         warmup: bool = True,
         failures: Failures | None = None,
         tracking: Tracking | None = None,
+        sizing: EngineSizing | None = None,
     ) -> None:
-        """`tracking`: faces get tracks and tracks become events (None: records only)."""
+        """`tracking`: faces get tracks and tracks become events (None: records only);
+        `sizing`: how `auto` sized the engines (their measured cost is kept there)."""
         self.engines = engines
         self.engine = engine = engines[0]
         self.outputs = outputs
@@ -73,10 +76,13 @@ class Detector(Generic[Out]):
         self.warmup = warmup
         self.settings = PostprocessSettings.of(post)
         self.failures = failures or Failures()
-        self.runner = EngineRunner(engines, self._deliver, self._room_freed, self._engine_failed, self.failures)
-        policy = BatchPolicy(
-            min(batcher.max_batch, engine.max_batch), batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000
+        self.sizing = sizing
+        fit = sizing is not None and sizing.instances_auto
+        self.runner = EngineRunner(
+            engines, self._deliver, self._room_freed, self._engine_failed, self.failures, metrics, fit
         )
+        most = engine.max_batch if batcher.max_batch == "auto" else min(batcher.max_batch, engine.max_batch)
+        policy = BatchPolicy(most, batcher.max_delay_ms / 1000, batcher.max_age_ms / 1000)
         self.batcher = DynamicBatcher(policy, self.runner, self._stale, failures=self.failures)
         self.inferred = 0
         # Written by the deliver thread, attached and detached from the loop.
@@ -110,6 +116,8 @@ class Detector(Generic[Out]):
         if self.warmup:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
             log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
+            if self.sizing is not None and self.runner.cost is not None:
+                self.sizing.remember(self.runner.cost)
         if self.tracking is not None:
             self.tracking.start()
         self.runner.start()

@@ -4,7 +4,6 @@ machine allows, through the daemon's batcher, engine, postprocess and tracks."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ _DEFAULT_CONFIG = "streams.yaml"
 def _cmd_detect(args: argparse.Namespace) -> int:
     import asyncio
 
+    from streamd.machine.limits import read_limits
     from streamd.recorded.inputs import expand, plan
     from streamd.recorded.job import DetectJob, JobOptions
     from streamd.recorded.progress import choose
@@ -31,7 +31,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     options = JobOptions(
         Path(args.out) if args.out is not None else None,
         fps,
-        args.jobs or os.cpu_count() or 1,
+        args.jobs or read_limits().cores,
         args.resume,
         args.progress_interval,
     )
@@ -94,7 +94,7 @@ def add_to(commands: Commands) -> None:
     rate = detect.add_mutually_exclusive_group()
     rate.add_argument("--fps", type=float, help="analysis rate on the video's clock (default: the cameras' default)")
     rate.add_argument("--all-frames", action="store_true", help="analyse every frame")
-    detect.add_argument("--jobs", type=int, default=0, help="inputs decoded at once (default: one per core)")
+    detect.add_argument("--jobs", type=int, default=0, help="inputs decoded at once (default: one per usable core)")
     detect.add_argument("--resume", action="store_true", help="skip inputs the manifest in --out says are done")
     detect.add_argument("--json-progress", action="store_true", help="progress as JSON lines on stdout")
     detect.add_argument(

@@ -146,11 +146,19 @@ def _duplicate_ids(doc: YamlDocument, file: str) -> list[ConfigProblem]:
 
 def _describe(exc: ValidationError, doc: YamlDocument, file: str, skip_duplicates: bool) -> list[ConfigProblem]:
     errors = []
-    for error in exc.errors(include_url=False):
+    found = exc.errors(include_url=False)
+    # A number or `auto` fails twice, once as each: the number's error is the one to show.
+    wrong_numbers = {_error_path(e, doc) for e in found if not _is_not_auto(e)}
+    auto_allowed = {_error_path(e, doc) for e in found if _is_not_auto(e)}
+    for error in found:
         if skip_duplicates and error["type"] == DUPLICATE_ID:
             continue  # already reported per camera, with lines, by _duplicate_ids
+        if _is_not_auto(error) and _error_path(error, doc) in wrong_numbers:
+            continue
         path = _error_path(error, doc)
         message = _message(error)
+        if error["type"] in ("int_parsing", "int_type") and path in auto_allowed:
+            message = message.replace("must be a whole number", "must be a whole number or auto")
         if path == ("cameras",) and error["type"] == "missing":
             message += f" (an interrupted save?); {_NO_CAMERAS_HINT}"
         errors.append(ConfigProblem(file, doc.line_of(path), path, message))
@@ -165,7 +173,11 @@ def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
     # Pydantic appends the validator's name for `mode="after"` model validators; drop
     # anything that is not a real key. A camera key that the camera does not set came
     # from `defaults`: point there, where the operator must fix it.
-    path = tuple(part for part in error["loc"] if isinstance(part, int) or not part.startswith("_"))
+    path = tuple(
+        part
+        for part in error["loc"]
+        if isinstance(part, int) or not (part.startswith("_") or part in _UNION_MEMBERS or _AUTO in part)
+    )
     if len(path) >= 3 and path[0] == "sinks" and path[2] in _SINK_TYPES:
         path = (*path[:2], *path[3:])  # the tagged union's tag is not a key of the file
     if error["type"] == "union_tag_invalid":
@@ -178,6 +190,13 @@ def _error_path(error: ErrorDetails, doc: YamlDocument) -> KeyPath:
 
 
 _SINK_TYPES = ("jsonl", "redis", "mqtt")
+# Pydantic names the member of `int | Literal["auto"]` that failed in the error's path.
+_UNION_MEMBERS = frozenset({"int", "constrained-int"})
+_AUTO = "literal['auto']"
+
+
+def _is_not_auto(error: ErrorDetails) -> bool:
+    return error["type"] == "literal_error" and bool(error["loc"]) and error["loc"][-1] == _AUTO
 
 _MESSAGES = {
     "union_tag_invalid": "unknown sink type {tag!r}: one of {expected_tags}",

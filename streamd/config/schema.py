@@ -244,10 +244,17 @@ class EngineConfig(StrictModel):
     """Canonical model file (`streamd model prepare`), relative to this file's directory."""
     backend: EngineBackend = EngineBackend.auto
     """auto: TensorRT where it can run, ONNX Runtime otherwise; or name one."""
-    instances: int = Field(0, ge=0, le=16)
-    """Engine instances running batches in parallel; 0: one per core on CPU, one on a GPU."""
-    threads: int = Field(0, ge=0, le=64)
-    """ONNX Runtime threads per instance; 0: the cores divided among the instances."""
+    instances: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
+    """Engine instances running batches in parallel; auto: one per usable core on a CPU
+    (fewer when memory holds fewer), one on a GPU (docs/operations.md, "auto")."""
+    threads: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    """ONNX Runtime threads per instance; auto: the usable cores shared among the instances."""
+
+    @field_validator("instances", "threads", mode="before")
+    @classmethod
+    def _zero_is_auto(cls, value: Any) -> Any:
+        return "auto" if value == 0 and not isinstance(value, bool) else value  # 0 meant auto before
+
     providers: list[str] | None = None
     """ONNX Runtime execution providers in order; default: the best installed."""
     warmup: bool = True
@@ -283,8 +290,9 @@ class EngineConfig(StrictModel):
 
 
 class BatcherConfig(StrictModel):
-    max_batch: int = Field(8, ge=1, le=MAX_BATCH)
-    """Frames per batch at most (the engine's batch profile must allow it)."""
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] | Literal["auto"] = "auto"
+    """Frames per batch at most (the engine's batch profile must allow it); auto: 1 on a
+    CPU, the cameras rounded up to a power of two (at most 32) on a GPU."""
     max_delay_ms: float = Field(10.0, ge=0, le=1000)
     """The oldest waiting frame waits at most this long for a fuller batch."""
     max_age_ms: float = Field(1000.0, gt=0, le=60000)
@@ -606,12 +614,13 @@ class StreamsConfig(StrictModel):
         # Checked here so `streamd check` refuses it, instead of `auto` quietly running
         # ONNX Runtime because TensorRT cannot take the batches.
         profile = self.engine.profile if self.engine is not None else None
-        if profile is not None and not profile.min <= self.batcher.max_batch <= profile.max:
+        max_batch = self.batcher.max_batch
+        if profile is not None and max_batch != "auto" and not profile.min <= max_batch <= profile.max:
             raise PydanticCustomError(
                 "batch_outside_profile",
                 "batcher.max_batch {max_batch} must lie within engine.profile min..max ({min}..{max})",
                 {
-                    "max_batch": self.batcher.max_batch,
+                    "max_batch": max_batch,
                     "min": profile.min,
                     "max": profile.max,
                     _REPORT_AT: [("batcher", "max_batch"), ("engine", "profile"), ("engine",)],

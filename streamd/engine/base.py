@@ -43,3 +43,29 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# What the backends say when memory runs out: ONNX Runtime's arena (onnxruntime/core/
+# framework/bfc_arena.cc: "Failed to allocate memory for requested buffer of size N", as
+# RuntimeException or Fail), its CUDA provider ("CUDA failure 2: out of memory",
+# cuBLAS/cuDNN "..._ALLOC_FAILED"), C++'s std::bad_alloc; CuPy raises
+# cupy.cuda.memory.OutOfMemoryError, Python MemoryError.
+_OUT_OF_MEMORY_SAYINGS = (
+    "failed to allocate memory",
+    "out of memory",
+    "alloc_failed",
+    "bad_alloc",
+    "bad allocation",
+)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the engine running out of memory."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError":
+            return True
+        if any(saying in str(seen).lower() for saying in _OUT_OF_MEMORY_SAYINGS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

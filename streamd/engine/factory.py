@@ -1,29 +1,40 @@
-"""Choose and load the inference backend named in `engine.backend`."""
+"""Choose and load the inference backend named in `engine.backend`, sized by `auto`."""
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
+from typing import Literal
 
 from streamd.config.schema import EngineBackend, EngineConfig
 from streamd.engine.base import BackendUnavailable, Engine, EngineError
 from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine, choose_providers
+from streamd.engine.sizing import EngineSizing
+from streamd.machine.hardware import Machine, detect_machine
 
 log = logging.getLogger(__name__)
 
 
-def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
-    """Load the engine instances (blocking: seconds each; call from a thread).
+@dataclass(frozen=True)
+class Engines:
+    instances: list[Engine]
+    sizing: EngineSizing
 
-    On a CPU, several single-threaded instances each running whole batches beat one
-    instance that splits every layer across the cores: the split waits at every layer
-    for its slowest thread, and with decode threads preempting cores that wait is long
-    (measured on 2 cores: 89 against 55 frames/s alone, 60 against 31 under decode-like
-    load). Like Triton's instance groups. A GPU runs one instance.
+
+def create_engines(
+    config: EngineConfig, max_batch: int | Literal["auto"], cameras: int = 1, machine: Machine | None = None
+) -> Engines:
+    """Load the engine instances (blocking: seconds each; call from a thread), as many and
+    with batches as large as the configuration says or `auto` chooses for this machine
+    (`streamd.machine.auto`: one single-threaded instance per usable core on a CPU, one
+    instance with batches of every camera's frame on a GPU).
     """
+    sizing = EngineSizing(config, max_batch, cameras, machine or detect_machine())
     if config.backend is not EngineBackend.onnxruntime:
         try:
-            return [_tensorrt(config, max_batch)]
+            engine = _tensorrt(config, sizing.choices(on_gpu=True).max_batch.value)
+            sizing.log_choices()
+            return Engines([engine], sizing)
         except EngineError as error:
             if config.backend is EngineBackend.tensorrt:
                 raise
@@ -35,15 +46,14 @@ def create_engines(config: EngineConfig, max_batch: int) -> list[Engine]:
             else:
                 log.warning("engine.backend auto: ONNX Runtime, because TensorRT failed: %s", error)
     providers = choose_providers(config.providers)
-    on_gpu = any(p != "CPUExecutionProvider" for p in providers)
-    cores = os.cpu_count() or 1
-    instances = config.instances or (1 if on_gpu else cores)
-    threads = config.threads or max(1, cores // instances)
+    choices = sizing.choices(on_gpu=any(p != "CPUExecutionProvider" for p in providers))
+    sizing.log_choices()
+    instances, threads, batch = choices.instances.value, choices.threads.value, choices.max_batch.value
     log.info("%d engine instance(s), %d thread(s) each, providers %s", instances, threads, providers)
     engines: list[Engine] = [
-        OnnxRuntimeEngine(config.model, max_batch, threads, providers, config.spin_wait) for _ in range(instances)
+        OnnxRuntimeEngine(config.model, batch, threads, providers, config.spin_wait) for _ in range(instances)
     ]
-    return engines
+    return Engines(engines, sizing)
 
 
 def _tensorrt(config: EngineConfig, max_batch: int) -> Engine:

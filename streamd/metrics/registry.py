@@ -197,6 +197,23 @@ class Metrics:
             "past health.engine_stuck_s the engine counts as stuck.",
             registry=self.registry,
         )
+        self.engine_instances = Gauge(
+            "streamd_engine_instances",
+            "Engine instances in rotation (one out of rotation after failing batch after batch).",
+            registry=self.registry,
+        )
+        self.engine_batch_limit = Gauge(
+            "streamd_engine_batch_limit",
+            "Frames an engine instance runs at once: its batch, halved each time memory ran out.",
+            ["instance"],
+            registry=self.registry,
+        )
+        self.engine_out_of_memory = Counter(
+            "streamd_engine_out_of_memory",
+            "Batches an engine instance ran out of memory on (each halved its batch limit; none lost a frame).",
+            ["instance"],
+            registry=self.registry,
+        )
         self.overload = Gauge(
             "streamd_overload",
             "1 while more than 5% of the sampled frames are not analysed (the engine cannot keep up).",

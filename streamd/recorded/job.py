@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from streamd.camera.slot import LatestFrameSlot
 from streamd.camera.state import Detached
 from streamd.config.schema import EngineConfig, StreamsConfig
 from streamd.frames.frame import Frame
+from streamd.machine.limits import read_limits
 from streamd.metrics.registry import Metrics
 from streamd.recorded.inputs import Input
 from streamd.recorded.manifest import Manifest, write_atomically
@@ -109,7 +109,8 @@ class DetectJob:
             manifest.save()
         metrics = Metrics()
         detector = await run_in_thread(
-            lambda: assemble_detector(self.config, self.engine, self.files, metrics, Failures()), name="engine-load"
+            lambda: assemble_detector(self.config, self.engine, self.files, metrics, Failures(), self._at_once()),
+            name="engine-load",
         )
         await detector.start()
         started = time.monotonic()  # the rate is the analysis's, without loading the model
@@ -117,7 +118,7 @@ class DetectJob:
         ticker = asyncio.create_task(self._tick(), name="progress")
         gate = asyncio.Semaphore(max(1, self.options.jobs))
         # The cores left to each file's decoder by the files decoded beside it.
-        threads = max(1, (os.cpu_count() or 1) // max(1, min(self.options.jobs, len(self.inputs))))
+        threads = max(1, read_limits().cores // self._at_once())
         read_settings = ReadSettings(self.options.fps, threads, detector.convert, detector.keeps_pictures())
 
         async def one(source: Input) -> None:
@@ -140,6 +141,10 @@ class DetectJob:
             write_atomically(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.progress.end(summary)
         return summary
+
+    def _at_once(self) -> int:
+        """Inputs read at the same time."""
+        return max(1, min(self.options.jobs, len(self.inputs)))
 
     async def _one(
         self, source: Input, detector: Detector[RecordFiles], manifest: Manifest | None, settings: ReadSettings

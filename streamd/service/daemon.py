@@ -256,7 +256,8 @@ class Daemon:
             log.warning("no `engine` section: frames are ingested and discarded, nothing is detected")
             return None
         outputs = Outputs(build_sinks(config.sinks, self.metrics, self.failures))
-        return assemble_detector(config, config.engine, outputs, self.metrics, self.failures)
+        cameras = len(config.cameras_to_run)
+        return assemble_detector(config, config.engine, outputs, self.metrics, self.failures, cameras)
 
     def _nvdec_budget(self, config: StreamsConfig) -> NvdecBudget:
         return budget_for(self._gpu_name, config.nvdec.budget_fps)

@@ -168,12 +168,14 @@ def _check_decoders(config: StreamsConfig, result: DeepCheck) -> None:
 def _check_engine(config: StreamsConfig, result: DeepCheck) -> None:
     assert config.engine is not None
     try:
-        engines = create_engines(config.engine, config.batcher.max_batch)
+        loaded = create_engines(config.engine, config.batcher.max_batch, len(config.cameras_to_run))
+        engines = loaded.instances
     except EngineError as exc:
         result.problems.append(f"engine: {exc}")
         return
+    runner = EngineRunner(engines, lambda _result: None, lambda: None, fit_instances=loaded.sizing.instances_auto)
     try:
-        seconds = EngineRunner(engines, lambda _result: None, lambda: None).warm_up()
+        seconds = runner.warm_up()
     except EngineError as exc:
         result.problems.append(f"engine: {exc}")
         return
@@ -181,6 +183,8 @@ def _check_engine(config: StreamsConfig, result: DeepCheck) -> None:
         for engine in engines:
             engine.close()
     result.notes.append(
-        f"engine: {len(engines)} {engines[0].name} instance(s), a batch of {engines[0].max_batch} "
+        f"engine: {len(runner.engines)} {engines[0].name} instance(s), a batch of {engines[0].max_batch} "
         f"in {seconds * 1000:.0f} ms"
     )
+    chosen = loaded.sizing.chosen
+    result.notes += [f"auto: {choice.line()}" for choice in chosen.all() if choice.auto] if chosen else []

@@ -84,7 +84,10 @@ def test_timing_caches_are_kept_per_gpu_and_tensorrt_version(tmp_path: Path) -> 
     ("text", "where"),
     [
         ("engine: {model: m.onnx, profile: {max: 16}}\nbatcher:\n  max_batch: 32\n", "s.yaml:3 batcher.max_batch"),
-        ("engine:\n  model: m.onnx\n  profile: {min: 9, opt: 9, max: 16}\n", "s.yaml:3 engine.profile"),
+        (  # the batcher's (auto: within the profile) is the one named
+            "engine:\n  model: m.onnx\n  profile: {min: 9, opt: 9, max: 16}\nbatcher: {max_batch: 8}\n",
+            "s.yaml:4 batcher.max_batch",
+        ),
     ],
 )
 def test_a_batch_the_engine_profile_cannot_take_is_refused(tmp_path: Path, text: str, where: str) -> None:

@@ -92,7 +92,7 @@ def test_backend_tensorrt_without_it_is_a_clear_error_and_auto_picks_onnxruntime
     caplog.set_level(logging.INFO)
     auto = parse_config(f"engine: {{model: {canonical_model}}}\ncameras: []", "s.yaml", env={})
     assert auto.engine is not None
-    engines = create_engines(auto.engine, 1)
+    engines = create_engines(auto.engine, 1).instances
     assert engines and all(engine.name == "onnxruntime" for engine in engines)
     assert "engine.backend auto: ONNX Runtime, because TensorRT cannot run here" in caplog.text
 

@@ -225,7 +225,7 @@ def engines_for(model: Path, tmp_path: Path, backend: str) -> list[Any]:
     text = f"engine: {{model: {model}, backend: {backend}, cache_dir: {tmp_path / 'cache'}}}\ncameras: []"
     config = parse_config(text, "s.yaml", env={})
     assert config.engine is not None
-    return create_engines(config.engine, 8)
+    return create_engines(config.engine, 8).instances
 
 
 BREAKS: dict[str, tuple[Callable[[Failures], None], str]] = {
