@@ -116,8 +116,10 @@ class Detector(Generic[Out]):
         if self.warmup:
             seconds = await run_in_thread(self.runner.warm_up, name="engine-warmup")
             log.info("engine warm: batch of %d in %.0f ms", self.engine.max_batch, seconds * 1000)
-            if self.sizing is not None and self.runner.cost is not None:
-                self.sizing.remember(self.runner.cost)
+            if self.sizing is not None:
+                if self.runner.cost is not None:
+                    self.sizing.remember(self.runner.cost)
+                self.sizing.fitted(len(self.runner.engines))
         if self.tracking is not None:
             self.tracking.start()
         self.runner.start()

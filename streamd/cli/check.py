@@ -10,8 +10,15 @@ from streamd.cli.commands import Commands
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from streamd.base.errors import InputError
     from streamd.config.loader import ConfigError, load_config
 
+    if args.hardware:
+        return _hardware(args)
+    if args.json:
+        raise InputError("--json goes with --hardware")
+    if not args.files:
+        raise InputError("name the configuration files to check (or --hardware)")
     failed = False
     for path in args.files:
         try:
@@ -41,9 +48,57 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _hardware(args: argparse.Namespace) -> int:
+    """What this machine gives, and for each FILE what `auto` chooses on it."""
+    import json
+
+    from streamd.config.loader import load_config
+    from streamd.machine.auto import engine_choices
+    from streamd.machine.hardware import detect_machine
+
+    machine = detect_machine()
+    # The GPU rules where a GPU and a GPU engine are both there; else the CPU's.
+    on_gpu = bool(machine.gpus.gpus) and any(
+        name.startswith(("tensorrt", "onnxruntime-gpu")) for name in machine.packages
+    )
+    chosen: dict[str, list[dict[str, object]]] = {}
+    for path in args.files:
+        config = load_config(path)
+        engine, batch = config.engine, config.batcher.max_batch
+        choices = engine_choices(
+            machine,
+            on_gpu,
+            len(config.cameras_to_run),
+            None if engine is None or engine.instances == "auto" else engine.instances,
+            None if engine is None or engine.threads == "auto" else engine.threads,
+            None if batch == "auto" else batch,
+        )
+        chosen[path] = [choice.as_dict() for choice in choices.all()]
+    if args.json:
+        print(json.dumps({"machine": machine.as_dict(), "engine_on_gpu": on_gpu, "auto": chosen}, indent=1))
+        return 0
+    rows = machine.table()
+    width = max(len(what) for what, _ in rows)
+    for what, found in rows:
+        print(f"{what:<{width}}  {found}")
+    for path, settings in chosen.items():
+        where = "on the GPU" if on_gpu else "on the CPU"
+        print(f"\n{path} ({where}; the measured cost of the model is applied at start):")
+        for choice in settings:
+            how = f"auto: {choice['why']}" if choice["auto"] else "set in the file"
+            print(f"  {choice['knob']}={choice['value']}  ({how})")
+    return 0
+
+
 def add_to(commands: Commands) -> None:
     check = commands.add_parser("check", help="validate streams.yaml files; exit 1 listing every error")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="*", metavar="FILE")
+    check.add_argument(
+        "--hardware",
+        action="store_true",
+        help="print the usable cores, memory, GPUs and inference packages, and for each FILE what auto chooses",
+    )
+    check.add_argument("--json", action="store_true", help="with --hardware: as JSON")
     check.add_argument(
         "--deep",
         action="store_true",

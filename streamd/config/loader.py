@@ -198,6 +198,7 @@ _AUTO = "literal['auto']"
 def _is_not_auto(error: ErrorDetails) -> bool:
     return error["type"] == "literal_error" and bool(error["loc"]) and error["loc"][-1] == _AUTO
 
+
 _MESSAGES = {
     "union_tag_invalid": "unknown sink type {tag!r}: one of {expected_tags}",
     "greater_than": "must be > {gt}",

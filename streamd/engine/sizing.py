@@ -12,11 +12,11 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Literal
 
 from streamd.config.schema import EngineConfig
-from streamd.machine.auto import EngineChoices, ModelCost, engine_choices
+from streamd.machine.auto import Choice, EngineChoices, ModelCost, engine_choices
 from streamd.machine.hardware import Machine
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,14 @@ class EngineSizing:
             (config.profile.min, config.profile.max),
         )
         return self.chosen
+
+    def fitted(self, instances: int) -> None:
+        """The warm-up closed the instances memory could not hold (`auto` only)."""
+        chosen = self.chosen
+        if chosen is None or instances >= chosen.instances.value:
+            return
+        why = f"memory holds {instances} at what the first instance was measured to take"
+        self.chosen = replace(chosen, instances=Choice("engine.instances", instances, why))
 
     def log_choices(self) -> None:
         """Once at start: each `auto` value and why."""

@@ -59,6 +59,9 @@ class Choice:
     auto: bool = True
     """False: the configuration set it."""
 
+    def as_dict(self) -> dict[str, object]:
+        return {"knob": self.knob, "value": self.value, "auto": self.auto, "why": self.why or None}
+
     def line(self) -> str:
         return f"{self.knob}={self.value} " + (f"because {self.why}" if self.auto else "(set in the configuration)")
 

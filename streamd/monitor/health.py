@@ -56,7 +56,13 @@ class Watched(Protocol):
         ...
 
     def sink_problems(self) -> list[str]:
-        """Why sinks are not writing now (empty while all are)."""
+        """Why sinks are not writing now, or engine instances are out of rotation (empty
+        while all work)."""
+        ...
+
+    def engine_status(self) -> dict[str, Any] | None:
+        """The engine's instances in rotation and its settings, each `auto` one with why;
+        None without an engine."""
         ...
 
     def snapshot(self, camera_id: str) -> Snapshot | None: ...
@@ -203,6 +209,7 @@ class Health:
             "config": {"path": str(loaded.path) if loaded.path else None, "sha256": loaded.sha256},
             "shard": loaded.config.shard,
             "nvdec": self._nvdec_status(),
+            "engine": self.watched.engine_status(),
             "cameras": cameras,
         }
 

@@ -160,7 +160,18 @@ class Daemon:
         tracking = self.detector.tracking
         recognition = tracking.recognition if tracking is not None else None
         problem = recognition.problem() if recognition is not None else None
-        return self.detector.outputs.problems() + ([problem] if problem else [])
+        return self.detector.outputs.problems() + self.detector.runner.problems() + ([problem] if problem else [])
+
+    def engine_status(self) -> dict[str, Any] | None:
+        if self.detector is None:
+            return None
+        runner, sizing = self.detector.runner, self.detector.sizing
+        chosen = sizing.chosen if sizing is not None else None
+        return {
+            "backend": runner.engine.name,
+            "instances_in_rotation": len(runner.engines) - len(runner.retired),
+            "settings": [choice.as_dict() for choice in (chosen.all() if chosen is not None else [])],
+        }
 
     def snapshot(self, camera_id: str) -> Snapshot | None:
         return self.detector.snapshots.latest(camera_id) if self.detector is not None else None
