@@ -37,9 +37,10 @@ class Limits:
     memory_why: str
 
 
-def read_limits(root: Path = Path("/"), affinity: int | None = None) -> Limits:
-    host = os.cpu_count() or 1
-    allowed = affinity if affinity is not None else _affinity(host)
+def read_limits(root: Path = Path("/"), affinity: int | None = None, host: int | None = None) -> Limits:
+    """`affinity` and `host` (CPUs allowed and present) stand in for this process's in tests."""
+    host = host or os.cpu_count() or 1
+    allowed = min(host, affinity if affinity is not None else _affinity(host))
     cores, why = allowed, f"{allowed} CPU(s) in the affinity mask" if allowed < host else f"{host} CPU(s)"
     quota = _cpu_quota(root)
     if quota is not None and math.ceil(quota[0]) < cores:
