@@ -18,6 +18,10 @@ second time with the same decode load beside it: the largest camera count's stre
 decoded, sampled and letterboxed by PyAV alone (`devtools.bench.pyav_alone`), in the
 same run: the fair limit.
 
+streamd runs with its engine settings on `auto`; then at the largest camera count
+with each hand-picked setting of `--sweep` (instances, threads, max_batch), in the same
+run, and `auto_vs_best_picked` compares auto with the best of them.
+
 The run ends with `ratio_vs_naive=X ratio_vs_limit=Y ratio_vs_fair_limit=F
 ratio_vs_possible=Z` at the largest camera count; "possible" is the lower of the fair
 limit and the cameras' demand (cameras x fps): when the engine can do more than the
@@ -61,7 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=5.0, help="analysis rate per camera")
     # ONNX Runtime on a CPU runs no faster per frame in batches (measured: 85 frames/s at
     # batch 1, 77 at 4 with two instances), so the CPU benchmark sends frames as they come.
-    parser.add_argument("--max-batch", type=int, default=1, help="streamd's batcher.max_batch")
+    parser.add_argument("--max-batch", type=int, help="streamd's batcher.max_batch (default: auto)")
+    parser.add_argument(
+        "--sweep",
+        default="1,2,1;2,1,1;1,2,2;2,1,2",
+        help="hand-picked engine.instances,engine.threads,batcher.max_batch to run at the largest camera count "
+        "beside streamd's auto (default: %(default)s; empty: none)",
+    )
     parser.add_argument("--model", type=Path, help="source or canonical model (default: the shared one)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where figures and the plot go")
 
@@ -189,13 +199,21 @@ def stage_timer_cost_us(frames: int = 20000, batch: int = 32) -> float:
 # -- (b) streamd ------------------------------------------------------------------
 
 
-async def _streamd(server: RtspTestServer, names: list[str], model: Path, args: argparse.Namespace) -> RunFigures:
+async def _streamd(
+    server: RtspTestServer,
+    names: list[str],
+    model: Path,
+    args: argparse.Namespace,
+    picked: tuple[int, int, int] | None = None,
+) -> RunFigures:
+    """The daemon on `names`; `picked`: engine.instances, engine.threads and
+    batcher.max_batch set by hand instead of `auto`."""
     out = args.out / f"streamd-{len(names)}.jsonl"
     out.unlink(missing_ok=True)
     config = StreamsConfig.model_validate(
         {
-            "engine": {"model": str(model)},
-            "batcher": {"max_batch": args.max_batch, "max_delay_ms": 10},
+            "engine": {"model": str(model)} | ({"instances": picked[0], "threads": picked[1]} if picked else {}),
+            "batcher": {"max_batch": picked[2] if picked else args.max_batch or "auto", "max_delay_ms": 10},
             "sinks": [{"path": str(out), "rotate_mb": None}],
             "defaults": {"fps": args.fps},
             "cameras": [{"id": name, "url": server.url(name)} for name in names],
@@ -312,7 +330,8 @@ def main(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.cameras.split(",")]
     print(f"clip {video.name}: 640x480 at {args.source_fps} fps, analysed at {args.fps:g} fps per camera")
 
-    rates = engine_limit(model, args.max_batch, first_frame)
+    batch = args.max_batch or 1  # auto on a CPU
+    rates = engine_limit(model, batch, first_frame)
     limit = max(rates.values())
     print("engine alone (frames/s): " + "; ".join(f"{k}: {r:.1f}" for k, r in rates.items()))
     print(f"limit: {limit:.1f} frames/s ({max(rates, key=rates.__getitem__)})")
@@ -327,7 +346,7 @@ def main(args: argparse.Namespace) -> int:
     names_all = [f"cam{i + 1}" for i in range(max(counts))]
     with RtspTestServer(dict.fromkeys(names_all, video)) as server:
         fair_rates = engine_limit_beside_decoding(
-            model, args.max_batch, first_frame, [server.url(name) for name in names_all], args.fps
+            model, batch, first_frame, [server.url(name) for name in names_all], args.fps
         )
         fair_limit = max(fair_rates.values())
         print(
@@ -349,6 +368,13 @@ def main(args: argparse.Namespace) -> int:
             run = _naive(server, names, model, args)
             print(run.line())
             figures.append(run)
+        swept = []
+        for text in filter(None, args.sweep.split(";")):
+            instances, threads, max_batch = (int(x) for x in text.split(","))
+            run = asyncio.run(_streamd(server, names_all, model, args, (instances, threads, max_batch)))
+            run.way = f"picked {instances}x{threads} batch {max_batch}"
+            print(run.line())
+            swept.append(run)
 
     top = max(counts)
     streamd_top = next(f for f in figures if f.way == "streamd" and f.cameras == top)
@@ -362,6 +388,7 @@ def main(args: argparse.Namespace) -> int:
                 "fair_limit": fair_rates,
                 "stage_timers_us_per_frame": timers_us,
                 "runs": [f.__dict__ for f in figures],
+                "picked": [f.__dict__ for f in swept],
             },
             indent=2,
             default=str,
@@ -376,4 +403,9 @@ def main(args: argparse.Namespace) -> int:
         f"ratio_vs_fair_limit={streamd_top.throughput / fair_limit:.2f} "
         f"ratio_vs_possible={streamd_top.throughput / possible:.2f}"
     )
+    if swept:
+        best = max(swept, key=lambda run: run.throughput)
+        print(
+            f"auto against the best hand-picked ({best.way}): auto_vs_best_picked={streamd_top.throughput / best.throughput:.2f}"
+        )
     return 0
