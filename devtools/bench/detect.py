@@ -405,7 +405,6 @@ def main(args: argparse.Namespace) -> int:
     )
     if swept:
         best = max(swept, key=lambda run: run.throughput)
-        print(
-            f"auto against the best hand-picked ({best.way}): auto_vs_best_picked={streamd_top.throughput / best.throughput:.2f}"
-        )
+        ratio = streamd_top.throughput / best.throughput
+        print(f"auto against the best hand-picked ({best.way}): auto_vs_best_picked={ratio:.2f}")
     return 0
