@@ -126,7 +126,9 @@ class EngineRunner:
         """
         grey = np.full((self.engine.input_height, self.engine.input_width, 3), 114, np.uint8)
         slowest = 0.0
-        for number, engine in enumerate(list(self.engines)):
+        number = 0
+        while number < len(self.engines):  # the first's warm-up may close some of the rest
+            engine = self.engines[number]
             before = rss_bytes()
             images = engine.new_input_buffer()
             for index in range(engine.max_batch):
@@ -139,6 +141,7 @@ class EngineRunner:
                     self.cost = ModelCost(after - before, seconds / batch)
                 if len(self.engines) > 1:
                     self._fit_the_rest()
+            number += 1
         return slowest
 
     def _first_batch(self, number: int, engine: Engine, images: Any) -> tuple[float, int]:

@@ -55,9 +55,9 @@ class Watched(Protocol):
         """How long the batch in the engine has been running (0: none, or no engine)."""
         ...
 
-    def sink_problems(self) -> list[str]:
-        """Why sinks are not writing now, or engine instances are out of rotation (empty
-        while all work)."""
+    def problems(self) -> list[str]:
+        """Why sinks are not writing now, the second stage is failing, or engine instances
+        are out of rotation (empty while all work)."""
         ...
 
     def engine_status(self) -> dict[str, Any] | None:
@@ -155,9 +155,9 @@ class Health:
             return False, self.watched.phase.value
         if self.failures.failed:
             return False, f"not ready: {self.failures.describe()}"
-        sinks = self.watched.sink_problems()
-        if sinks:
-            return False, f"not ready: {'; '.join(sinks)}"
+        problems = self.watched.problems()
+        if problems:
+            return False, f"not ready: {'; '.join(problems)}"
         sources = self.sources()
         starved = _without_descriptors(sources)
         if starved:

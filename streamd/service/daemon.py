@@ -154,7 +154,7 @@ class Daemon:
     def engine_stuck_s(self) -> float:
         return self.detector.engine_stuck_s() if self.detector is not None else 0.0
 
-    def sink_problems(self) -> list[str]:
+    def problems(self) -> list[str]:
         if self.detector is None:
             return []
         tracking = self.detector.tracking

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -164,3 +165,42 @@ def test_the_last_instance_is_never_taken_out() -> None:
     runner.on_failed = lost.extend
     run_batches(runner, [frames([n]) for n in range(8)], [])
     assert runner.retired == {} and len(lost) == 8
+
+
+class Holds(SlowEngine):
+    """Keeps what its first batch allocated, as ONNX Runtime's arena does."""
+
+    max_batch = 2
+
+    def __init__(self, megabytes: int) -> None:
+        super().__init__(seconds=0.0)
+        self.megabytes = megabytes
+        self.arena: np.ndarray | None = None
+        self.closed = False
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if self.arena is None:
+            self.arena = np.ones(self.megabytes * 2**20, np.uint8)  # touched: resident
+        return super().infer(images)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_instances_counted_by_auto_that_memory_cannot_hold_are_closed_at_warm_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    engines = [Holds(64) for _ in range(4)]
+    limits = runner_module.read_limits()
+    # Room for one more instance of what the first was measured to take: 0.7 x 120 MiB / ~64 MiB.
+    monkeypatch.setattr(runner_module, "read_limits", lambda: replace(limits, memory_available=120 * 2**20))
+    runner = EngineRunner(engines, lambda _r: None, lambda: None, fit_instances=True)
+    with caplog.at_level(logging.WARNING):
+        runner.warm_up()
+    assert runner.cost is not None and 60 * 2**20 <= runner.cost.instance_bytes <= 80 * 2**20
+    assert runner.engines == engines[:2] and [e.closed for e in engines] == [False, False, True, True]
+    assert engines[2].arena is None, "a closed instance is not warmed up"
+    assert "auto: engine.instances=2 because memory holds no more" in caplog.text
+    set_by_hand = EngineRunner([Holds(64) for _ in range(4)], lambda _r: None, lambda: None)
+    with pytest.raises(EngineError, match=r"lower engine\.instances or batcher\.max_batch"):
+        set_by_hand.warm_up()
