@@ -32,13 +32,13 @@ from typing import Any
 import av
 import numpy as np
 
+from devtools.bench.detect import engine_limit
 from devtools.bench.models import bench_model
 from devtools.bench.thread_cpu import role_of
 from devtools.testing.demo import CACHE_DIR, shared_image
 from devtools.testing.video import VideoSpec, cached_video
 from streamd.analysis.postprocess import PostprocessSettings, postprocess
 from streamd.camera.sampler import FrameSampler
-from streamd.engine.onnxruntime_backend import OnnxRuntimeEngine
 from streamd.frames.letterbox import letterbox
 
 
@@ -163,40 +163,6 @@ def decode_alone(files: list[Path], fps: float) -> float:
     return sum(done) / (time.perf_counter() - started)
 
 
-def engine_alone(model: Path, image: np.ndarray, seconds: float = 4.0) -> dict[str, float]:
-    """Frames/s of the engine alone at batch 1, one instance on every core and one
-    single-threaded instance per core (streamd's default on a CPU)."""
-    cores = os.cpu_count() or 1
-    rates = {}
-    for name, engines in {
-        f"1x{cores} threads": [OnnxRuntimeEngine(model, 1, threads=cores, spin_wait=True)],
-        f"{cores}x1 thread": [OnnxRuntimeEngine(model, 1, threads=1) for _ in range(cores)],
-    }.items():
-        rates[name] = _instances_alone(engines, image[np.newaxis], seconds)
-        for engine in engines:
-            engine.close()
-    return rates
-
-
-def _instances_alone(engines: list[OnnxRuntimeEngine], batch: np.ndarray, seconds: float) -> float:
-    for engine in engines:
-        engine.infer(batch)
-    stop_at = time.perf_counter() + seconds
-    done = [0] * len(engines)
-
-    def work(index: int) -> None:
-        while time.perf_counter() < stop_at:
-            engines[index].infer(batch)
-            done[index] += len(batch)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(engines))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / seconds
-
-
 def streamd_detect(folder: Path, model: Path, fps: float, jobs: int) -> dict[str, Any]:
     """`streamd detect FOLDER -o OUT --fps F --jobs J` in this process; its summary and CPU."""
     from streamd.cli.main import main as streamd_main
@@ -253,10 +219,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(files)} files of {args.size} at {args.source_fps} fps, {args.seconds:g}s each, analysed at "
               f"{args.fps:g} fps, on {os.cpu_count()} cores")  # fmt: skip
         first = next(_frames_of(files[0], args.fps, 1))
-        image, _ = letterbox(first, 640, 640)
-
         decode = decode_alone(files, args.fps)
-        engines = engine_alone(model, image)
+        # The engine alone at batch 1 (streamd's on a CPU), both arrangements of instances.
+        engines = engine_limit(model, 1, first)
         engine = max(engines.values())
         limit = 1 / (1 / decode + 1 / engine)
         print(f"decode alone: {decode:.1f} frames/s; engine alone: "

@@ -30,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ class BatchResult:
 class EngineRunner:
     def __init__(
         self,
-        engines: list[Engine],
+        engines: Sequence[Engine],
         deliver: Callable[[BatchResult], None],
         on_room: Callable[[], None],
         on_failed: Callable[[list[Frame]], None] | None = None,

@@ -17,6 +17,7 @@ import streamd.engine.runner as runner_module
 from streamd.engine.base import EngineError
 from streamd.engine.runner import BatchResult, EngineRunner
 from streamd.frames.frame import Frame
+from streamd.machine.limits import read_limits
 from streamd.metrics.registry import Metrics
 from tests.support.engines import SlowEngine, frames
 
@@ -191,7 +192,7 @@ def test_instances_counted_by_auto_that_memory_cannot_hold_are_closed_at_warm_up
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     engines = [Holds(64) for _ in range(4)]
-    limits = runner_module.read_limits()
+    limits = read_limits()
     # Room for one more instance of what the first was measured to take: 0.7 x 120 MiB / ~64 MiB.
     monkeypatch.setattr(runner_module, "read_limits", lambda: replace(limits, memory_available=120 * 2**20))
     runner = EngineRunner(engines, lambda _r: None, lambda: None, fit_instances=True)
