@@ -53,7 +53,7 @@ def test_parallel_instances_deliver_in_submission_order() -> None:
     results: list[BatchResult] = []
     # The first instance is slow, the second fast: batches finish out of order.
     engines = [SlowEngine(seconds=0.15), SlowEngine(seconds=0.01)]
-    runner = EngineRunner(engines, results.append, on_room=lambda: None)  # type: ignore[arg-type]
+    runner = EngineRunner(engines, results.append, on_room=lambda: None)
     runner.start()
     assert runner.buffers == 3
     for value in range(1, 7):
