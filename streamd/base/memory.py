@@ -1,4 +1,5 @@
-"""How much memory this process holds and the machine has left (Linux /proc; None elsewhere)."""
+"""How much memory this process holds (Linux /proc; None elsewhere); what the machine
+leaves it is `streamd.machine.limits`'s."""
 
 from __future__ import annotations
 
@@ -13,14 +14,3 @@ def rss_bytes(pid: int | None = None) -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def available_bytes() -> int | None:
-    """MemAvailable: what can be allocated without swapping, page cache included."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
