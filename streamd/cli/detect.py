@@ -56,13 +56,22 @@ def _configuration(args: argparse.Namespace) -> tuple[Any, Any, float | None]:
     from streamd.config.loader import read_config
     from streamd.config.schema import CameraSettings, EngineConfig, PostprocessConfig, StreamsConfig
 
+    # The options' own rules first: a wrong one is named before any file is read.
+    given = _given({"score_threshold": args.score, "iou_threshold": args.iou, "max_faces": args.max_faces})
+    options_as(PostprocessConfig, given)
+    if args.fps is not None:
+        options_as(CameraSettings, {"fps": args.fps})
+    # A model given on the command line is the one used: the file's need not exist.
+    if args.model is not None and not Path(args.model).is_file():
+        raise InputError(f"--model {args.model}: no such file (streamd model prepare makes one)")
+    model = {("engine", "model"): str(Path(args.model).absolute())} if args.model is not None else None
     path = args.config or (_DEFAULT_CONFIG if Path(_DEFAULT_CONFIG).exists() else None)
-    streams = read_config(path).config if path is not None else StreamsConfig.model_validate({"cameras": []})
-    # The options first: a wrong one is named before anything is loaded.
-    given = {"score_threshold": args.score, "iou_threshold": args.iou, "max_faces": args.max_faces}
-    post = options_as(PostprocessConfig, streams.postprocess.model_dump() | _given(given))
-    rate = options_as(CameraSettings, {"fps": args.fps if args.fps is not None else streams.defaults.fps})
-    fps = None if args.all_frames else rate.fps
+    if path is not None:
+        streams = read_config(path, given=model).config
+    else:
+        streams = StreamsConfig.model_validate({"cameras": []})
+    post = options_as(PostprocessConfig, streams.postprocess.model_dump() | given)
+    fps = None if args.all_frames else (args.fps if args.fps is not None else streams.defaults.fps)
     engine = streams.engine
     if args.model is not None:
         engine = (engine or EngineConfig(model=args.model)).model_copy(update={"model": args.model})

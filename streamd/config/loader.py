@@ -60,7 +60,9 @@ def config_sha256(path: Path) -> str:
     return hashlib.sha256(_read_at_most_limit(path)).hexdigest()
 
 
-def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+def read_config(
+    path: str | Path, env: Mapping[str, str] | None = None, given: Mapping[tuple[str, str], Any] | None = None
+) -> LoadedConfig:
     """Like load_config, with the file's resolved path and SHA-256."""
     path = Path(path)
     try:
@@ -71,13 +73,20 @@ def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     if len(data) > MAX_BYTES:
         message = f"larger than {MAX_BYTES // 2**20} MiB; a configuration may be at most that"
         raise ConfigError([ConfigProblem(str(path), None, (), message)])
-    config = parse_config(text, str(path), base_dir=path.parent, env=env)
+    config = parse_config(text, str(path), base_dir=path.parent, env=env, given=given)
     return LoadedConfig(config, path.resolve(), hashlib.sha256(data).hexdigest())
 
 
 def parse_config(
-    text: str, file: str, base_dir: Path = Path("."), env: Mapping[str, str] | None = None
+    text: str,
+    file: str,
+    base_dir: Path = Path("."),
+    env: Mapping[str, str] | None = None,
+    given: Mapping[tuple[str, str], Any] | None = None,
 ) -> StreamsConfig:
+    """`given`: (section, key) -> a value the command line gives instead of the file's, in
+    a section the file has (a model given by `--model` is then not looked for where the
+    file says)."""
     doc = parse_yaml(text, file, os.environ if env is None else env)
     # Before any message is made: every secret in the file is masked from here on.
     register_secrets(secret for value in _strings(doc.data) for secret in url_secrets(value))
@@ -89,6 +98,9 @@ def parse_config(
         if data is not None:
             errors.append(ConfigProblem(file, doc.line_of(()), (), "the top level must be a mapping of sections"))
         raise ConfigError(errors)
+    for (section, key), value in (given or {}).items():
+        if isinstance(data.get(section), Mapping):
+            data = {**data, section: {**data[section], key: value}}
     too_many = _too_many_cameras(data, doc, file)
     if too_many is not None:
         raise ConfigError([*errors, too_many])  # validating them all could take minutes

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,21 +100,24 @@ def test_a_small_gpu_gets_the_batch_its_memory_holds() -> None:
     assert choices.instances.value == 1
 
 
-def test_check_hardware_prints_a_table_and_json_here() -> None:
+def test_check_hardware_prints_a_table_and_json_here(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"")  # only looked for: nothing is loaded
+    config = tmp_path / "streams.yaml"
+    config.write_text("engine: {model: m.onnx}\ncameras: []\n")
     table = subprocess.run(
-        [sys.executable, "-m", "streamd", "check", "--hardware", "streams.yaml"], capture_output=True, text=True
+        [sys.executable, "-m", "streamd", "check", "--hardware", str(config)], capture_output=True, text=True
     )
     assert table.returncode == 0, table.stderr
     assert "usable of" in table.stdout and "engine.instances=" in table.stdout
     as_json: Any = subprocess.run(
-        [sys.executable, "-m", "streamd", "check", "--hardware", "--json", "streams.yaml"],
+        [sys.executable, "-m", "streamd", "check", "--hardware", "--json", str(config)],
         capture_output=True,
         text=True,
     )
     assert as_json.returncode == 0, as_json.stderr
     found = json.loads(as_json.stdout)
     assert found["machine"]["cpu"]["cores"] >= 1
-    assert [c["knob"] for c in found["auto"]["streams.yaml"]] == [
+    assert [c["knob"] for c in found["auto"][str(config)]] == [
         "engine.instances",
         "engine.threads",
         "batcher.max_batch",

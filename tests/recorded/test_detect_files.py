@@ -239,3 +239,22 @@ def test_progress_on_a_terminal_is_a_bar(tmp_path: Path, canonical_model: Path, 
     assert "━" in text and "all files" in text, text  # rich's bar, redrawn in place
     assert "\x1b[" in text, "a terminal's bar is drawn with escape codes"
     assert "1 file(s): 1 done" in text
+
+
+def test_without_model_the_streams_yaml_here_gives_it_and_records_go_to_stdout(
+    tmp_path: Path, canonical_model: Path, assets_dir: Path
+) -> None:
+    # As right after `make run` in the project's folder: ./streams.yaml names the model.
+    (tmp_path / "streams.yaml").write_text(
+        f"engine: {{model: {canonical_model}}}\npostprocess: {{score_threshold: 0.5}}\ncameras: []\n"
+    )
+    photo = assets_dir / "images" / "two_people.jpg"
+    command = [sys.executable, "-m", "streamd", "--log-level", "WARNING", "detect", str(photo)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [record] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["image"] == str(photo) and len(record["faces"]) == 2
+    assert all(face["score"] >= 0.5 for face in record["faces"]), "the file's threshold applies"
+    elsewhere = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path / "..")
+    assert elsewhere.returncode == 1
+    assert "no model: no streams.yaml here; give --model" in elsewhere.stderr
