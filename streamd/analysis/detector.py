@@ -68,7 +68,6 @@ class Detector(Generic[Out]):
     ) -> None:
         """`tracking`: faces get tracks and tracks become events (None: records only);
         `sizing`: how `auto` sized the engines (their measured cost is kept there)."""
-        self.engines = engines
         self.engine = engine = engines[0]
         self.outputs = outputs
         self.tracking = tracking
@@ -138,7 +137,9 @@ class Detector(Generic[Out]):
         events = f" (and {tracking.events} track events)" if tracking is not None else ""
         if drained:
             log.info("detector stopped: %d frames inferred, every one handed to the sinks%s", self.inferred, events)
-            for engine in self.engines:  # an engine still running a batch is not closed under it
+            # Those still in the runner: an `auto` warm-up closed the ones memory could not
+            # hold. An engine still running a batch is not closed under it.
+            for engine in self.runner.engines:
                 engine.close()
         else:
             log.error(

@@ -180,7 +180,7 @@ def _check_engine(config: StreamsConfig, result: DeepCheck) -> None:
         result.problems.append(f"engine: {exc}")
         return
     finally:
-        for engine in engines:
+        for engine in runner.engines:  # the warm-up closed those memory could not hold
             engine.close()
     result.notes.append(
         f"engine: {len(runner.engines)} {engines[0].name} instance(s), a batch of {engines[0].max_batch} "
