@@ -192,6 +192,13 @@ def test_deep_check_passes_a_good_file_and_leaves_nothing_behind(canonical_model
     assert f"{path}: OK, 0 camera(s), 0 enabled" in result.stdout
     assert f"{path}: decoders: NVDEC not available here (" in result.stdout, "no GPU here"
     assert not sink.exists() and not (tmp_path / "crops").exists(), "a check writes nothing"
+    assert "auto: engine.instances" not in result.stdout and "auto: batcher.max_batch" not in result.stdout
+    config["engine"] = {"model": str(canonical_model)}
+    del config["batcher"]
+    on_auto = check_deep(write(tmp_path / "auto.yaml", config))
+    assert on_auto.returncode == 0, on_auto.stderr
+    assert "auto: engine.instances=" in on_auto.stdout and "because one single-threaded instance" in on_auto.stdout
+    assert "auto: batcher.max_batch=1 because ONNX Runtime on a CPU" in on_auto.stdout
 
 
 def test_deep_check_shows_where_seventy_cameras_would_decode_on_an_a10(

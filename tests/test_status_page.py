@@ -172,6 +172,8 @@ def test_a_storm_of_snapshot_requests_for_a_4k_camera_costs_one_encode_and_bound
         sampling.set()
         sampler.join()
         after = resident_mb(process.pid)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as response:
+            engine = json.loads(response.read())["engine"]
         stop_daemon(process)
     finally:
         sampling.set()
@@ -184,3 +186,11 @@ def test_a_storm_of_snapshot_requests_for_a_4k_camera_costs_one_encode_and_bound
     assert len({jpeg for jpeg, _ in replies}) == len({seq for _, seq in replies})
     assert peak[0] - before < 200, f"resident memory rose {peak[0] - before:.0f} MB during the storm"
     assert after - before < 200, f"resident memory stayed {after - before:.0f} MB higher"
+    # /status shows the engine's settings: the file's as they are, auto's with why.
+    settings = {setting["knob"]: setting for setting in engine["settings"]}
+    assert settings["engine.threads"] == {"knob": "engine.threads", "value": 1, "auto": False, "why": None}
+    assert settings["engine.instances"]["auto"] and "usable core" in settings["engine.instances"]["why"]
+    assert settings["batcher.max_batch"]["value"] == 1 and settings["batcher.max_batch"]["auto"]
+    assert (
+        engine["instances_in_rotation"] == settings["engine.instances"]["value"] and engine["backend"] == "onnxruntime"
+    )
