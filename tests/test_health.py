@@ -8,15 +8,23 @@ import logging
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
 
+from devtools.bench.scale import SleepingEngine
+from streamd.analysis.detector import Detector
 from streamd.base.logs import JsonFormatter
-from streamd.config.loader import read_config
-from streamd.config.schema import StreamsConfig
+from streamd.config.loader import LoadedConfig, read_config
+from streamd.config.schema import BatcherConfig, PostprocessConfig, StreamsConfig
+from streamd.engine.base import Engine
 from streamd.metrics.gpu import GpuCollector
+from streamd.metrics.registry import Metrics
 from streamd.service.daemon import Daemon, DaemonOptions
+from streamd.sinks.outputs import Outputs
 from tests.support.waiting import run, wait_for
 
 PASSWORD = "St4tus-Secret"
@@ -103,3 +111,31 @@ def test_gpu_metrics_are_absent_without_nvml() -> None:
     except ImportError:
         pass
     assert GpuCollector.create() is None
+
+
+class BrokenEngine(SleepingEngine):
+    def infer(self, images: Any) -> np.ndarray:
+        raise RuntimeException("[ONNXRuntimeError] : 1 : FAIL : CUDA error cudaErrorLaunchFailure")
+
+
+def test_an_engine_instance_out_of_rotation_makes_the_daemon_not_ready_and_says_which(test_video: Path) -> None:
+    config = StreamsConfig.model_validate({"cameras": [{"id": "replay", "url": str(test_video), "fps": 10}]})
+
+    async def scenario() -> tuple[tuple[int, str], dict[str, Any], float]:
+        metrics = Metrics()
+        engines: list[Engine] = [BrokenEngine(1, 0.0, 0.0), SleepingEngine(1, 0.005, 0.0)]
+        detector = Detector(engines, BatcherConfig(max_batch=1), PostprocessConfig(), Outputs([]), metrics, False)
+        daemon = Daemon(LoadedConfig(config), DaemonOptions(metrics_port=0, consumer=detector, watch_config=False))
+        await daemon.start()
+        await wait_for(lambda: bool(detector.runner.retired), 20, "the broken instance taken out")
+        await wait_for(lambda: detector.analysed("replay") >= 5, 20, "frames analysed by the other")
+        port = daemon.http.port
+        seen = get(port, "/readyz"), json.loads(get(port, "/status")[1])["engine"]
+        in_rotation = detector.metrics.registry.get_sample_value("streamd_engine_instances") or 0.0
+        await daemon.stop()
+        return seen[0], seen[1], in_rotation
+
+    ready, engine, in_rotation = run(scenario())
+    assert ready[0] == 503
+    assert "engine instance 1 out of rotation: 5 batches in a row failed, the last: RuntimeException" in ready[1]
+    assert engine["instances_in_rotation"] == 1 and in_rotation == 1
