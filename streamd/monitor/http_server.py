@@ -7,13 +7,15 @@ amount, and above all never the descriptors and threads the cameras need:
 - one thread runs an asyncio loop for every connection (no thread per connection);
   replies are rendered on `RENDER_THREADS` threads, bcrypt checks on one more;
 - at most `MAX_CONNECTIONS` are open, and never more than a sixteenth of the process's
-  descriptor limit (64 of systemd's default 1024). A connection beyond that closes the
-  one that has waited longest without sending a byte, so a flood of idle connections can
+  descriptor limit (64 of systemd's default 1024). Connections beyond that close the ones
+  that have waited longest without sending a byte, so a flood of idle connections can
   neither lock a scrape or a health check out nor take the descriptors cameras reconnect
   with. A connection that has sent something (a request not yet read, a TLS hello) is
   not chosen while a silent one is left: a flood arrives in waves (the kernel's SYN
-  retries), and a wave must not push out a health check whose request is already in
-  the socket. When every open connection is busy, the new one is closed. Should the process run out
+  retries), and a wave must not push out a health check. Which ones to close is decided
+  a moment (`_SHED_AFTER_S`) after a wave is accepted, so a health check accepted in the
+  same wave has had its request arrive (meanwhile at most a backlog more are open).
+  When every open connection is busy, the newest is closed. Should the process run out
   of descriptors all the same, the listener says so (once every five minutes while it
   lasts) and retries accepting each second (asyncio's own back-off), instead of logging
   a traceback every second;
@@ -69,6 +71,9 @@ RENDER_THREADS = 2
 # Connections the kernel completes before the loop accepts them: they hold no descriptor
 # of ours until accepted, and asyncio accepts at most this many in one go.
 _BACKLOG = 64
+# Connections beyond the limit are closed this long after they were accepted, so one
+# accepted in a flood's wave has had its request's first bytes arrive (see `_admit`).
+_SHED_AFTER_S = 0.05
 _READ_CHUNK = 64 * 1024
 _STARVED_SAY_EVERY_S = 300.0
 # How often, at most, the web config's files are looked at for a change.
@@ -156,6 +161,7 @@ class MetricsServer:
         self._web_stamp: tuple[tuple[int, int] | None, ...] = ()
         self._web_checked = 0.0
         self._open: dict[_Connection, None] = {}
+        self._shedding: asyncio.TimerHandle | None = None
         self.max_connections = min(MAX_CONNECTIONS, max(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
         self._starved_said = -_STARVED_SAY_EVERY_S  # when accept() failing for want of descriptors was said
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -269,16 +275,28 @@ class MetricsServer:
     def _admit(self, transport: asyncio.Transport) -> None:
         now = time.monotonic()
         self._refresh_web_config(now)
-        if len(self._open) >= self.max_connections:
-            victim = self._victim()
-            if victim is None:
-                transport.abort()  # every connection is busy being served: no room
-                return
-            self._open.pop(victim, None)
-            victim.close()
         connection = _Connection(transport, transport.get_extra_info("socket").fileno(), now)
         self._open[connection] = None
         connection.task = asyncio.get_running_loop().create_task(self._run(connection))
+        if len(self._open) >= self.max_connections + _BACKLOG:
+            self._shed()  # the bound on descriptors holds whatever the waves
+        elif len(self._open) > self.max_connections and self._shedding is None:
+            # Not at once: a wave of a flood is accepted in one go, and a health check
+            # accepted with it has not had the moment its request takes to arrive, so
+            # it would look as silent as the flood and, older than the wave, be closed
+            # for it (measured: /healthz dropped under a flood of 1100 idle connections).
+            self._shedding = asyncio.get_running_loop().call_later(_SHED_AFTER_S, self._shed)
+
+    def _shed(self) -> None:
+        """Close connections down to `max_connections`: idle ones as `_victim` chooses,
+        else (every one is being served) the newest."""
+        if self._shedding is not None:
+            self._shedding.cancel()
+            self._shedding = None
+        while len(self._open) > self.max_connections:
+            victim = self._victim() or max(self._open, key=lambda c: c.idle_since)
+            self._open.pop(victim, None)
+            victim.close()
 
     def _victim(self) -> _Connection | None:
         """The idle connection to close for a new one: the oldest that has sent nothing,
