@@ -5,7 +5,8 @@ The detector hands its records here instead of to the daemon's sinks (the same
 input's file by `camera`, nothing is queued or dropped. A file is written as
 `NAME.jsonl.partial` and renamed to `NAME.jsonl` once its input is complete, so a
 `.jsonl` is always whole; one interrupted or failed stays `.partial`. Without a folder
-the records go to stdout as they come.
+the records go to stdout input by input, in the order the inputs were given: each is
+kept in a temporary file until the inputs before it are out.
 
 An image's record keeps the still-image format of earlier releases: `image`, `width`,
 `height`, `faces`.
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +54,9 @@ class RecordFiles:
         self._open: dict[str, tuple[Input, IO[bytes]]] = {}
         self._tallies: dict[str, Tally] = {}
         self._strays = 0
+        # Without a folder: the inputs opened, in order, with their temporary files; each
+        # goes to stdout once it and those before it are closed.
+        self._queued: list[tuple[str, IO[bytes], bool]] = []
 
     def path_of(self, source: Input) -> Path:
         assert self.folder is not None
@@ -60,7 +66,7 @@ class RecordFiles:
         """Start `source`'s file afresh (a `.partial` left by an earlier run is replaced)."""
         stream: IO[bytes]
         if self.folder is None:
-            stream = sys.stdout.buffer
+            stream = tempfile.TemporaryFile()  # noqa: SIM115 - closed once copied to stdout
         else:
             path = self.path_of(source)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +74,8 @@ class RecordFiles:
         with self._lock:
             self._open[source.name] = (source, stream)
             self._tallies[source.name] = Tally()
+            if self.folder is None:
+                self._queued.append((source.name, stream, False))
 
     def tally(self, name: str) -> Tally:
         with self._lock:
@@ -98,10 +106,7 @@ class RecordFiles:
                     tally.tracks_ended += 1
                 by_input.setdefault(name, []).append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
             for name, lines in by_input.items():
-                stream = self._open[name][1]
-                stream.write(b"".join(lines))
-                if self.folder is None:
-                    stream.flush()
+                self._open[name][1].write(b"".join(lines))
         for name, count in frames.items():
             self.on_frames(name, count)
 
@@ -127,12 +132,27 @@ class RecordFiles:
             return None
         stream = opened[1]
         stream.flush()
-        if self.folder is not None:
-            os.fsync(stream.fileno())
-            stream.close()
+        if self.folder is None:
+            self._to_stdout(name)
+            return None
+        os.fsync(stream.fileno())
+        stream.close()
         return stream
 
+    def _to_stdout(self, closed: str) -> None:
+        """Copy out the closed inputs at the head of the queue (the loop's thread only)."""
+        self._queued = [(name, stream, done or name == closed) for name, stream, done in self._queued]
+        while self._queued and self._queued[0][2]:
+            _, stream, _ = self._queued.pop(0)
+            stream.seek(0)
+            shutil.copyfileobj(stream, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            stream.close()
+
     def close(self) -> None:
+        """After the last input: what is still open goes out as it is (stdout)."""
+        for name in [name for name, _, _ in self._queued]:
+            self._close(name)
         if self._strays:
             log.warning("%d record(s) came for inputs already closed and were not written", self._strays)
 
